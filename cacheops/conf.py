@@ -1,0 +1,220 @@
+"""Settings with defaults, validated in one place, and profile lookup."""
+import importlib
+from dataclasses import dataclass
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+ALL_OPS = frozenset({'get', 'fetch', 'count', 'aggregate', 'exists'})
+PROFILE_OPTIONS = frozenset({'ops', 'timeout', 'local_get', 'db_agnostic', 'cache_on_save', 'lock'})
+
+DEFAULTS = {
+    'CACHEOPS_ENABLED': True,
+    'CACHEOPS_REDIS': {},
+    'CACHEOPS_SENTINEL': {},
+    'CACHEOPS_CLIENT_CLASS': None,
+    'CACHEOPS_DEFAULTS': {},
+    'CACHEOPS': {},
+    'CACHEOPS_PREFIX': None,
+    'CACHEOPS_INSIDEOUT': False,
+    'CACHEOPS_DEGRADE_ON_FAILURE': False,
+    'CACHEOPS_SKIP_FIELDS': ('FileField', 'TextField', 'BinaryField', 'JSONField'),
+    'CACHEOPS_LONG_DISJUNCTION': 8,
+    'CACHEOPS_SERIALIZER': 'pickle',
+    'CACHEOPS_LOCK_WAIT': 30,
+    'FILE_CACHE_DIR': '/tmp/cacheops_file_cache',
+    'FILE_CACHE_TIMEOUT': 60 * 60 * 24 * 30,
+}
+
+
+class Settings:
+    """Each CACHEOPS_* attribute reads the Django setting or its default, so override_settings works."""
+    def __getattr__(self, name):
+        if name not in DEFAULTS:
+            raise AttributeError(name)
+        return getattr(django_settings, name, DEFAULTS[name])
+
+
+settings = Settings()
+
+
+# Derived values are computed once and dropped whenever a setting changes.
+_derived = {}
+
+
+def derived(func):
+    """Memoize a function of settings until the next setting_changed."""
+    def wrapper(*args):
+        key = (func, args)
+        try:
+            return _derived[key]
+        except KeyError:
+            value = _derived[key] = func(*args)
+            return value
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+def _reset_derived(setting, **kwargs):
+    if setting.startswith('CACHEOPS') or setting in ('DATABASES', 'FILE_CACHE_DIR', 'FILE_CACHE_TIMEOUT'):
+        _derived.clear()
+
+
+setting_changed.connect(_reset_derived)
+
+
+# Profiles
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    ops: frozenset
+    timeout: int
+    local_get: bool = False
+    db_agnostic: bool = True
+    cache_on_save: object = False
+    lock: bool = False
+
+
+def normalize_ops(ops, where):
+    """'all', a single op or a collection of ops -> frozenset of op names."""
+    if ops is None:
+        return frozenset()
+    if isinstance(ops, str):
+        ops = ALL_OPS if ops == 'all' else {ops}
+    try:
+        ops = frozenset(ops)
+    except TypeError:
+        raise ImproperlyConfigured(
+            '%s: ops must be a string or a collection of strings, got %r' % (where, ops))
+    if 'all' in ops:
+        ops = (ops - {'all'}) | ALL_OPS
+    unknown = ops - ALL_OPS
+    if unknown:
+        raise ImproperlyConfigured(
+            '%s: unknown ops %s; use any of %s or "all"'
+            % (where, ', '.join(sorted(map(repr, unknown))), ', '.join(sorted(ALL_OPS))))
+    return ops
+
+
+def _make_profile(name, options, defaults):
+    where = 'CACHEOPS[%r]' % name
+    if not isinstance(options, dict):
+        raise ImproperlyConfigured('%s must be a dict of options or None, got %r' % (where, options))
+    merged = {**defaults, **options}
+    unknown = set(merged) - PROFILE_OPTIONS
+    if unknown:
+        raise ImproperlyConfigured('%s: unknown options %s; known ones are %s' % (
+            where, ', '.join(sorted(unknown)), ', '.join(sorted(PROFILE_OPTIONS))))
+    timeout = merged.get('timeout')
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
+        raise ImproperlyConfigured(
+            '%s needs a positive integer timeout in seconds, got %r; '
+            'set it there or in CACHEOPS_DEFAULTS' % (where, timeout))
+    cache_on_save = merged.get('cache_on_save', False)
+    if not isinstance(cache_on_save, (bool, str)):
+        raise ImproperlyConfigured('%s: cache_on_save must be True or a field name' % where)
+    return Profile(
+        name=name,
+        ops=normalize_ops(merged.get('ops'), where),
+        timeout=timeout,
+        local_get=bool(merged.get('local_get', False)),
+        db_agnostic=bool(merged.get('db_agnostic', True)),
+        cache_on_save=cache_on_save,
+        lock=bool(merged.get('lock', False)),
+    )
+
+
+def _check_profile_name(name):
+    parts = name.split('.') if isinstance(name, str) else ()
+    if len(parts) != 2 or not all(parts) or (parts[0] == '*' and parts[1] != '*'):
+        raise ImproperlyConfigured(
+            "CACHEOPS keys are 'app_label.model_name', 'app_label.*' or '*.*', got %r" % (name,))
+
+
+@derived
+def profiles():
+    """{'app.model' | 'app.*' | '*.*': Profile or None}, validated."""
+    defaults = settings.CACHEOPS_DEFAULTS
+    if not isinstance(defaults, dict):
+        raise ImproperlyConfigured('CACHEOPS_DEFAULTS must be a dict, got %r' % (defaults,))
+    config = settings.CACHEOPS
+    if not isinstance(config, dict):
+        raise ImproperlyConfigured('CACHEOPS must be a dict of profiles, got %r' % (config,))
+    result = {}
+    for name, options in config.items():
+        _check_profile_name(name)
+        result[name.lower()] = None if options is None else _make_profile(name, options, defaults)
+    return result
+
+
+@derived
+def model_profile(model):
+    """The profile in force for a model ('app.model' > 'app.*' > '*.*'), or None."""
+    if not settings.CACHEOPS_ENABLED:
+        return None
+    meta = model._meta
+    table = profiles()
+    for name in ('%s.%s' % (meta.app_label, meta.model_name), '%s.*' % meta.app_label, '*.*'):
+        if name in table:
+            return table[name]
+    return None
+
+
+# Other derived settings
+
+@derived
+def prefix_func():
+    """CACHEOPS_PREFIX as a callable of a query, or None for no prefix."""
+    prefix = settings.CACHEOPS_PREFIX
+    if prefix is None or prefix == '':
+        return None
+    if isinstance(prefix, str):
+        try:
+            prefix = import_string(prefix)
+        except ImportError as e:
+            raise ImproperlyConfigured(
+                'CACHEOPS_PREFIX must be a callable or a dotted path to one: %s' % e)
+    if not callable(prefix):
+        raise ImproperlyConfigured('CACHEOPS_PREFIX must be a callable or a dotted path to one, '
+                                   'got %r' % (prefix,))
+    return prefix
+
+
+@derived
+def serializer():
+    """CACHEOPS_SERIALIZER resolved to an object with dumps() and loads()."""
+    value = settings.CACHEOPS_SERIALIZER
+    if isinstance(value, str):
+        try:
+            value = importlib.import_module(value)
+        except ImportError:
+            try:
+                value = import_string(value)
+            except ImportError as e:
+                raise ImproperlyConfigured('CACHEOPS_SERIALIZER: cannot import %r: %s' % (value, e))
+    if not (callable(getattr(value, 'dumps', None)) and callable(getattr(value, 'loads', None))):
+        raise ImproperlyConfigured(
+            'CACHEOPS_SERIALIZER must be a module or class with dumps() and loads(), got %r' % (value,))
+    return value
+
+
+@derived
+def skip_field_types():
+    """CACHEOPS_SKIP_FIELDS as a tuple of field class names."""
+    value = settings.CACHEOPS_SKIP_FIELDS
+    if isinstance(value, str) or not all(isinstance(v, (str, type)) for v in value):
+        raise ImproperlyConfigured('CACHEOPS_SKIP_FIELDS must be a list of field classes or their names')
+    return tuple(v if isinstance(v, str) else v.__name__ for v in value)
+
+
+@derived
+def long_disjunction():
+    value = settings.CACHEOPS_LONG_DISJUNCTION
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ImproperlyConfigured('CACHEOPS_LONG_DISJUNCTION must be a positive integer, got %r'
+                                   % (value,))
+    return value

@@ -1,0 +1,150 @@
+"""The read/store protocol: a hit is one GET; a miss stores race-free (DESIGN.md, invariant 1).
+
+Conj-set mode: before querying, a pending marker is put at the key and the key is
+registered in its conjunction sets; the result is stored only if the marker is still
+there. The marker doubles as the dog-pile lock.
+Insideout mode: the conjunction stamps are read before querying and the value is stored
+with their checksum; a read validates the checksum against the current stamps.
+"""
+import hashlib
+import os
+import warnings
+
+from .conf import serializer, settings
+from .keys import conj_key, schemes_key, scheme, signal_key
+from .redis import CONNECTION_ERRORS, get_client, run_script
+from .signals import cache_read
+
+PENDING = b'\x00cacheops:pending:'  # 18 bytes, see lua/prepare.lua
+assert len(PENDING) == 18
+
+# Switched off only by the stale-entry test, to show that it can fail.
+PROTECT_STORES = True
+
+
+class _Computed:
+    """Calls compute at most once."""
+    __slots__ = ('compute', 'done', 'value')
+
+    def __init__(self, compute):
+        self.compute = compute
+        self.done = False
+
+    def __call__(self):
+        if not self.done:
+            self.value = self.compute()
+            self.done = True
+        return self.value
+
+
+def cached_call(key, dnfs, prefix, timeout, compute, lock=False, sender=None, func=None):
+    """The value cached at key, else compute() stored race-free; dnfs is called only on a miss."""
+    computed = _Computed(compute)
+    try:
+        if settings.CACHEOPS_INSIDEOUT:
+            return _insideout(key, dnfs(), prefix, timeout, computed, sender, func)
+        return _conj_sets(key, dnfs, prefix, timeout, computed, lock, sender, func)
+    except CONNECTION_ERRORS as e:
+        if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
+            raise
+        warnings.warn('cacheops: the cache is unavailable, reading the database: %s' % e,
+                      RuntimeWarning)
+        return computed()
+
+
+def _signal(sender, func, hit):
+    if cache_read.receivers:
+        cache_read.send(sender=sender, func=func, hit=hit)
+
+
+def _loads(data):
+    return serializer().loads(data)
+
+
+def _dumps(value):
+    return serializer().dumps(value)
+
+
+# Conj-set mode
+
+def _conj_sets(key, dnfs, prefix, timeout, computed, lock, sender, func):
+    client = get_client()
+    data = client.get(key)
+    if data is not None and not data.startswith(PENDING):
+        _signal(sender, func, True)
+        return _loads(data)
+    _signal(sender, func, False)
+
+    keys, args = _registration(dnfs(), prefix)
+    status, marker = _prepare(key, keys, args, timeout)
+    if status == b'hit':
+        return _loads(marker)
+    if status == b'other' and lock:
+        # Somebody is computing it: wait for their result once, bounded, blocking in Redis.
+        client.brpoplpush(signal_key(key), signal_key(key), settings.CACHEOPS_LOCK_WAIT)
+        data = client.get(key)
+        if data is not None and not data.startswith(PENDING):
+            return _loads(data)
+        status, marker = _prepare(key, keys, args, timeout)
+        if status == b'hit':
+            return _loads(marker)
+
+    value = computed()
+    if PROTECT_STORES:
+        run_script('store', [key, signal_key(key)], [marker, _dumps(value), '1' if lock else '0'])
+    else:
+        client.set(key, _dumps(value), ex=timeout)
+    return value
+
+
+def _prepare(key, keys, args, timeout):
+    marker = PENDING + os.urandom(8).hex().encode()
+    status, payload = run_script('prepare', [key, signal_key(key), *keys], [marker, timeout, *args])
+    return status, payload
+
+
+def _registration(dnfs, prefix):
+    """KEYS and ARGV tails registering a key: per table its schemes set and conj keys."""
+    keys, args = [], []
+    for table, conjs in dnfs.items():
+        keys.append(schemes_key(prefix, table))
+        args.append(len(conjs))
+        for conj in conjs:
+            keys.append(conj_key(prefix, table, conj))
+            args.append(scheme(conj))
+    return keys, args
+
+
+# Insideout mode
+
+def insideout_conj_keys(dnfs, prefix):
+    return [conj_key(prefix, table, conj) for table, conjs in dnfs.items() for conj in conjs]
+
+
+def _checksum(stamps):
+    return hashlib.sha1(b' '.join(stamps)).hexdigest().encode()
+
+
+def _insideout(key, dnfs, prefix, timeout, computed, sender, func):
+    client = get_client()
+    conj_keys = insideout_conj_keys(dnfs, prefix)
+    data = run_script('get_insideout', [key, *conj_keys])
+    if data is not None:
+        _signal(sender, func, True)
+        return _loads(data)
+    _signal(sender, func, False)
+
+    tables = list(dnfs)
+    args = [os.urandom(8).hex(), timeout, len(conj_keys)]
+    for table in tables:
+        args.append(len(dnfs[table]))
+        args.extend(scheme(conj) for conj in dnfs[table])
+    stamp_keys = [*conj_keys, *(schemes_key(prefix, t) for t in tables)]
+    if PROTECT_STORES:
+        stamps = run_script('prepare_insideout', stamp_keys, args)
+        value = computed()
+    else:
+        value = computed()
+        stamps = run_script('prepare_insideout', stamp_keys, args)
+    client.set(key, _checksum(stamps) + _dumps(value), ex=timeout)
+    return value

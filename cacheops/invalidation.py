@@ -1,0 +1,201 @@
+"""Invalidation by row, by model and of everything; no_invalidation.
+
+A write must never fail because of the cache (DESIGN.md, invariant 2): invalidations
+run from model events go through run_safely(), which logs a Redis failure and keeps
+the invalidation to retry before this process next uses the cache.
+"""
+import json
+import logging
+import threading
+from functools import wraps
+
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from .conf import settings
+from .keys import conj_prefix, prefix_for, schemes_key
+from .redis import get_client, run_script
+from .signals import cache_invalidated
+from .transaction import queue_when_in_transaction
+from .utils import conj_value, written_tables
+
+logger = logging.getLogger('cacheops')
+UNLINK_CHUNK = 1000
+
+
+def _mode():
+    return 'insideout' if settings.CACHEOPS_INSIDEOUT else 'conj'
+
+
+def _delete_keys(client, keys):
+    for i in range(0, len(keys), UNLINK_CHUNK):
+        client.unlink(*keys[i:i + UNLINK_CHUNK])
+
+
+def invalidate_rows(table, rows, using=DEFAULT_DB_ALIAS):
+    """Invalidate queries on a table that any of these rows ({column: canonical string}) falls into."""
+    prefix = prefix_for([using], [table])
+    client = get_client()
+    members, patterns = run_script('invalidate', [schemes_key(prefix, table)],
+                                   [conj_prefix(prefix, table), _mode(), json.dumps(rows)])
+    if members:
+        _delete_keys(client, members)
+    for pattern in patterns:
+        invalidate_conjs(client, _scan(client, pattern))
+
+
+def invalidate_conjs(client, conjs):
+    """Delete these conjunction keys and the cache keys they reference."""
+    for i in range(0, len(conjs), UNLINK_CHUNK):
+        members = run_script('invalidate_conjs', conjs[i:i + UNLINK_CHUNK], [_mode()])
+        if members:
+            _delete_keys(client, members)
+
+
+def row_of(columns, values):
+    """{column: canonical string} from [(column, attname, field)] and {attname or column: value}."""
+    row = {}
+    for column, attname, field in columns:
+        if attname in values:
+            value = values[attname]
+        elif column in values:
+            value = values[column]
+        else:
+            continue
+        if value is None and field.primary_key:
+            continue  # not known yet (bulk_create without RETURNING): matches any value
+        try:
+            value = field.get_prep_value(value)
+        except (TypeError, ValueError):
+            pass
+        row[column] = conj_value(value)
+    return row
+
+
+def _invalidate_values(model, dicts, using):
+    """Invalidate every table a write to model touches by these rows' values."""
+    for table, columns in written_tables(model):
+        rows = [row_of(columns, values) for values in dicts]
+        invalidate_rows(table, rows, using=using)
+
+
+@queue_when_in_transaction
+def _invalidate_dicts(model, dicts, using=DEFAULT_DB_ALIAS):
+    _invalidate_values(model, dicts, using)
+    if cache_invalidated.receivers:
+        for values in dicts:
+            cache_invalidated.send(sender=model, obj_dict=values)
+
+
+def invalidate_dict(model, obj_dict, using=DEFAULT_DB_ALIAS):
+    """Invalidate queries a row with these field values (by attname or column) falls into."""
+    invalidate_dicts(model, [obj_dict], using=using)
+
+
+def invalidate_dicts(model, dicts, using=DEFAULT_DB_ALIAS):
+    """invalidate_dict() for several rows of one model, in one go per table."""
+    if not no_invalidation.active:
+        _invalidate_dicts(model, list(dicts), using=using)
+
+
+def obj_dict(obj):
+    """{attname: value} of an instance's loaded concrete fields (deferred ones left out)."""
+    loaded = obj.__dict__
+    return {f.attname: loaded[f.attname] for f in obj._meta.concrete_fields if f.attname in loaded}
+
+
+def invalidate_obj(obj, using=None):
+    """Invalidate queries this object falls into."""
+    invalidate_dict(type(obj), obj_dict(obj), using=using or obj._state.db or DEFAULT_DB_ALIAS)
+
+
+def _scan(client, pattern):
+    return list(client.scan_iter(match=pattern, count=1000))
+
+
+def _glob_escape(text):
+    return ''.join('\\' + c if c in '*?[]\\' else c for c in text)
+
+
+def invalidate_model(model, using=DEFAULT_DB_ALIAS):
+    """Invalidate all queries on a model (and its multi-table parents' tables)."""
+    if not no_invalidation.active:
+        _invalidate_model(model, using=using)
+
+
+@queue_when_in_transaction
+def _invalidate_model(model, using=DEFAULT_DB_ALIAS):
+    client = get_client()
+    for table, _ in written_tables(model):
+        prefix = prefix_for([using], [table])
+        invalidate_conjs(client, _scan(client, _glob_escape(conj_prefix(prefix, table)) + '*'))
+    if cache_invalidated.receivers:
+        cache_invalidated.send(sender=model, obj_dict=None)
+
+
+def invalidate_all():
+    """Drop everything cacheops cached: the whole Redis db, or only the prefix's keys if one is set."""
+    if no_invalidation.active:
+        return
+    client = get_client()
+    if settings.CACHEOPS_PREFIX:
+        prefix = prefix_for(list(connections), [])
+        if prefix:
+            _delete_keys(client, _scan(client, _glob_escape(prefix) + '*'))
+    else:
+        client.flushdb()
+    if cache_invalidated.receivers:
+        cache_invalidated.send(sender=None, obj_dict=None)
+
+
+class NoInvalidation(threading.local):
+    """Context manager and decorator turning invalidation off in this thread; nestable."""
+    depth = 0
+
+    @property
+    def active(self):
+        return self.depth > 0
+
+    def __enter__(self):
+        self.depth += 1
+
+    def __exit__(self, *exc):
+        self.depth -= 1
+
+    def __call__(self, func):
+        @wraps(func)
+        def wrapper(*args, **kwargs):
+            with self:
+                return func(*args, **kwargs)
+        return wrapper
+
+
+no_invalidation = NoInvalidation()
+
+
+# Failures: a write never fails because Redis did.
+
+_failed = []
+_failed_lock = threading.Lock()
+
+
+def run_safely(func, *args, **kwargs):
+    """Call an invalidation; if Redis fails, log it and keep the call to retry later."""
+    from .redis import CONNECTION_ERRORS
+    try:
+        retry_failed()
+        func(*args, **kwargs)
+    except CONNECTION_ERRORS as e:
+        logger.error('cacheops: invalidation failed, will retry: %s', e)
+        with _failed_lock:
+            _failed.append((func, args, kwargs))
+
+
+def retry_failed():
+    """Run the invalidations that failed before; raises if Redis still fails."""
+    if not _failed:
+        return
+    with _failed_lock:
+        while _failed:
+            func, args, kwargs = _failed[0]
+            func(*args, **kwargs)
+            _failed.pop(0)

@@ -1,0 +1,39 @@
+-- Insideout mode, on a miss, before the database is queried: read the stamps of the
+-- query's conjunctions, creating missing ones, and record the schemes. The value is
+-- then stored with the checksum of these stamps; an invalidation in between replaces
+-- a stamp, so that value never validates.
+--
+-- KEYS: the conjunction stamp keys (in the order reads use), then one schemes set per table
+-- ARGV: a fresh random stamp, stamp timeout (seconds), the number of conjunction keys,
+--       then for each table: the number n of its conjunctions, then n schemes
+-- Returns the stamps, in the order of the conjunction keys.
+local fresh, timeout, nconj = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+
+local stamps = {}
+for i = 1, nconj do
+    local conj = KEYS[i]
+    local stamp = redis.pcall('get', conj)
+    if type(stamp) == 'table' then  -- a set left by conj-set mode
+        redis.call('del', conj)
+        stamp = false
+    end
+    if not stamp then
+        stamp = fresh
+        redis.call('set', conj, stamp, 'EX', timeout)
+    elseif redis.call('ttl', conj) < timeout then
+        redis.call('expire', conj, timeout)
+    end
+    stamps[i] = stamp
+end
+
+local k, a = nconj + 1, 4
+while a <= #ARGV do
+    local n = tonumber(ARGV[a])
+    a = a + 1
+    for i = 1, n do
+        redis.call('sadd', KEYS[k], ARGV[a])
+        a = a + 1
+    end
+    k = k + 1
+end
+return stamps

@@ -1,0 +1,88 @@
+"""Everything cacheops changes in Django, in one list, installed by AppConfig.ready().
+
+Methods: (class, name, replacement); a replacement that wraps Django's method finds the
+original in query._django under 'Class.name', or receives it as its first argument.
+"""
+from functools import wraps
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+from django.db.models import signals
+from django.db.models.manager import BaseManager
+from django.db.models.query import QuerySet
+
+from . import query, transaction
+
+QUERYSET_METHODS = [
+    # wrapping Django's: caching ops and keeping cacheops' state on clones
+    '_clone', '_fetch_all', 'count', 'exists', 'aggregate', 'get', 'first', 'last',
+    'select_for_update', 'bulk_create',
+    # new
+    'cache', 'nocache', 'inplace', 'cloning', 'invalidated_update', '_cache_key', '_prefix',
+    '_cacheconf', '_with_conf', '_dnfs', '_cacheable_dnfs', '_cache_settings', '_cached', '_for_get',
+]
+MANAGER_METHODS = ['cache', 'nocache', 'inplace', 'invalidated_update']
+
+
+def _after(original, hook):
+    """original(self, *args), then hook(self, *args, result) style hooks, see below."""
+    @wraps(original)
+    def method(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        hook(self, *args, result)
+        return result
+    return method
+
+
+# connection method -> what transaction.py learns from it
+CONNECTION_HOOKS = {
+    'set_autocommit': lambda conn, autocommit, *rest: transaction.on_set_autocommit(conn, autocommit),
+    'commit': lambda conn, result: transaction.on_commit(conn),
+    'rollback': lambda conn, result: transaction.on_rollback(conn),
+    'savepoint': lambda conn, sid: transaction.on_savepoint(conn, sid),
+    'savepoint_commit': lambda conn, sid, result: transaction.on_savepoint_commit(conn, sid),
+    'savepoint_rollback': lambda conn, sid, result: transaction.on_savepoint_rollback(conn, sid),
+    'close': lambda conn, result: transaction.on_close(conn),
+}
+
+
+def _before_execute(original):
+    @wraps(original)
+    def method(self, sql, *args, **kwargs):
+        transaction.on_execute(self, sql)
+        return original(self, sql, *args, **kwargs)
+    return method
+
+
+MODEL_SIGNALS = [
+    (signals.pre_save, query._pre_save),
+    (signals.post_save, query._post_save),
+    (signals.pre_delete, query._pre_delete),
+    (signals.post_delete, query._post_delete),
+    (signals.m2m_changed, query._m2m_changed),
+]
+
+_installed = False
+
+
+def install():
+    """Patch QuerySet, managers, connections and cursors; connect model signals. Idempotent."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+
+    for name in QUERYSET_METHODS:
+        if hasattr(QuerySet, name):
+            query._django['QuerySet.' + name] = getattr(QuerySet, name)
+        setattr(QuerySet, name, query.QuerySetMixin.__dict__[name])
+    for name in MANAGER_METHODS:
+        setattr(BaseManager, name, query.ManagerMixin.__dict__[name])
+
+    for name, hook in CONNECTION_HOOKS.items():
+        setattr(BaseDatabaseWrapper, name, _after(getattr(BaseDatabaseWrapper, name), hook))
+    for name in ('execute', 'executemany'):
+        setattr(CursorWrapper, name, _before_execute(getattr(CursorWrapper, name)))
+
+    for signal, receiver in MODEL_SIGNALS:
+        signal.connect(receiver, dispatch_uid='cacheops')

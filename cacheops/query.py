@@ -1,0 +1,346 @@
+"""QuerySet and Manager additions, the cached op paths, and the model-event handlers.
+
+monkey.py grafts QuerySetMixin and ManagerMixin onto Django's classes and connects
+the handlers; nothing here patches anything by itself.
+"""
+from typing import NamedTuple
+
+from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS, models
+from django.db.models.query import QuerySet
+
+from . import invalidation
+from .conf import model_profile, prefix_func, settings
+from .getset import cached_call
+from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
+from .keys import prefix_for
+from .redis import get_client
+from .transaction import transaction_states
+from .tree import dnfs
+from .utils import md5hex, tracked_tables, written_tables
+
+_django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
+
+
+class CacheConf(NamedTuple):
+    """What .cache()/.nocache()/.inplace() set on a queryset; None means 'from the profile'."""
+    ops: frozenset = None
+    timeout: int = None
+    lock: bool = None
+    op: str = None          # 'get' when fetching for get()/first()/last()
+    inplace: bool = False
+
+
+NO_CONF = CacheConf()
+
+
+class QuerySetMixin:
+    _cacheconf = NO_CONF
+
+    # The public surface
+
+    def cache(self, ops=None, timeout=None, lock=None):
+        """Cache this queryset's ops (all by default), optionally with a timeout and a dog-pile lock."""
+        from .conf import normalize_ops
+        profile = model_profile(self.model)
+        if profile is None and settings.CACHEOPS_ENABLED:
+            raise ImproperlyConfigured(
+                'cacheops: %s has no profile in CACHEOPS (or it is None), so its querysets '
+                'cannot be cached; add a profile for %r to enable .cache()'
+                % (self.model.__name__, self.model._meta.label_lower))
+        ops = normalize_ops(ops, '.cache()') if ops is not None else frozenset(
+            ('get', 'fetch', 'count', 'aggregate', 'exists'))
+        return self._with_conf(ops=ops, timeout=timeout, lock=lock)
+
+    def nocache(self):
+        """Turn caching off for this queryset, automatic caching included."""
+        return self._with_conf(ops=frozenset())
+
+    def inplace(self):
+        """Make this queryset mutate in place instead of cloning (a micro-optimization)."""
+        self._cacheconf = self._cacheconf._replace(inplace=True)
+        return self
+
+    def cloning(self):
+        """Undo inplace(): clone on every change again."""
+        self._cacheconf = self._cacheconf._replace(inplace=False)
+        return self
+
+    def _cache_key(self, op=''):
+        """The Redis key this queryset's result (or an op on it) is stored at, prefix included."""
+        profile = model_profile(self.model)
+        sql, params = self.query.get_compiler(using=self.db).as_sql()
+        parts = [
+            op, sql, repr(params),
+            '' if profile is None or profile.db_agnostic else self.db,
+            self._iterable_class.__name__,
+            ','.join(sorted(f.attname for f in self.model._meta.concrete_fields)),
+        ]
+        return '%sq:%s' % (self._prefix, md5hex('\n'.join(parts)))
+
+    @property
+    def _prefix(self):
+        """The key prefix in force for this queryset."""
+        if prefix_func() is None:
+            return ''
+        return prefix_for([self.db], list(self._dnfs()))
+
+    # Plumbing
+
+    def _with_conf(self, **changes):
+        clone = self._chain()
+        clone._cacheconf = clone._cacheconf._replace(**changes)
+        return clone
+
+    def _clone(self):
+        conf = self._cacheconf
+        if conf.inplace:
+            return self
+        clone = _django['QuerySet._clone'](self)
+        if conf is not NO_CONF:
+            clone._cacheconf = conf
+        return clone
+
+    def _dnfs(self):
+        try:
+            return self.__dict__['_cacheops_dnfs']
+        except KeyError:
+            value = self.__dict__['_cacheops_dnfs'] = dnfs(self)
+            return value
+
+    def _cacheable_dnfs(self):
+        """The query's DNFs, or None when it uses a table whose writes are not invalidated."""
+        result = self._dnfs()
+        return result if tracked_tables().issuperset(result) else None
+
+    def _cache_settings(self, op):
+        """(timeout, lock) when this op on this queryset should use the cache, else None."""
+        profile = model_profile(self.model)
+        if profile is None:
+            return None
+        conf = self._cacheconf
+        ops = profile.ops if conf.ops is None else conf.ops
+        if op not in ops or self.query.select_for_update:
+            return None
+        if transaction_states._states and transaction_states.is_dirty([self.db]):
+            return None
+        return (conf.timeout or profile.timeout,
+                profile.lock if conf.lock is None else conf.lock)
+
+    def _cached(self, op, compute, cache_settings, extra=''):
+        try:
+            key = self._cache_key(op + extra)
+        except EmptyResultSet:
+            return compute()
+        timeout, lock = cache_settings
+        prefix = self._prefix
+        return cached_call(key, self._cacheable_dnfs, prefix, timeout, compute,
+                           lock=lock, sender=self.model)
+
+    # Cached ops
+
+    def _fetch_all(self):
+        if self._result_cache is None:
+            op = self._cacheconf.op or 'fetch'
+            cache_settings = self._cache_settings(op)
+            if cache_settings:
+                self._result_cache = self._cached(
+                    '', lambda: list(self._iterable_class(self)), cache_settings)
+        _django['QuerySet._fetch_all'](self)
+
+    def count(self):
+        if self._result_cache is None:
+            cache_settings = self._cache_settings('count')
+            if cache_settings:
+                return self._cached('count', lambda: _django['QuerySet.count'](self), cache_settings)
+        return _django['QuerySet.count'](self)
+
+    def exists(self):
+        if self._result_cache is None:
+            cache_settings = self._cache_settings('exists')
+            if cache_settings:
+                return self._cached('exists', lambda: _django['QuerySet.exists'](self), cache_settings)
+        return _django['QuerySet.exists'](self)
+
+    def aggregate(self, *args, **kwargs):
+        cache_settings = self._cache_settings('aggregate')
+        if cache_settings:
+            extra = repr((args, sorted(kwargs.items())))
+            return self._cached('aggregate', lambda: _django['QuerySet.aggregate'](self, *args, **kwargs),
+                                cache_settings, extra)
+        return _django['QuerySet.aggregate'](self, *args, **kwargs)
+
+    def get(self, *args, **kwargs):
+        return _django['QuerySet.get'](self._for_get(), *args, **kwargs)
+
+    def first(self):
+        return _django['QuerySet.first'](self._for_get())
+
+    def last(self):
+        return _django['QuerySet.last'](self._for_get())
+
+    def _for_get(self):
+        if self._result_cache is not None or self._cacheconf.op == 'get':
+            return self
+        return self._with_conf(op='get')
+
+    def select_for_update(self, *args, **kwargs):
+        return _django['QuerySet.select_for_update'](self.nocache(), *args, **kwargs)
+
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = _django['QuerySet.bulk_create'](self, objs, *args, **kwargs)
+        if model_profile(self.model) is not None:
+            run_safely(invalidate_dicts, self.model, [obj_dict(o) for o in objs], using=self.db)
+        return objs
+
+    def invalidated_update(self, **kwargs):
+        """update() that invalidates the rows by their values before and after."""
+        using = self.db
+        pks = list(self.nocache().values_list('pk', flat=True))
+        if not pks:
+            return 0
+        rows = self.model._base_manager.using(using).filter(pk__in=pks).nocache()
+        before = [obj_dict(o) for o in rows]
+        count = self.update(**kwargs)
+        after = [obj_dict(o) for o in rows.all()]
+        run_safely(invalidate_dicts, self.model, before + after, using=using)
+        return count
+
+
+class ManagerMixin:
+    def cache(self, *args, **kwargs):
+        return self.get_queryset().cache(*args, **kwargs)
+
+    def nocache(self):
+        return self.get_queryset().nocache()
+
+    def inplace(self):
+        return self.get_queryset().inplace()
+
+    def invalidated_update(self, **kwargs):
+        return self.get_queryset().invalidated_update(**kwargs)
+
+
+# Model events
+
+def _tracked(model):
+    return model_profile(model) is not None
+
+
+def _scheme_columns(model, using):
+    """Columns used by cached queries' conditions on the tables a model writes."""
+    from .keys import schemes_key
+    client = get_client()
+    columns = set()
+    for table, _ in written_tables(model):
+        for scheme in client.smembers(schemes_key(prefix_for([using], [table]), table)):
+            columns.update(c for c in scheme.decode().split(',') if c)
+    return columns
+
+
+def _db_values(instance, using, loaded_only):
+    """The row's current values in the database: loaded fields, plus deferred ones conditions use."""
+    fields = instance._meta.concrete_fields
+    deferred = instance.get_deferred_fields()
+    attnames = [f.attname for f in fields if f.attname not in deferred]
+    if deferred and not loaded_only:
+        columns = _scheme_columns(type(instance), using)
+        attnames += [f.attname for f in fields if f.attname in deferred and f.column in columns]
+    model = type(instance)._meta.concrete_model
+    return model._base_manager.using(using).filter(pk=instance.pk).nocache().values(*attnames).first()
+
+
+def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
+    if not _tracked(sender) or instance._state.adding or instance.pk is None:
+        return
+    try:
+        instance._cacheops_old = _db_values(instance, using, loaded_only=False)
+    except Exception:  # a failing cache or read must not break the save
+        instance._cacheops_old = None
+        invalidation.logger.exception('cacheops: could not read old values before save')
+
+
+def _post_save(sender, instance, using, created, update_fields, **kwargs):
+    if not _tracked(sender):
+        return
+    old = instance.__dict__.pop('_cacheops_old', None)
+    new = obj_dict(instance)
+    if old:
+        written = {instance._meta.get_field(name).attname for name in update_fields} \
+            if update_fields else set(new)
+        new = {**old, **{k: v for k, v in new.items() if k in written or k not in old}}
+    rows = [new] if not old or old == new else [old, new]
+    run_safely(_invalidate_dicts_lookup, sender, rows, using=using)
+
+
+def _invalidate_dicts_lookup(model, rows, using):
+    # looked up through this module at call time, so tests can patch query.invalidate_dict
+    from . import query
+    if len(rows) == 1:
+        query.invalidate_dict(model, rows[0], using=using)
+    else:
+        query.invalidate_dicts(model, rows, using=using)
+
+
+def _pre_delete(sender, instance, using, **kwargs):
+    if _tracked(sender) and instance.get_deferred_fields():
+        try:
+            instance._cacheops_old = _db_values(instance, using, loaded_only=False)
+        except Exception:
+            instance._cacheops_old = None
+
+
+def _post_delete(sender, instance, using, **kwargs):
+    if not _tracked(sender):
+        return
+    row = {**(instance.__dict__.pop('_cacheops_old', None) or {}), **obj_dict(instance)}
+    run_safely(_invalidate_dicts_lookup, sender, [row], using=using)
+    run_safely(invalidate_m2o, sender, instance, using=using)
+
+
+def invalidate_m2o(model, obj, using=DEFAULT_DB_ALIAS):
+    """Invalidate rows whose foreign keys to obj its deletion changed without model events."""
+    for rel in model._meta.related_objects:
+        if not (rel.many_to_one or rel.one_to_one) or not _tracked(rel.related_model):
+            continue
+        on_delete = rel.on_delete
+        if on_delete in (models.CASCADE, models.PROTECT, models.RESTRICT, models.DO_NOTHING):
+            continue  # cascaded deletes send events; the others change nothing
+        key = getattr(obj, rel.field.target_field.attname)
+        if on_delete is models.SET_NULL:
+            new = None
+        elif on_delete is models.SET_DEFAULT:
+            new = rel.field.get_default()
+        else:  # SET(...), database-level actions, custom handlers: values unknown
+            invalidation.invalidate_model(rel.related_model, using=using)
+            continue
+        # partial rows: any values in the other columns
+        invalidate_dicts(rel.related_model, [{rel.field.attname: key}, {rel.field.attname: new}],
+                         using=using)
+
+
+def _m2m_columns(sender, instance, model, reverse):
+    """(column of instance's side, column of the other side) in the through table."""
+    field_owner = model if reverse else type(instance)
+    for field in field_owner._meta.many_to_many:
+        if field.remote_field.through is sender:
+            source, target = field.m2m_column_name(), field.m2m_reverse_name()
+            return (target, source) if reverse else (source, target)
+    raise LookupError('no m2m field with the through model %s' % sender.__name__)
+
+
+def _m2m_changed(sender, instance, action, reverse, model, pk_set, using, **kwargs):
+    if not _tracked(sender) or action not in ('post_add', 'post_remove', 'pre_clear', 'post_clear'):
+        return
+    own, other = _m2m_columns(sender, instance, model, reverse)
+    if action == 'pre_clear':
+        # the rows are gone by post_clear, when invalidation must run: read them now
+        pks = sender._base_manager.using(using).filter(**{own: instance.pk}) \
+            .nocache().values_list(other, flat=True)
+        instance.__dict__.setdefault('_cacheops_cleared', {})[sender] = list(pks)
+        return
+    if action == 'post_clear':
+        pk_set = instance.__dict__.get('_cacheops_cleared', {}).pop(sender, ())
+    rows = [{own: instance.pk, other: pk} for pk in pk_set]
+    if rows:
+        run_safely(_invalidate_dicts_lookup, sender, rows, using=using)

@@ -1,0 +1,132 @@
+"""The Redis client built from settings, degrade-on-failure, and Lua scripts run by SHA."""
+import hashlib
+import logging
+import os
+import warnings
+from functools import wraps
+
+import redis
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.functional import SimpleLazyObject, empty
+from django.utils.module_loading import import_string
+
+from .conf import settings
+
+logger = logging.getLogger('cacheops')
+
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+class CacheopsRedisError(Exception):
+    """Redis could not be reached and CACHEOPS_DEGRADE_ON_FAILURE is off."""
+
+
+def _handle_connection_failure(func):
+    """With CACHEOPS_DEGRADE_ON_FAILURE, a failed Redis call warns and returns None."""
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CONNECTION_ERRORS as e:
+            if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
+                raise
+            warnings.warn('cacheops: the cache is unavailable: %s' % e, RuntimeWarning)
+            return None
+    return wrapper
+
+
+def client_class():
+    path = settings.CACHEOPS_CLIENT_CLASS
+    if not path:
+        return redis.Redis
+    try:
+        cls = import_string(path) if isinstance(path, str) else path
+    except ImportError as e:
+        raise ImproperlyConfigured('CACHEOPS_CLIENT_CLASS: cannot import %r: %s' % (path, e))
+    if not isinstance(cls, type):
+        raise ImproperlyConfigured('CACHEOPS_CLIENT_CLASS must name a redis client class, got %r' % (cls,))
+    return cls
+
+
+def make_client():
+    """A client for CACHEOPS_SENTINEL, else CACHEOPS_REDIS (a dict, a URL or empty)."""
+    cls = client_class()
+    sentinel = settings.CACHEOPS_SENTINEL
+    if sentinel:
+        return _sentinel_client(cls, sentinel)
+    conf = settings.CACHEOPS_REDIS
+    if isinstance(conf, str):
+        try:
+            return cls.from_url(conf)
+        except ValueError as e:
+            raise ImproperlyConfigured('CACHEOPS_REDIS is not a valid Redis URL: %s' % e)
+    if isinstance(conf, dict):
+        try:
+            return cls(**conf)
+        except TypeError as e:
+            raise ImproperlyConfigured('CACHEOPS_REDIS has an option the client does not take: %s' % e)
+    raise ImproperlyConfigured(
+        'CACHEOPS_REDIS must be a dict of connection options or a redis:// URL, got %r' % (conf,))
+
+
+def _sentinel_client(cls, conf):
+    from redis.sentinel import Sentinel
+    if not isinstance(conf, dict) or not conf.get('locations') or not conf.get('service_name'):
+        raise ImproperlyConfigured(
+            "CACHEOPS_SENTINEL must be a dict with 'locations' and 'service_name'")
+    conf = dict(conf)
+    locations = conf.pop('locations')
+    service = conf.pop('service_name')
+    db = conf.pop('db', 0)
+    sentinel = Sentinel(locations, **conf)
+    return sentinel.master_for(service, redis_class=cls, db=db)
+
+
+redis_client = SimpleLazyObject(make_client)
+
+
+def get_client():
+    """The real client behind redis_client (skips the lazy proxy on hot paths)."""
+    if redis_client._wrapped is empty:
+        redis_client._setup()
+    return redis_client._wrapped
+
+
+def is_cluster():
+    return hasattr(get_client(), 'get_nodes')
+
+
+def _reset_client(setting, **kwargs):
+    if setting in ('CACHEOPS_REDIS', 'CACHEOPS_SENTINEL', 'CACHEOPS_CLIENT_CLASS'):
+        redis_client._wrapped = empty
+
+
+setting_changed.connect(_reset_client)
+
+
+# Lua scripts: read from cacheops/lua once, run by SHA, loaded on NOSCRIPT.
+
+LUA_DIR = os.path.join(os.path.dirname(__file__), 'lua')
+_scripts = {}
+
+
+def _script(name):
+    try:
+        return _scripts[name]
+    except KeyError:
+        with open(os.path.join(LUA_DIR, name + '.lua'), 'rb') as f:
+            code = f.read()
+        _scripts[name] = code, hashlib.sha1(code).hexdigest()
+        return _scripts[name]
+
+
+def run_script(name, keys=(), args=(), client=None):
+    """Run cacheops/lua/<name>.lua with KEYS and ARGV."""
+    client = client or get_client()
+    code, sha = _script(name)
+    try:
+        return client.evalsha(sha, len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        client.script_load(code)
+        return client.evalsha(sha, len(keys), *keys, *args)

@@ -1,0 +1,202 @@
+"""Per-connection transaction state: dirty flags and invalidations queued to the commit.
+
+A connection's state is a stack of levels: the transaction, then one per savepoint.
+Writes mark the current level dirty; a dirty connection neither reads nor stores cache.
+Invalidations queue on the current level; a released savepoint hands its queue to the
+level below, a rolled back one drops it, and the outermost commit runs them all, before
+Django's on_commit callbacks. The connection methods that drive this are patched in
+monkey.py.
+"""
+import re
+import threading
+from collections import defaultdict
+from functools import wraps
+
+from django.db import DEFAULT_DB_ALIAS
+
+
+class Level:
+    __slots__ = ('sid', 'queue', 'dirty')
+
+    def __init__(self, sid=None):
+        self.sid = sid
+        self.queue = []
+        self.dirty = False
+
+
+class TransactionState(list):
+    """The stack of levels of one connection; empty when no transaction is open."""
+
+    def begin(self, sid=None):
+        self.append(Level(sid))
+
+    def _index(self, sid):
+        for i in range(len(self) - 1, -1, -1):
+            if self[i].sid == sid:
+                return i
+        return None
+
+    def release(self, sid):
+        """A savepoint was released: hand its work to the level below, or run it if none."""
+        i = self._index(sid)
+        if i is None:
+            return []
+        released = self[i:]
+        del self[i:]
+        queue = [call for level in released for call in level.queue]
+        if not self:
+            return queue
+        self[-1].queue.extend(queue)
+        self[-1].dirty = self[-1].dirty or any(level.dirty for level in released)
+        return []
+
+    def rollback_to(self, sid):
+        """Rolled back to a savepoint: its work and the levels above are gone, it stays."""
+        i = self._index(sid)
+        if i is not None:
+            del self[i + 1:]
+            self[i].queue = []
+            self[i].dirty = False
+
+    def commit(self):
+        """The transaction committed: return the queue to run."""
+        queue = [call for level in self for call in level.queue]
+        self.clear()
+        return queue
+
+    @property
+    def dirty(self):
+        return any(level.dirty for level in self)
+
+    def mark_dirty(self):
+        self[-1].dirty = True
+
+
+class TransactionStates(threading.local):
+    """Per-thread registry: _states maps a database alias to its TransactionState."""
+
+    def __init__(self):
+        self._states = defaultdict(TransactionState)
+
+    def __getitem__(self, alias):
+        return self._states[alias]
+
+    def is_dirty(self, dbs):
+        states = self._states
+        return any(states[db].dirty for db in dbs if db in states)
+
+    def in_transaction(self, alias):
+        state = self._states.get(alias)
+        return bool(state)
+
+
+transaction_states = TransactionStates()
+
+
+def queue_when_in_transaction(func):
+    """Run func(..., using=) now outside a transaction; inside one, at the outermost commit."""
+    @wraps(func)
+    def wrapper(*args, using=DEFAULT_DB_ALIAS, **kwargs):
+        state = transaction_states._states.get(using)
+        if state:
+            state[-1].queue.append((func, args, dict(kwargs, using=using)))
+        else:
+            return func(*args, using=using, **kwargs)
+    return wrapper
+
+
+# Dirty SQL
+
+_CLEAN_STATEMENTS = frozenset({
+    'select', 'savepoint', 'release', 'rollback', 'set', 'show', 'explain', 'pragma',
+    'begin', 'start', 'commit', 'describe', 'values', 'table', 'declare', 'fetch', 'close',
+})
+_FIRST_WORD = re.compile(r'\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(\w+)', re.S)
+_WRITE_WORD = re.compile(r'\b(insert|update|delete|merge|replace|truncate)\b', re.I)
+
+
+def _sql_text(sql):
+    if isinstance(sql, str):
+        return sql
+    if isinstance(sql, bytes):
+        return sql.decode(errors='replace')
+    return ' '.join(_composed_parts(sql))
+
+
+def _composed_parts(obj):
+    """The SQL text pieces of a psycopg2/psycopg sql.Composed (identifiers and literals skipped)."""
+    seq = getattr(obj, 'seq', None) or getattr(obj, '_obj', None)
+    if isinstance(seq, str):
+        return [seq] if type(obj).__name__ == 'SQL' else []
+    string = getattr(obj, 'string', None)
+    if isinstance(string, str):
+        return [string] if type(obj).__name__ == 'SQL' else []
+    if isinstance(seq, (list, tuple)):
+        return [part for item in seq for part in _composed_parts(item)]
+    return []
+
+
+def is_sql_dirty(sql):
+    """True for SQL that writes (insert, update, delete, DDL...)."""
+    text = _sql_text(sql)
+    match = _FIRST_WORD.match(text)
+    if not match:
+        return False
+    word = match.group(1).lower()
+    if word == 'with':
+        return bool(_WRITE_WORD.search(text))
+    return word not in _CLEAN_STATEMENTS
+
+
+# What the patched connection methods call (see monkey.py)
+
+def run_queue(queue):
+    from .invalidation import run_safely
+    for func, args, kwargs in queue:
+        run_safely(func, *args, **kwargs)
+
+
+def on_set_autocommit(connection, autocommit):
+    state = transaction_states[connection.alias]
+    if autocommit:
+        state.clear()
+    elif not state:
+        state.begin()
+
+
+def on_commit(connection):
+    state = transaction_states[connection.alias]
+    queue = state.commit()
+    if not connection.autocommit:
+        state.begin()  # manual transaction management: the next transaction has begun
+    run_queue(queue)
+
+
+def on_rollback(connection):
+    state = transaction_states[connection.alias]
+    state.clear()
+    if not connection.autocommit:
+        state.begin()
+
+
+def on_savepoint(connection, sid):
+    if sid is not None:
+        transaction_states[connection.alias].begin(sid)
+
+
+def on_savepoint_commit(connection, sid):
+    run_queue(transaction_states[connection.alias].release(sid))
+
+
+def on_savepoint_rollback(connection, sid):
+    transaction_states[connection.alias].rollback_to(sid)
+
+
+def on_close(connection):
+    transaction_states._states.pop(connection.alias, None)
+
+
+def on_execute(cursor, sql):
+    state = transaction_states._states.get(cursor.db.alias)
+    if state and not state[-1].dirty and is_sql_dirty(sql):
+        state.mark_dirty()

@@ -1,0 +1,147 @@
+"""A query -> {db_table: [conjunction, ...]}: the DNF of its exact/in/isnull=True conditions.
+
+A conjunction maps column names to canonical value strings (see utils.conj_value).
+A table without narrowing conditions gets [{}]: any change to it invalidates.
+Anything we can't reason about narrows nothing, which is always safe.
+"""
+from itertools import product
+
+from django.db import connections
+from django.db.models.expressions import Col
+from django.db.models.lookups import Exact, In, IsNull
+from django.db.models.sql.query import Query
+from django.db.models.sql.where import AND, OR, NothingNode, WhereNode
+
+from .conf import long_disjunction
+from .utils import conj_value, is_granular_field
+
+TRUE = [{}]    # no narrowing: matches anything
+FALSE = []     # matches nothing
+
+
+def dnfs(qs):
+    """{db_table: [conjunction dict, ...]} for a queryset or a Query."""
+    query = getattr(qs, 'query', qs)
+    db = getattr(qs, 'db', None) or 'default'
+    return query_dnfs(query, connections[db].vendor)
+
+
+def query_dnfs(query, vendor):
+    result = {}
+    _add_query(result, query, vendor)
+    return {table: _simplify(conjs) for table, conjs in result.items()}
+
+
+def _add_query(result, query, vendor):
+    for combined in getattr(query, 'combined_queries', ()) or ():
+        _add_query(result, combined, vendor)
+
+    conjs = _where_dnf(query.where, vendor)
+    for alias, join in query.alias_map.items():
+        table = getattr(join, 'table_name', None)
+        # like the SQL compiler, skip joins trimmed away (refcount 0)
+        if table is None or not query.alias_refcount.get(alias):
+            continue
+        table_conjs = result.setdefault(table, [])
+        for conj in conjs:
+            table_conjs.append({col: val for (a, col), val in conj.items() if a == alias})
+
+    # Conditions inside subqueries don't narrow (caveat 7) but their tables are used.
+    for sub in _subqueries(query):
+        for table in query_dnfs(sub, vendor):
+            result.setdefault(table, []).append({})
+
+
+def _simplify(conjs):
+    if any(not c for c in conjs):
+        return [{}]
+    unique = []
+    for conj in conjs:
+        if conj not in unique:
+            unique.append(conj)
+    return unique
+
+
+def _where_dnf(node, vendor):
+    if isinstance(node, WhereNode):
+        if node.negated:
+            return TRUE
+        children = [_where_dnf(child, vendor) for child in node.children]
+        if node.connector == AND:
+            return _and(children)
+        if node.connector == OR:
+            return [conj for child in children for conj in child]
+        return TRUE  # XOR
+    if isinstance(node, NothingNode):
+        return FALSE
+    return _lookup_dnf(node, vendor)
+
+
+def _and(children):
+    result = [{}]
+    for child in children:
+        merged = []
+        for left, right in product(result, child):
+            conj = _merge(left, right)
+            if conj is not None:
+                merged.append(conj)
+        result = merged
+    return result
+
+
+def _merge(left, right):
+    """Two conjunctions ANDed, or None if they contradict each other."""
+    conj = dict(left)
+    for key, value in right.items():
+        if conj.setdefault(key, value) != value:
+            return None
+    return conj
+
+
+def _lookup_dnf(lookup, vendor):
+    lhs = getattr(lookup, 'lhs', None)
+    if not isinstance(lhs, Col) or not is_granular_field(lhs.target, vendor):
+        return TRUE
+    rhs = lookup.rhs
+    if hasattr(rhs, 'resolve_expression'):
+        return TRUE
+    key = (lhs.alias, lhs.target.column)
+    if isinstance(lookup, Exact):
+        return [{key: conj_value(rhs)}] if rhs is not None else TRUE
+    if isinstance(lookup, IsNull):
+        return [{key: conj_value(None)}] if rhs else TRUE
+    if isinstance(lookup, In):
+        values = {conj_value(v) for v in rhs if v is not None}
+        if len(values) > long_disjunction():
+            return TRUE
+        return [{key: v} for v in sorted(values)]
+    return TRUE
+
+
+def _subqueries(query):
+    """Query objects nested in a query's conditions, annotations and selected expressions."""
+    stack = [query.where, *query.annotations.values()]
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Query):
+            yield node
+            continue
+        sub = getattr(node, 'query', None)
+        if isinstance(sub, Query):
+            yield sub
+            continue
+        if isinstance(node, (list, tuple)):
+            stack.extend(node)
+        elif isinstance(node, WhereNode):
+            stack.extend(node.children)
+        else:
+            stack.extend(getattr(node, 'lhs', None) and [node.lhs] or ())
+            rhs = getattr(node, 'rhs', None)
+            if hasattr(rhs, 'resolve_expression') or isinstance(rhs, (list, tuple)):
+                stack.append(rhs)
+            if hasattr(node, 'get_source_expressions'):
+                stack.extend(node.get_source_expressions())

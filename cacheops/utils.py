@@ -1,0 +1,92 @@
+"""Small pure helpers shared by reads and invalidation."""
+import datetime
+import decimal
+import hashlib
+from collections import defaultdict
+
+from django.apps import apps
+
+from .conf import derived, model_profile, skip_field_types
+
+# MySQL/MariaDB compare strings by collation (case, trailing spaces, accents), so
+# equal strings there may differ byte-wise: such conditions must not narrow.
+COLLATED_TYPES = frozenset({'CharField', 'SlugField', 'TextField', 'EmailField', 'URLField'})
+
+
+def md5hex(data):
+    return hashlib.md5(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def conj_value(value):
+    """The canonical string of a prepared field value, the same for a query and a row."""
+    if value is None:
+        return 'None'
+    if isinstance(value, bool):
+        return '1' if value else '0'
+    if isinstance(value, decimal.Decimal):
+        value = value.normalize()
+        # normalize() gives 1E+2 for 100: spell integers out so 100 and 100.00 agree
+        return '%d' % value if value == value.to_integral_value() else str(value)
+    if isinstance(value, float) and value.is_integer():
+        return '%d' % value
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        return value.astimezone(datetime.timezone.utc).replace(tzinfo=None).isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def is_granular_field(field, vendor):
+    """Whether an exact condition on this field can narrow invalidation."""
+    names = {cls.__name__ for cls in type(field).__mro__}
+    if names.intersection(skip_field_types()):
+        return False
+    if vendor == 'mysql' and field.get_internal_type() in COLLATED_TYPES:
+        return False
+    return True
+
+
+def model_family(model):
+    """Non-abstract models whose events affect each other: concrete bases and all their subclasses."""
+    if model._meta.abstract:
+        return set()
+    bases = {b for b in model.__mro__ if getattr(b, '_meta', None) is not None
+             and not b._meta.abstract and not b._meta.proxy}
+    family = set()
+    stack = list(bases)
+    while stack:
+        m = stack.pop()
+        if m in family or m._meta.abstract:
+            continue
+        family.add(m)
+        stack.extend(m.__subclasses__())
+    return family
+
+
+@derived
+def table_models():
+    """{db_table: [models using it]}, proxies and auto-created through models included."""
+    result = defaultdict(list)
+    for model in apps.get_models(include_auto_created=True):
+        result[model._meta.db_table].append(model)
+    return dict(result)
+
+
+@derived
+def tracked_tables():
+    """Tables whose every model has a profile, so their writes are invalidated."""
+    return frozenset(
+        table for table, models in table_models().items()
+        if all(model_profile(m) is not None for m in models))
+
+
+def table_columns(model):
+    """[(column, attname, field)] of the model's own table (local concrete fields)."""
+    return [(f.column, f.attname, f) for f in model._meta.local_concrete_fields]
+
+
+def written_tables(model):
+    """The concrete model and its multi-table parents: [(db_table, columns)] a save writes."""
+    concrete = model._meta.concrete_model
+    models = [concrete, *concrete._meta.get_parent_list()]
+    return [(m._meta.db_table, table_columns(m)) for m in models]
