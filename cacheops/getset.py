@@ -10,6 +10,7 @@ import hashlib
 import os
 import warnings
 
+from . import invalidation
 from .conf import serializer, settings
 from .keys import conj_key, schemes_key, scheme, signal_key
 from .redis import CONNECTION_ERRORS, get_client, run_script
@@ -41,8 +42,14 @@ def cached_call(key, dnfs, prefix, timeout, compute, lock=False, sender=None, fu
     """The value cached at key, else compute() stored race-free; dnfs is called only on a miss."""
     computed = _Computed(compute)
     try:
+        if invalidation.failed:
+            # an invalidation Redis refused earlier must happen before anything is read
+            invalidation.retry_failed()
         if settings.CACHEOPS_INSIDEOUT:
-            return _insideout(key, dnfs(), prefix, timeout, computed, sender, func)
+            query_dnfs = dnfs()
+            if query_dnfs is None:
+                return computed()
+            return _insideout(key, query_dnfs, prefix, timeout, computed, sender, func)
         return _conj_sets(key, dnfs, prefix, timeout, computed, lock, sender, func)
     except CONNECTION_ERRORS as e:
         if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
@@ -75,7 +82,16 @@ def _conj_sets(key, dnfs, prefix, timeout, computed, lock, sender, func):
         return _loads(data)
     _signal(sender, func, False)
 
-    keys, args = _registration(dnfs(), prefix)
+    query_dnfs = dnfs()
+    if query_dnfs is None:
+        return computed()
+    keys, args = _registration(query_dnfs, prefix)
+    if not PROTECT_STORES:
+        # the unprotected order, as the original does it: query, then register and store
+        value = computed()
+        status, marker = _prepare(key, keys, args, timeout)
+        _store(key, marker, value, lock)
+        return value
     status, marker = _prepare(key, keys, args, timeout)
     if status == b'hit':
         return _loads(marker)
@@ -90,11 +106,12 @@ def _conj_sets(key, dnfs, prefix, timeout, computed, lock, sender, func):
             return _loads(marker)
 
     value = computed()
-    if PROTECT_STORES:
-        run_script('store', [key, signal_key(key)], [marker, _dumps(value), '1' if lock else '0'])
-    else:
-        client.set(key, _dumps(value), ex=timeout)
+    _store(key, marker, value, lock)
     return value
+
+
+def _store(key, marker, value, lock):
+    run_script('store', [key, signal_key(key)], [marker, _dumps(value), '1' if lock else '0'])
 
 
 def _prepare(key, keys, args, timeout):

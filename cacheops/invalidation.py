@@ -174,7 +174,7 @@ no_invalidation = NoInvalidation()
 
 # Failures: a write never fails because Redis did.
 
-_failed = []
+failed = []
 _failed_lock = threading.Lock()
 
 
@@ -187,15 +187,15 @@ def run_safely(func, *args, **kwargs):
     except CONNECTION_ERRORS as e:
         logger.error('cacheops: invalidation failed, will retry: %s', e)
         with _failed_lock:
-            _failed.append((func, args, kwargs))
+            failed.append((func, args, kwargs))
 
 
 def retry_failed():
     """Run the invalidations that failed before; raises if Redis still fails."""
-    if not _failed:
+    if not failed:
         return
     with _failed_lock:
-        while _failed:
-            func, args, kwargs = _failed[0]
+        while failed:
+            func, args, kwargs = failed[0]
             func(*args, **kwargs)
-            _failed.pop(0)
+            failed.pop(0)

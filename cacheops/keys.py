@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .conf import derived, prefix_func
 from .redis import is_cluster
+from .utils import conj_value
 
 
 class PrefixQuery:
@@ -57,7 +58,8 @@ def conj_prefix(prefix, table):
 
 def conj_key(prefix, table, conj):
     """Key of the set (or stamp) for one conjunction of a table."""
-    return conj_prefix(prefix, table) + '&'.join('%s=%s' % item for item in sorted(conj.items()))
+    return conj_prefix(prefix, table) + '&'.join(
+        '%s=%s' % (column, conj_value(value)) for column, value in sorted(conj.items()))
 
 
 def schemes_key(prefix, table):

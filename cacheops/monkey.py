@@ -1,27 +1,30 @@
 """Everything cacheops changes in Django, in one list, installed by AppConfig.ready().
 
-Methods: (class, name, replacement); a replacement that wraps Django's method finds the
-original in query._django under 'Class.name', or receives it as its first argument.
+- QuerySet: everything query.QuerySetMixin defines. It wraps Django's _clone, _fetch_all,
+  count, exists, aggregate, get, first, last, select_for_update and bulk_create (the
+  originals are kept in query._django) and adds cache(), nocache(), inplace(), cloning(),
+  invalidated_update(), _cache_key(), _prefix and private helpers
+- BaseManager: everything query.ManagerMixin defines
+- Collector.related_objects: deletion reads bypass the cache
+- BaseDatabaseWrapper: CONNECTION_HOOKS, to follow transactions and savepoints
+- CursorWrapper.execute/executemany: to notice writes inside a transaction
+- model signals: MODEL_SIGNALS
 """
 from functools import wraps
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models import signals
+from django.db.models.deletion import Collector
 from django.db.models.manager import BaseManager
 from django.db.models.query import QuerySet
 
 from . import query, transaction
 
-QUERYSET_METHODS = [
-    # wrapping Django's: caching ops and keeping cacheops' state on clones
-    '_clone', '_fetch_all', 'count', 'exists', 'aggregate', 'get', 'first', 'last',
-    'select_for_update', 'bulk_create',
-    # new
-    'cache', 'nocache', 'inplace', 'cloning', 'invalidated_update', '_cache_key', '_prefix',
-    '_cacheconf', '_with_conf', '_dnfs', '_cacheable_dnfs', '_cache_settings', '_cached', '_for_get',
-]
-MANAGER_METHODS = ['cache', 'nocache', 'inplace', 'invalidated_update']
+
+
+def _own_attributes(cls):
+    return [name for name in vars(cls) if not name.startswith('__')]
 
 
 def _after(original, hook):
@@ -72,12 +75,13 @@ def install():
         return
     _installed = True
 
-    for name in QUERYSET_METHODS:
+    for name in _own_attributes(query.QuerySetMixin):
         if hasattr(QuerySet, name):
             query._django['QuerySet.' + name] = getattr(QuerySet, name)
         setattr(QuerySet, name, query.QuerySetMixin.__dict__[name])
-    for name in MANAGER_METHODS:
+    for name in _own_attributes(query.ManagerMixin):
         setattr(BaseManager, name, query.ManagerMixin.__dict__[name])
+    Collector.related_objects = query.collector_related_objects(Collector.related_objects)
 
     for name, hook in CONNECTION_HOOKS.items():
         setattr(BaseDatabaseWrapper, name, _after(getattr(BaseDatabaseWrapper, name), hook))

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, models
-from django.db.models.query import QuerySet
+from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 
 from . import invalidation
 from .conf import model_profile, prefix_func, settings
@@ -73,7 +73,8 @@ class QuerySetMixin:
         parts = [
             op, sql, repr(params),
             '' if profile is None or profile.db_agnostic else self.db,
-            self._iterable_class.__name__,
+            # the result class: proxies share the SQL of their concrete model
+            self.model._meta.label, self._iterable_class.__name__,
             ','.join(sorted(f.attname for f in self.model._meta.concrete_fields)),
         ]
         return '%sq:%s' % (self._prefix, md5hex('\n'.join(parts)))
@@ -171,7 +172,18 @@ class QuerySetMixin:
         return _django['QuerySet.aggregate'](self, *args, **kwargs)
 
     def get(self, *args, **kwargs):
+        profile = model_profile(self.model)
+        if profile is not None and profile.local_get and not args and self._is_simple() \
+                and self._cache_settings('get'):
+            return _local_get(self, kwargs)
         return _django['QuerySet.get'](self._for_get(), *args, **kwargs)
+
+    def _is_simple(self):
+        """A plain manager queryset: no conditions, joins, limits or custom results."""
+        query = self.query
+        return not (query.where or query.combinator or query.annotations or query.select_related
+                    or query.is_sliced or query.deferred_loading[0] or query.extra) \
+            and self._iterable_class is ModelIterable
 
     def first(self):
         return _django['QuerySet.first'](self._for_get())
@@ -205,6 +217,48 @@ class QuerySetMixin:
         after = [obj_dict(o) for o in rows.all()]
         run_safely(invalidate_dicts, self.model, before + after, using=using)
         return count
+
+
+def collector_related_objects(original):
+    """Deletion must see the database as it is: its reads of related rows bypass the cache."""
+    def related_objects(self, *args, **kwargs):
+        return original(self, *args, **kwargs).nocache()
+    return related_objects
+
+
+# local_get: simple gets kept in this process's memory, never invalidated (as documented)
+_local_gets = {}
+
+
+def _local_get(qs, kwargs):
+    key = (qs.model._meta.label, qs.db, tuple(sorted(kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:  # unhashable lookup values
+        key = (qs.model._meta.label, qs.db, repr(key[2]))
+    try:
+        return _local_gets[key]
+    except KeyError:
+        obj = _local_gets[key] = _django['QuerySet.get'](qs.nocache(), **kwargs)
+        return obj
+
+
+def _get_queryset(model, field, value, using):
+    """The queryset get(field=value) evaluates, so its cache key can be computed."""
+    qs = model._default_manager.db_manager(using).filter(**{field: value}).order_by()
+    qs.query.set_limits(high=MAX_GET_RESULTS)
+    return qs._with_conf(op='get')
+
+
+def cache_on_save(instance, using):
+    """Store a saved instance where get(field=value) of its profile's cache_on_save field reads."""
+    model = type(instance)
+    profile = model_profile(model)
+    if not profile or not profile.cache_on_save or transaction_states.in_transaction(using):
+        return
+    field = 'pk' if profile.cache_on_save is True else profile.cache_on_save
+    qs = _get_queryset(model, field, getattr(instance, field), using)
+    qs._cached('', lambda: [instance], (profile.timeout, False))
 
 
 class ManagerMixin:
@@ -251,7 +305,8 @@ def _db_values(instance, using, loaded_only):
 
 
 def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
-    if not _tracked(sender) or instance._state.adding or instance.pk is None:
+    # an unsaved instance with a pk may still update an existing row
+    if not _tracked(sender) or instance.pk is None:
         return
     try:
         instance._cacheops_old = _db_values(instance, using, loaded_only=False)
@@ -271,6 +326,10 @@ def _post_save(sender, instance, using, created, update_fields, **kwargs):
         new = {**old, **{k: v for k, v in new.items() if k in written or k not in old}}
     rows = [new] if not old or old == new else [old, new]
     run_safely(_invalidate_dicts_lookup, sender, rows, using=using)
+    # after the invalidation, and outside transactions only. A write by another process
+    # committed and invalidated between ours and this store would be overwritten: the one
+    # window cacheops accepts, for this opt-in feature (see the README)
+    run_safely(cache_on_save, instance, using)
 
 
 def _invalidate_dicts_lookup(model, rows, using):
@@ -301,7 +360,7 @@ def _post_delete(sender, instance, using, **kwargs):
 def invalidate_m2o(model, obj, using=DEFAULT_DB_ALIAS):
     """Invalidate rows whose foreign keys to obj its deletion changed without model events."""
     for rel in model._meta.related_objects:
-        if not (rel.many_to_one or rel.one_to_one) or not _tracked(rel.related_model):
+        if rel.many_to_many or not _tracked(rel.related_model):
             continue
         on_delete = rel.on_delete
         if on_delete in (models.CASCADE, models.PROTECT, models.RESTRICT, models.DO_NOTHING):

@@ -1,12 +1,12 @@
 """A query -> {db_table: [conjunction, ...]}: the DNF of its exact/in/isnull=True conditions.
 
-A conjunction maps column names to canonical value strings (see utils.conj_value).
+A conjunction maps column names to prepared values; keys.conj_key() makes them canonical.
 A table without narrowing conditions gets [{}]: any change to it invalidates.
 Anything we can't reason about narrows nothing, which is always safe.
 """
 from itertools import product
 
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models.expressions import Col
 from django.db.models.lookups import Exact, In, IsNull
 from django.db.models.sql.query import Query
@@ -22,34 +22,46 @@ FALSE = []     # matches nothing
 def dnfs(qs):
     """{db_table: [conjunction dict, ...]} for a queryset or a Query."""
     query = getattr(qs, 'query', qs)
-    db = getattr(qs, 'db', None) or 'default'
-    return query_dnfs(query, connections[db].vendor)
+    db = getattr(qs, 'db', None) or DEFAULT_DB_ALIAS
+    return query_dnfs(query, db)
 
 
-def query_dnfs(query, vendor):
+def query_dnfs(query, db):
     result = {}
-    _add_query(result, query, vendor)
+    _add_query(result, query, db)
     return {table: _simplify(conjs) for table, conjs in result.items()}
 
 
-def _add_query(result, query, vendor):
-    for combined in getattr(query, 'combined_queries', ()) or ():
-        _add_query(result, combined, vendor)
+def _add_query(result, query, db):
+    for combined in query.combined_queries:
+        _add_query(result, combined, db)
 
-    conjs = _where_dnf(query.where, vendor)
-    for alias, join in query.alias_map.items():
-        table = getattr(join, 'table_name', None)
-        # like the SQL compiler, skip joins trimmed away (refcount 0)
-        if table is None or not query.alias_refcount.get(alias):
-            continue
+    conjs = _where_dnf(query.where, connections[db].vendor)
+    for alias, table in _tables_in_sql(query, db):
         table_conjs = result.setdefault(table, [])
         for conj in conjs:
             table_conjs.append({col: val for (a, col), val in conj.items() if a == alias})
 
     # Conditions inside subqueries don't narrow (caveat 7) but their tables are used.
     for sub in _subqueries(query):
-        for table in query_dnfs(sub, vendor):
+        for table in query_dnfs(sub, db):
             result.setdefault(table, []).append({})
+
+
+def _tables_in_sql(query, db):
+    """[(alias, table)] of the query's FROM clause, joins added by compilation included.
+
+    Compilation adds joins (multi-table parents, select_related, ordering) and as_sql()
+    resets refcounts afterwards, so a compiled query can't tell them from joins trimmed
+    away. A clone set up for compilation can: its referenced aliases are the FROM clause.
+    """
+    if query.combinator:
+        return []
+    clone = query.clone()
+    clone.get_compiler(using=db).pre_sql_setup()
+    base = next(iter(clone.alias_map), None)
+    return [(alias, join.table_name) for alias, join in clone.alias_map.items()
+            if getattr(join, 'table_name', None) and (alias == base or clone.alias_refcount[alias])]
 
 
 def _simplify(conjs):
@@ -93,8 +105,9 @@ def _merge(left, right):
     """Two conjunctions ANDed, or None if they contradict each other."""
     conj = dict(left)
     for key, value in right.items():
-        if conj.setdefault(key, value) != value:
+        if key in conj and conj_value(conj[key]) != conj_value(value):
             return None
+        conj[key] = value
     return conj
 
 
@@ -107,14 +120,15 @@ def _lookup_dnf(lookup, vendor):
         return TRUE
     key = (lhs.alias, lhs.target.column)
     if isinstance(lookup, Exact):
-        return [{key: conj_value(rhs)}] if rhs is not None else TRUE
+        return [{key: rhs}] if rhs is not None else TRUE
     if isinstance(lookup, IsNull):
-        return [{key: conj_value(None)}] if rhs else TRUE
+        return [{key: None}] if rhs else TRUE
     if isinstance(lookup, In):
-        values = {conj_value(v) for v in rhs if v is not None}
+        # distinct by canonical string: values may be unhashable or of mixed types
+        values = {conj_value(v): v for v in rhs if v is not None}
         if len(values) > long_disjunction():
             return TRUE
-        return [{key: v} for v in sorted(values)]
+        return [{key: values[s]} for s in sorted(values)]
     return TRUE
 
 
