@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+with open('README.rst', encoding='utf-8') as f:
+    long_description = f.read()
+
+setup(
+    name='cacheops',
+    version='0.1.0',
+    description='ORM queryset caching with event-driven invalidation for Django, on Redis',
+    long_description=long_description,
+    long_description_content_type='text/x-rst',
+    license='BSD-3-Clause',
+    packages=find_packages(exclude=['tests', 'tests.*', 'tools', 'tools.*']),
+    package_data={'cacheops': ['lua/*.lua']},
+    python_requires='>=3.10',
+    install_requires=[
+        'django>=4.2',
+        'redis>=4.0',
+        'funcy>=1.8',
+    ],
+    classifiers=[
+        'Framework :: Django',
+        'Framework :: Django :: 4.2',
+        'Framework :: Django :: 5.2',
+        'Framework :: Django :: 6.0',
+        'License :: OSI Approved :: BSD License',
+        'Programming Language :: Python :: 3',
+    ],
+)

@@ -1,0 +1,1 @@
+"""Development tools: test bootstrap, Redis for test runs, the demo app. Not installed."""

