@@ -12,7 +12,7 @@ import warnings
 
 from . import invalidation
 from .conf import serializer, settings
-from .keys import conj_key, schemes_key, scheme, signal_key
+from .keys import conj_key, prefix_for, schemes_key, scheme, signal_key
 from .redis import CONNECTION_ERRORS, get_client, run_script
 from .signals import cache_read
 
@@ -38,8 +38,12 @@ class _Computed:
         return self.value
 
 
-def cached_call(key, dnfs, prefix, timeout, compute, lock=False, sender=None, func=None):
-    """The value cached at key, else compute() stored race-free; dnfs is called only on a miss."""
+def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None):
+    """The value cached at key (prefix included), else compute() stored race-free.
+
+    dnfs() gives [(db alias, {table: [conjunction, ...]}), ...] that the value depends on,
+    or None when it must not be cached; in conj-set mode it is called only on a miss.
+    """
     computed = _Computed(compute)
     try:
         if invalidation.failed:
@@ -49,8 +53,8 @@ def cached_call(key, dnfs, prefix, timeout, compute, lock=False, sender=None, fu
             query_dnfs = dnfs()
             if query_dnfs is None:
                 return computed()
-            return _insideout(key, query_dnfs, prefix, timeout, computed, sender, func)
-        return _conj_sets(key, dnfs, prefix, timeout, computed, lock, sender, func)
+            return _insideout(key, query_dnfs, timeout, computed, sender, func)
+        return _conj_sets(key, dnfs, timeout, computed, lock, sender, func)
     except CONNECTION_ERRORS as e:
         if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
             raise
@@ -74,7 +78,7 @@ def _dumps(value):
 
 # Conj-set mode
 
-def _conj_sets(key, dnfs, prefix, timeout, computed, lock, sender, func):
+def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
     client = get_client()
     data = client.get(key)
     if data is not None and not data.startswith(PENDING):
@@ -85,7 +89,7 @@ def _conj_sets(key, dnfs, prefix, timeout, computed, lock, sender, func):
     query_dnfs = dnfs()
     if query_dnfs is None:
         return computed()
-    keys, args = _registration(query_dnfs, prefix)
+    keys, args = _registration(query_dnfs)
     if not PROTECT_STORES:
         # the unprotected order, as the original does it: query, then register and store
         value = computed()
@@ -120,10 +124,17 @@ def _prepare(key, keys, args, timeout):
     return status, payload
 
 
-def _registration(dnfs, prefix):
+def _tables(dnfs):
+    """(prefix, table, conjs) for each table of [(db, {table: conjs})], prefixed as invalidation does."""
+    for db, tables in dnfs:
+        for table, conjs in tables.items():
+            yield prefix_for([db], [table]), table, conjs
+
+
+def _registration(dnfs):
     """KEYS and ARGV tails registering a key: per table its schemes set and conj keys."""
     keys, args = [], []
-    for table, conjs in dnfs.items():
+    for prefix, table, conjs in _tables(dnfs):
         keys.append(schemes_key(prefix, table))
         args.append(len(conjs))
         for conj in conjs:
@@ -134,29 +145,30 @@ def _registration(dnfs, prefix):
 
 # Insideout mode
 
-def insideout_conj_keys(dnfs, prefix):
-    return [conj_key(prefix, table, conj) for table, conjs in dnfs.items() for conj in conjs]
+def insideout_conj_keys(dnfs):
+    return [conj_key(prefix, table, conj) for prefix, table, conjs in _tables(dnfs) for conj in conjs]
 
 
 def _checksum(stamps):
     return hashlib.sha1(b' '.join(stamps)).hexdigest().encode()
 
 
-def _insideout(key, dnfs, prefix, timeout, computed, sender, func):
+def _insideout(key, dnfs, timeout, computed, sender, func):
     client = get_client()
-    conj_keys = insideout_conj_keys(dnfs, prefix)
+    conj_keys = insideout_conj_keys(dnfs)
     data = run_script('get_insideout', [key, *conj_keys])
     if data is not None:
         _signal(sender, func, True)
         return _loads(data)
     _signal(sender, func, False)
 
-    tables = list(dnfs)
     args = [os.urandom(8).hex(), timeout, len(conj_keys)]
-    for table in tables:
-        args.append(len(dnfs[table]))
-        args.extend(scheme(conj) for conj in dnfs[table])
-    stamp_keys = [*conj_keys, *(schemes_key(prefix, t) for t in tables)]
+    schemes_keys = []
+    for prefix, table, conjs in _tables(dnfs):
+        schemes_keys.append(schemes_key(prefix, table))
+        args.append(len(conjs))
+        args.extend(scheme(conj) for conj in conjs)
+    stamp_keys = [*conj_keys, *schemes_keys]
     if PROTECT_STORES:
         stamps = run_script('prepare_insideout', stamp_keys, args)
         value = computed()

@@ -110,9 +110,9 @@ class QuerySetMixin:
             return value
 
     def _cacheable_dnfs(self):
-        """The query's DNFs, or None when it uses a table whose writes are not invalidated."""
+        """[(db, dnfs)] for cached_call, or None when a table's writes are not invalidated."""
         result = self._dnfs()
-        return result if tracked_tables().issuperset(result) else None
+        return [(self.db, result)] if tracked_tables().issuperset(result) else None
 
     def _cache_settings(self, op):
         """(timeout, lock) when this op on this queryset should use the cache, else None."""
@@ -134,9 +134,7 @@ class QuerySetMixin:
         except EmptyResultSet:
             return compute()
         timeout, lock = cache_settings
-        prefix = self._prefix
-        return cached_call(key, self._cacheable_dnfs, prefix, timeout, compute,
-                           lock=lock, sender=self.model)
+        return cached_call(key, self._cacheable_dnfs, timeout, compute, lock=lock, sender=self.model)
 
     # Cached ops
 
