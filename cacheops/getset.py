@@ -12,7 +12,7 @@ import warnings
 
 from . import invalidation
 from .conf import serializer, settings
-from .keys import conj_key, prefix_for, schemes_key, scheme, signal_key
+from .keys import conj_key, lock_key, prefix_for, schemes_key, scheme, signal_key
 from .redis import CONNECTION_ERRORS, get_client, run_script
 from .signals import cache_read
 
@@ -53,7 +53,7 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None)
             query_dnfs = dnfs()
             if query_dnfs is None:
                 return computed()
-            return _insideout(key, query_dnfs, timeout, computed, sender, func)
+            return _insideout(key, query_dnfs, timeout, computed, lock, sender, func)
         return _conj_sets(key, dnfs, timeout, computed, lock, sender, func)
     except CONNECTION_ERRORS as e:
         if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
@@ -153,7 +153,7 @@ def _checksum(stamps):
     return hashlib.sha1(b' '.join(stamps)).hexdigest().encode()
 
 
-def _insideout(key, dnfs, timeout, computed, sender, func):
+def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     client = get_client()
     conj_keys = insideout_conj_keys(dnfs)
     data = run_script('get_insideout', [key, *conj_keys])
@@ -161,6 +161,14 @@ def _insideout(key, dnfs, timeout, computed, sender, func):
         _signal(sender, func, True)
         return _loads(data)
     _signal(sender, func, False)
+
+    if lock and not _acquire_lock(client, key):
+        # Somebody is computing it: wait for their result once, bounded, blocking in Redis.
+        client.brpoplpush(signal_key(key), signal_key(key), settings.CACHEOPS_LOCK_WAIT)
+        data = run_script('get_insideout', [key, *conj_keys])
+        if data is not None:
+            return _loads(data)
+        lock = False  # the owner failed or was invalidated: compute, without the lock
 
     args = [os.urandom(8).hex(), timeout, len(conj_keys)]
     schemes_keys = []
@@ -175,5 +183,20 @@ def _insideout(key, dnfs, timeout, computed, sender, func):
     else:
         value = computed()
         stamps = run_script('prepare_insideout', stamp_keys, args)
-    client.set(key, _checksum(stamps) + _dumps(value), ex=timeout)
+
+    pipe = client.pipeline(transaction=False)
+    pipe.set(key, _checksum(stamps) + _dumps(value), ex=timeout)
+    if lock:
+        pipe.delete(lock_key(key))
+        pipe.rpush(signal_key(key), 1)
+        pipe.expire(signal_key(key), settings.CACHEOPS_LOCK_WAIT)
+    pipe.execute()
     return value
+
+
+def _acquire_lock(client, key):
+    """Take the dog-pile lock of a key (insideout mode); True if we are to compute."""
+    if not client.set(lock_key(key), 1, nx=True, ex=settings.CACHEOPS_LOCK_WAIT):
+        return False
+    client.delete(signal_key(key))  # a signal left by an earlier owner would wake waiters early
+    return True

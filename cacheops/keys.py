@@ -74,3 +74,8 @@ def scheme(conj):
 def signal_key(cache_key):
     """The list a dog-pile lock's waiters block on."""
     return cache_key + ':signal'
+
+
+def lock_key(cache_key):
+    """The dog-pile lock of a key in insideout mode (conj-set mode locks with its pending marker)."""
+    return cache_key + ':lock'

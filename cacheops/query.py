@@ -200,7 +200,11 @@ class QuerySetMixin:
     def bulk_create(self, objs, *args, **kwargs):
         objs = _django['QuerySet.bulk_create'](self, objs, *args, **kwargs)
         if model_profile(self.model) is not None:
-            run_safely(invalidate_dicts, self.model, [obj_dict(o) for o in objs], using=self.db)
+            if kwargs.get('update_conflicts'):
+                # rows updated in place: their old values are unknown
+                run_safely(invalidation.invalidate_model, self.model, using=self.db)
+            else:
+                run_safely(invalidate_dicts, self.model, [obj_dict(o) for o in objs], using=self.db)
         return objs
 
     def invalidated_update(self, **kwargs):
