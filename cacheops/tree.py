@@ -9,6 +9,7 @@ from itertools import product
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models.expressions import Col
 from django.db.models.lookups import Exact, In, IsNull
+from django.db.models.sql.constants import LOUTER
 from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, OR, NothingNode, WhereNode
 
@@ -36,7 +37,9 @@ def _add_query(result, query, db):
     for combined in query.combined_queries:
         _add_query(result, combined, db)
 
-    conjs = _where_dnf(query.where, connections[db].vendor)
+    # isnull=True on an outer-joined table also matches rows missing there
+    outer = {alias for alias, join in query.alias_map.items() if getattr(join, 'join_type', None) == LOUTER}
+    conjs = _where_dnf(query.where, connections[db].vendor, outer)
     for alias, table in _tables_in_sql(query, db):
         table_conjs = result.setdefault(table, [])
         for conj in conjs:
@@ -74,11 +77,11 @@ def _simplify(conjs):
     return unique
 
 
-def _where_dnf(node, vendor):
+def _where_dnf(node, vendor, outer):
     if isinstance(node, WhereNode):
         if node.negated:
             return TRUE
-        children = [_where_dnf(child, vendor) for child in node.children]
+        children = [_where_dnf(child, vendor, outer) for child in node.children]
         if node.connector == AND:
             return _and(children)
         if node.connector == OR:
@@ -86,7 +89,7 @@ def _where_dnf(node, vendor):
         return TRUE  # XOR
     if isinstance(node, NothingNode):
         return FALSE
-    return _lookup_dnf(node, vendor)
+    return _lookup_dnf(node, vendor, outer)
 
 
 def _and(children):
@@ -111,7 +114,7 @@ def _merge(left, right):
     return conj
 
 
-def _lookup_dnf(lookup, vendor):
+def _lookup_dnf(lookup, vendor, outer):
     lhs = getattr(lookup, 'lhs', None)
     if not isinstance(lhs, Col) or not is_granular_field(lhs.target, vendor):
         return TRUE
@@ -122,7 +125,7 @@ def _lookup_dnf(lookup, vendor):
     if isinstance(lookup, Exact):
         return [{key: rhs}] if rhs is not None else TRUE
     if isinstance(lookup, IsNull):
-        return [{key: None}] if rhs else TRUE
+        return [{key: None}] if rhs and lhs.alias not in outer else TRUE
     if isinstance(lookup, In):
         # distinct by canonical string: values may be unhashable or of mixed types
         values = {conj_value(v): v for v in rhs if v is not None}
