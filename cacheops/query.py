@@ -96,6 +96,10 @@ class QuerySetMixin:
     def _clone(self):
         conf = self._cacheconf
         if conf.inplace:
+            # the caller changes self next: what was derived from the query is outdated
+            self._result_cache = None
+            self._prefetch_done = False
+            self.__dict__.pop('_cacheops_dnfs', None)
             return self
         clone = _django['QuerySet._clone'](self)
         if conf is not NO_CONF:
@@ -123,7 +127,7 @@ class QuerySetMixin:
         ops = profile.ops if conf.ops is None else conf.ops
         if op not in ops or self.query.select_for_update:
             return None
-        if transaction_states._states and transaction_states.is_dirty([self.db]):
+        if transaction_states._states and transaction_states.bypass_cache(self.db):
             return None
         return (conf.timeout or profile.timeout,
                 profile.lock if conf.lock is None else conf.lock)
@@ -190,9 +194,12 @@ class QuerySetMixin:
         return _django['QuerySet.last'](self._for_get())
 
     def _for_get(self):
-        if self._result_cache is not None or self._cacheconf.op == 'get':
+        """A clone that get()/first()/last() may change, fetching with the 'get' op."""
+        if self._result_cache is not None:
             return self
-        return self._with_conf(op='get')
+        clone = _django['QuerySet._clone'](self)  # a real one, even for inplace()
+        clone._cacheconf = self._cacheconf._replace(op='get', inplace=False)
+        return clone
 
     def select_for_update(self, *args, **kwargs):
         return _django['QuerySet.select_for_update'](self.nocache(), *args, **kwargs)

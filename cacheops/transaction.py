@@ -12,7 +12,7 @@ import threading
 from collections import defaultdict
 from functools import wraps
 
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connections
 
 
 class Level:
@@ -89,6 +89,15 @@ class TransactionStates(threading.local):
         state = self._states.get(alias)
         return bool(state)
 
+    def bypass_cache(self, db):
+        """Whether a read on db must neither use nor fill the cache."""
+        state = self._states.get(db)
+        if not state:
+            return False
+        # after a write the transaction sees its own changes; under snapshot isolation
+        # it may read rows older than an invalidation that already ran
+        return state.dirty or reads_snapshot(connections[db])
+
 
 transaction_states = TransactionStates()
 
@@ -103,6 +112,13 @@ def queue_when_in_transaction(func):
         else:
             return func(*args, using=using, **kwargs)
     return wrapper
+
+
+def reads_snapshot(connection):
+    """Whether the connection's transactions read a snapshot (repeatable read, serializable)."""
+    level = getattr(connection, 'isolation_level', None)
+    name = getattr(level, 'name', level)  # PostgreSQL: an IsolationLevel; MySQL: a string
+    return isinstance(name, str) and name.replace('_', ' ').lower() in ('repeatable read', 'serializable')
 
 
 # Dirty SQL

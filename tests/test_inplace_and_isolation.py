@@ -1,0 +1,66 @@
+"""inplace() querysets change themselves but never serve results of an older query;
+transactions that read a snapshot bypass the cache."""
+import threading
+
+import pytest
+from django.db import connection, transaction
+
+from tests.models import Category, Post
+
+
+@pytest.fixture
+def cats():
+    one, two = Category.objects.create(title='one'), Category.objects.create(title='two')
+    Post.objects.create(title='a', category=one)
+    Post.objects.create(title='b', category=two)
+    return one, two
+
+
+@pytest.mark.django_db
+def test_inplace_filter_changes_the_queryset_and_its_results(cats):
+    qs = Post.objects.inplace().cache().order_by('title')
+    assert [p.title for p in qs] == ['a', 'b']
+    assert qs.filter(category=cats[0]) is qs
+    assert [p.title for p in qs] == ['a']
+
+
+@pytest.mark.django_db
+def test_get_does_not_narrow_an_inplace_queryset(cats):
+    qs = Post.objects.inplace().cache()
+    assert qs.get(title='a').category == cats[0]
+    assert qs.get(title='b').category == cats[1]
+    assert qs.count() == 2
+
+
+def _snapshot_options():
+    options = dict(connection.settings_dict.get('OPTIONS', {}))
+    if connection.vendor == 'postgresql':
+        from django.db.backends.postgresql.psycopg_any import IsolationLevel
+        options['isolation_level'] = IsolationLevel.REPEATABLE_READ
+    else:
+        options['isolation_level'] = 'repeatable read'
+    return options
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor == 'sqlite', reason='SQLite has no isolation levels to set')
+def test_repeatable_read_transaction_does_not_store_its_snapshot(cats):
+    options = connection.settings_dict.get('OPTIONS', {})
+    connection.close()
+    connection.settings_dict['OPTIONS'] = _snapshot_options()
+    try:
+        in_one = lambda: [p.title for p in Post.objects.filter(category=cats[0]).cache()]  # noqa: E731
+        with transaction.atomic():
+            Category.objects.count()  # the snapshot is taken here
+
+            def writer():
+                Post.objects.filter(title='a').get().delete()
+                connection.close()
+            thread = threading.Thread(target=writer)
+            thread.start()
+            thread.join()
+            assert in_one() == ['a']  # the snapshot, which must not be stored
+        assert in_one() == []
+    finally:
+        connection.close()
+        connection.settings_dict['OPTIONS'] = options
