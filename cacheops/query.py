@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, models
+from django.db.models import Q
 from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 
 from . import invalidation
@@ -17,7 +18,7 @@ from .keys import prefix_for
 from .redis import get_client
 from .transaction import transaction_states
 from .tree import dnfs
-from .utils import md5hex, tracked_tables, written_tables
+from .utils import conj_value, md5hex, tracked_tables, written_tables
 
 _django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
 
@@ -75,7 +76,7 @@ class QuerySetMixin:
             '' if profile is None or profile.db_agnostic else self.db,
             # the result class: proxies share the SQL of their concrete model
             self.model._meta.label, self._iterable_class.__name__,
-            ','.join(sorted(f.attname for f in self.model._meta.concrete_fields)),
+            _field_list(self.model),
         ]
         return '%sq:%s' % (self._prefix, md5hex('\n'.join(parts)))
 
@@ -174,18 +175,50 @@ class QuerySetMixin:
         return _django['QuerySet.aggregate'](self, *args, **kwargs)
 
     def get(self, *args, **kwargs):
-        profile = model_profile(self.model)
-        if profile is not None and profile.local_get and not args and self._is_simple() \
-                and self._cache_settings('get'):
-            return _local_get(self, kwargs)
+        if self._is_simple():
+            cache_settings = self._cache_settings('get')
+            if cache_settings:
+                if not args and model_profile(self.model).local_get:
+                    return _local_get(self, kwargs)
+                fast = fast_get(self, args, kwargs)
+                if fast is not None:
+                    return self._fast_get(fast, args, kwargs, cache_settings)
         return _django['QuerySet.get'](self._for_get(), *args, **kwargs)
+
+    def _fast_get(self, fast, args, kwargs, cache_settings):
+        """get() by a unique column: the key comes from the value, no SQL is compiled on a hit."""
+        key, known_dnfs = fast
+        built = []
+
+        def query():  # what get() would evaluate: only needed on a miss
+            if not built:
+                qs = self._for_get().filter(*args, **kwargs).order_by()
+                qs.query.set_limits(high=MAX_GET_RESULTS)
+                built.append(qs)
+            return built[0]
+
+        timeout, lock = cache_settings
+        if known_dnfs is None or not tracked_tables().issuperset(known_dnfs[0][1]):
+            dnfs = lambda: query()._cacheable_dnfs()  # noqa: E731
+        else:
+            dnfs = lambda: known_dnfs  # noqa: E731
+        rows = cached_call(key, dnfs, timeout,
+                           lambda: list(query()._iterable_class(query())), lock=lock, sender=self.model)
+        if len(rows) == 1:
+            return rows[0]
+        name = self.model._meta.object_name
+        if not rows:
+            raise self.model.DoesNotExist('%s matching query does not exist.' % name)
+        raise self.model.MultipleObjectsReturned('get() returned more than one %s -- it returned %s!' % (
+            name, len(rows) if len(rows) < MAX_GET_RESULTS else 'more than %d' % (MAX_GET_RESULTS - 1)))
 
     def _is_simple(self):
         """A plain manager queryset: no conditions, joins, limits or custom results."""
         query = self.query
         return not (query.where or query.combinator or query.annotations or query.select_related
-                    or query.is_sliced or query.deferred_loading[0] or query.extra) \
-            and self._iterable_class is ModelIterable
+                    or query.is_sliced or query.deferred_loading[0] or query.extra or query.distinct
+                    or self._prefetch_related_lookups) \
+            and self._iterable_class is ModelIterable and self._result_cache is None
 
     def first(self):
         return _django['QuerySet.first'](self._for_get())
@@ -252,22 +285,108 @@ def _local_get(qs, kwargs):
         return obj
 
 
-def _get_queryset(model, field, value, using):
-    """The queryset get(field=value) evaluates, so its cache key can be computed."""
-    qs = model._default_manager.db_manager(using).filter(**{field: value}).order_by()
-    qs.query.set_limits(high=MAX_GET_RESULTS)
-    return qs._with_conf(op='get')
+# Keys of get() by a unique column, computed without building or compiling a query
+
+_unique_lookups = {}
+_field_lists = {}
+
+
+def _single_lookup(args, kwargs):
+    """(name, value) when get() was given exactly one plain condition, else None."""
+    if not args:
+        return next(iter(kwargs.items())) if len(kwargs) == 1 else None
+    if kwargs or len(args) != 1 or type(args[0]) is not Q:
+        return None
+    q = args[0]  # foreign key access passes Q(<target attname>=<value>)
+    if q.negated or len(q.children) != 1 or not isinstance(q.children[0], tuple):
+        return None
+    return q.children[0]
+
+
+def _unique_field(model, name):
+    """The concrete unique field a lookup name selects by equality, or None."""
+    try:
+        return _unique_lookups[model, name]
+    except KeyError:
+        pass
+    opts = model._meta
+    base = name[:-7] if name.endswith('__exact') else name
+    parts = base.split('__')
+    field = None
+    try:
+        if base == 'pk':
+            field = opts.pk
+        elif len(parts) == 1:
+            field = opts.get_field(base)
+            if field.is_relation and base != field.attname:
+                field = None  # the value would be an instance: leave it to Django
+        elif len(parts) == 2:  # a one-to-one by the target's column: 'post__id'
+            fk = opts.get_field(parts[0])
+            if fk.one_to_one and fk.concrete and \
+                    parts[1] in ('pk', fk.target_field.name, fk.target_field.attname):
+                field = fk
+    except Exception:  # FieldDoesNotExist and friends: Django will say what is wrong
+        field = None
+    if field is not None and not (getattr(field, 'concrete', False) and field.column
+                                  and (field.primary_key or field.unique)):
+        field = None
+    _unique_lookups[model, name] = field
+    return field
+
+
+def _field_list(model):
+    try:
+        return _field_lists[model]
+    except KeyError:
+        value = _field_lists[model] = ','.join(sorted(f.attname for f in model._meta.concrete_fields))
+        return value
+
+
+def fast_get(qs, args, kwargs):
+    """(key, dnfs or None) of get() by one unique column on a plain queryset, or None.
+
+    The dnfs are given when they are known without building the query: a model with no
+    multi-table parents, whose get() by a column reads one table under that condition.
+    """
+    lookup = _single_lookup(args, kwargs)
+    if lookup is None:
+        return None
+    model = qs.model
+    field = _unique_field(model, lookup[0])
+    value = lookup[1]
+    if field is None or hasattr(value, 'resolve_expression') or hasattr(value, '_meta'):
+        return None
+    try:
+        value = field.get_prep_value(value)
+    except (TypeError, ValueError):
+        return None  # Django raises the proper error
+    profile = model_profile(model)
+    parts = ['get', model._meta.label, '' if profile.db_agnostic else qs.db,
+             field.column, conj_value(value), _field_list(model)]
+    tables = written_tables(model)
+    prefix = '' if prefix_func() is None else prefix_for([qs.db], [t for t, _ in tables])
+    key = '%sq:%s' % (prefix, md5hex('\n'.join(parts)))
+    if len(tables) > 1 or value is None:
+        return key, None
+    return key, [(qs.db, {tables[0][0]: [{field.column: value}]})]
 
 
 def cache_on_save(instance, using):
-    """Store a saved instance where get(field=value) of its profile's cache_on_save field reads."""
+    """Store a saved instance where get(<its profile's cache_on_save field>=value) reads."""
     model = type(instance)
     profile = model_profile(model)
     if not profile or not profile.cache_on_save or transaction_states.in_transaction(using):
         return
     field = 'pk' if profile.cache_on_save is True else profile.cache_on_save
-    qs = _get_queryset(model, field, getattr(instance, field), using)
-    qs._cached('', lambda: [instance], (profile.timeout, False))
+    qs = model._default_manager.db_manager(using).all()
+    kwargs = {field: getattr(instance, field)}
+    fast = fast_get(qs, (), kwargs)
+    if fast is None:
+        raise ImproperlyConfigured('cacheops: cache_on_save=%r of %s must name a unique field'
+                                   % (profile.cache_on_save, model._meta.label))
+    get_qs = qs.filter(**kwargs).order_by()
+    get_qs.query.set_limits(high=MAX_GET_RESULTS)
+    cached_call(fast[0], get_qs._cacheable_dnfs, profile.timeout, lambda: [instance], sender=model)
 
 
 class ManagerMixin:
