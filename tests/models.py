@@ -1,0 +1,171 @@
+"""Small models for the test suite.
+
+The CACHEOPS profiles in tests/settings.py are keyed by these model names:
+    tests.all              -> ops 'all' (automatic caching of everything)
+    tests.genericcontainer -> ops ('fetch', 'get', 'count')
+    tests.local            -> local_get
+    tests.cacheonsaveprofile -> cache_on_save
+    tests.dbagnostic, tests.dbbinded -> db_agnostic False
+    tests.noprofile        -> None (no caching at all, not even manual)
+    tests.*                -> {} (manual caching with .cache(), automatic invalidation)
+"""
+from django.db import models
+
+
+# Blog-like core: Category <- Post <- Extra
+
+class Category(models.Model):
+    title = models.CharField(max_length=128)
+
+    def __str__(self):
+        return self.title
+
+
+class Post(models.Model):
+    title = models.CharField(max_length=128)
+    category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name='posts')
+    visible = models.BooleanField(default=True)
+    text = models.TextField(blank=True, default='')
+
+    def __str__(self):
+        return self.title
+
+
+class Extra(models.Model):
+    post = models.OneToOneField(Post, on_delete=models.CASCADE, related_name='extra')
+    tag = models.IntegerField(default=0)
+    to_tag = models.ForeignKey('self', on_delete=models.SET_NULL, null=True, blank=True)
+
+
+class ProxyPost(Post):
+    class Meta:
+        proxy = True
+
+
+# A model with a nullable foreign key, for __isnull conditions
+
+class Task(models.Model):
+    title = models.CharField(max_length=128, default='')
+    category = models.ForeignKey(Category, on_delete=models.SET_NULL, null=True, blank=True)
+
+
+# Many-to-many: plain and through a model with an extra field
+
+class Label(models.Model):
+    text = models.CharField(max_length=64)
+
+
+class Brand(models.Model):
+    name = models.CharField(max_length=64)
+    labels = models.ManyToManyField(Label, related_name='brands')
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=64)
+
+
+class Product(models.Model):
+    name = models.CharField(max_length=64)
+    tags = models.ManyToManyField(Tag, through='ProductTag', related_name='products')
+
+
+class ProductTag(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.CASCADE)
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE)
+    weight = models.IntegerField(default=0)
+
+
+# Multi-table inheritance
+
+class Media(models.Model):
+    name = models.CharField(max_length=128)
+
+
+class Movie(Media):
+    year = models.IntegerField(default=2000)
+
+
+# Abstract inheritance: children of one abstract model are not family
+
+class AbstractThing(models.Model):
+    name = models.CharField(max_length=64)
+
+    class Meta:
+        abstract = True
+
+
+class ThingA(AbstractThing):
+    pass
+
+
+class ThingB(AbstractThing):
+    pass
+
+
+# Models named after profiles in tests/settings.py
+
+class All(models.Model):
+    """Profile 'tests.all': {'ops': 'all'} - everything is cached automatically."""
+    tag = models.IntegerField(default=0)
+    title = models.CharField(max_length=128, default='')
+    category = models.ForeignKey(Category, on_delete=models.CASCADE, null=True, blank=True)
+
+
+class GenericContainer(models.Model):
+    """Profile 'tests.genericcontainer': {'ops': ('fetch', 'get', 'count')}."""
+    name = models.CharField(max_length=64, default='')
+    owner = models.OneToOneField(All, on_delete=models.CASCADE, null=True, blank=True,
+                                 related_name='container')
+
+
+class NoProfile(models.Model):
+    """Profile 'tests.noprofile': None - caching is forbidden."""
+    title = models.CharField(max_length=128, default='')
+
+
+class Local(models.Model):
+    """Profile 'tests.local': {'local_get': True}."""
+    tag = models.IntegerField(default=0)
+    title = models.CharField(max_length=128, default='')
+
+
+class CacheOnSaveProfile(models.Model):
+    """Profile 'tests.cacheonsaveprofile': {'cache_on_save': True}."""
+    title = models.CharField(max_length=128, default='')
+
+
+class DbAgnostic(models.Model):
+    """Profile 'tests.dbagnostic': {'db_agnostic': False}."""
+    title = models.CharField(max_length=128, default='')
+
+
+class DbBinded(models.Model):
+    """Profile 'tests.dbbinded': {'db_agnostic': False}."""
+    title = models.CharField(max_length=128, default='')
+
+
+# Assorted field types, for granularity tests
+
+class Assorted(models.Model):
+    label = models.CharField(max_length=64, default='')
+    decimal = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
+    date = models.DateField(null=True, blank=True)
+    datetime = models.DateTimeField(null=True, blank=True)
+    uuid = models.UUIDField(null=True, blank=True)
+    num = models.IntegerField(null=True, blank=True)
+    text = models.TextField(blank=True, default='')
+    binary = models.BinaryField(null=True, blank=True)
+    file = models.FileField(blank=True, default='')
+
+
+# Profile options, for tests/test_profile_options.py (profiles appended to tests/settings.py)
+
+class CacheOnSaveSlug(models.Model):
+    """Profile 'tests.cacheonsaveslug': {'cache_on_save': 'slug'}."""
+    slug = models.CharField(max_length=64, unique=True)
+    title = models.CharField(max_length=128, default='')
+
+
+class Locked(models.Model):
+    """Profile 'tests.locked': {'lock': True}."""
+    title = models.CharField(max_length=128, default='')

@@ -1,0 +1,113 @@
+"""Redis failures. With CACHEOPS_DEGRADE_ON_FAILURE=True reads fall back to
+the database; with False they raise. Either way writes (save, delete) never
+fail because of Redis, and an invalidation Redis missed must not leave an
+entry that reads as valid once Redis is back.
+
+Faults are injected by making every Redis connection checkout raise
+redis.exceptions.ConnectionError; the Redis server itself stays up."""
+from contextlib import contextmanager
+from unittest import mock
+
+import pytest
+import redis
+import redis.connection
+from django.test import override_settings
+
+from .models import All, Category, Post
+
+pytestmark = pytest.mark.django_db
+
+
+@contextmanager
+def redis_down():
+    error = redis.exceptions.ConnectionError('injected: redis is down')
+    with mock.patch.object(redis.connection.ConnectionPool, 'get_connection', side_effect=error), \
+         mock.patch.object(redis.connection.BlockingConnectionPool, 'get_connection', side_effect=error):
+        yield
+
+
+def test_fault_injection_works():
+    import cacheops.redis
+    assert cacheops.redis.redis_client.ping()
+    with redis_down():
+        with pytest.raises(redis.exceptions.ConnectionError):
+            cacheops.redis.redis_client.ping()
+    assert cacheops.redis.redis_client.ping()
+
+
+@override_settings(CACHEOPS_DEGRADE_ON_FAILURE=True)
+def test_degraded_reads_fall_back_to_db(django_assert_num_queries):
+    obj = All.objects.create(tag=1, title='a')
+    cat = Category.objects.create(title='c')
+    Post.objects.create(title='p', category=cat)
+    with redis_down():
+        for _ in range(2):
+            with django_assert_num_queries(1):
+                assert All.objects.get(pk=obj.pk).title == 'a'
+            with django_assert_num_queries(1):
+                assert list(All.objects.filter(tag=1)) == [obj]
+            with django_assert_num_queries(1):
+                assert All.objects.count() == 1
+            with django_assert_num_queries(1):
+                assert [p.title for p in Post.objects.cache().filter(category=cat)] == ['p']
+
+
+@override_settings(CACHEOPS_DEGRADE_ON_FAILURE=True)
+def test_degraded_cache_works_again_when_redis_is_back(django_assert_num_queries):
+    obj = All.objects.create(tag=1, title='a')
+    with redis_down():
+        assert list(All.objects.filter(tag=1)) == [obj]
+    with django_assert_num_queries(1):
+        assert list(All.objects.filter(tag=1)) == [obj]
+    with django_assert_num_queries(0):
+        assert list(All.objects.filter(tag=1)) == [obj]
+
+
+@override_settings(CACHEOPS_DEGRADE_ON_FAILURE=False)
+def test_reads_raise_without_degradation():
+    obj = All.objects.create(tag=1, title='a')
+    with redis_down():
+        with pytest.raises(redis.exceptions.ConnectionError):
+            All.objects.get(pk=obj.pk)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            list(All.objects.filter(tag=1))
+
+
+@pytest.mark.parametrize('degrade', [True, False])
+def test_writes_never_fail(degrade):
+    with override_settings(CACHEOPS_DEGRADE_ON_FAILURE=degrade):
+        cat = Category.objects.create(title='c')
+        with redis_down():
+            post = Post.objects.create(title='p', category=cat)
+            post.title = 'q'
+            post.save()
+            obj = All.objects.create(tag=1)
+            obj.tag = 2
+            obj.save()
+            All.objects.bulk_create([All(tag=3)])
+            obj.delete()
+            gone = Post.objects.create(title='gone', category=cat)
+            gone.delete()
+        assert [p.title for p in Post.objects.nocache().all()] == ['q']
+        assert [o.tag for o in All.objects.nocache().all()] == [3]
+
+
+@pytest.mark.parametrize('degrade', [True, False])
+def test_missed_invalidation_does_not_leave_stale_entries(degrade, django_assert_num_queries):
+    with override_settings(CACHEOPS_DEGRADE_ON_FAILURE=degrade):
+        cat = Category.objects.create(title='c')
+        post = Post.objects.create(title='old', category=cat)
+        obj = All.objects.create(tag=1, title='old')
+        for expected_queries in (1, 0):  # cached
+            with django_assert_num_queries(expected_queries):
+                assert [p.title for p in Post.objects.cache().filter(category=cat)] == ['old']
+            with django_assert_num_queries(expected_queries):
+                assert All.objects.get(pk=obj.pk).title == 'old'
+        with redis_down():
+            post.title = 'new'
+            post.save()
+            obj.title = 'new'
+            obj.save()
+        # Redis is back: the entries cached before the change must not be served
+        assert [p.title for p in Post.objects.cache().filter(category=cat)] == ['new']
+        assert All.objects.get(pk=obj.pk).title == 'new'
