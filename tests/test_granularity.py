@@ -332,9 +332,10 @@ GRANULAR_VALUES = [
     ('datetime', aware(datetime.datetime(2020, 1, 2, 3, 4, 5)), aware(datetime.datetime(2021, 1, 2, 3, 4, 5))),
     ('uuid', U1, U2),
     ('num', 1, 2),
-    pytest.param('label', 'one', 'two', marks=pytest.mark.skipif(
-        not STRINGS_GRANULAR, reason='strings are compared by collation on MySQL')),
+    ('label', 'one', 'two'),
 ]
+# strings narrow everywhere but on MySQL (see STRINGS_GRANULAR)
+NARROWS = {'label': STRINGS_GRANULAR}
 
 
 @pytest.mark.parametrize('field, value, other', GRANULAR_VALUES,
@@ -345,11 +346,11 @@ def test_field_types_are_granular(field, value, other, django_assert_num_queries
     def query():
         return [getattr(o, field) for o in Assorted.objects.cache().filter(**{field: value})]
     assert warm(query) == [value]
-    # change a row with another value: still cached
+    # change a row with another value: still cached (where the field narrows)
     row = Assorted.objects.get(**{field: other})
     row.text = 'changed'
     row.save()
-    with django_assert_num_queries(0):
+    with django_assert_num_queries(0 if NARROWS.get(field, True) else 1):
         assert query() == [value]
     # change a row loaded from the database with the queried value: invalidated
     row = Assorted.objects.get(**{field: value})
