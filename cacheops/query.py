@@ -6,12 +6,12 @@ the handlers; nothing here patches anything by itself.
 from typing import NamedTuple
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, models
+from django.db import DEFAULT_DB_ALIAS, models, router
 from django.db.models import Q
 from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 
 from . import invalidation
-from .conf import model_profile, prefix_func, settings
+from .conf import ALL_OPS, model_profile, normalize_ops, prefix_func, settings
 from .getset import cached_call
 from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
 from .keys import prefix_for
@@ -42,15 +42,13 @@ class QuerySetMixin:
 
     def cache(self, ops=None, timeout=None, lock=None):
         """Cache this queryset's ops (all by default), optionally with a timeout and a dog-pile lock."""
-        from .conf import normalize_ops
         profile = model_profile(self.model)
         if profile is None and settings.CACHEOPS_ENABLED:
             raise ImproperlyConfigured(
                 'cacheops: %s has no profile in CACHEOPS (or it is None), so its querysets '
                 'cannot be cached; add a profile for %r to enable .cache()'
                 % (self.model.__name__, self.model._meta.label_lower))
-        ops = normalize_ops(ops, '.cache()') if ops is not None else frozenset(
-            ('get', 'fetch', 'count', 'aggregate', 'exists'))
+        ops = ALL_OPS if ops is None else normalize_ops(ops, '.cache()')
         return self._with_conf(ops=ops, timeout=timeout, lock=lock)
 
     def nocache(self):
@@ -240,7 +238,8 @@ class QuerySetMixin:
     def bulk_create(self, objs, *args, **kwargs):
         objs = _django['QuerySet.bulk_create'](self, objs, *args, **kwargs)
         if model_profile(self.model) is not None:
-            if kwargs.get('update_conflicts'):
+            # bulk_create(objs, batch_size, ignore_conflicts, update_conflicts, ...)
+            if kwargs.get('update_conflicts', len(args) > 2 and args[2]):
                 # rows updated in place: their old values are unknown
                 run_safely(invalidation.invalidate_model, self.model, using=self.db)
             else:
@@ -249,13 +248,14 @@ class QuerySetMixin:
 
     def invalidated_update(self, **kwargs):
         """update() that invalidates the rows by their values before and after."""
-        using = self.db
-        pks = list(self.nocache().values_list('pk', flat=True))
+        using = self._db or router.db_for_write(self.model, **self._hints)  # where update() writes
+        qs = self.using(using).nocache()
+        pks = list(qs.values_list('pk', flat=True))
         if not pks:
             return 0
         rows = self.model._base_manager.using(using).filter(pk__in=pks).nocache()
         before = [obj_dict(o) for o in rows]
-        count = self.update(**kwargs)
+        count = qs.update(**kwargs)
         after = [obj_dict(o) for o in rows.all()]
         run_safely(invalidate_dicts, self.model, before + after, using=using)
         return count
