@@ -1,6 +1,5 @@
 """The Redis client built from settings, degrade-on-failure, and Lua scripts run by SHA."""
 import hashlib
-import logging
 import os
 import warnings
 from functools import wraps
@@ -13,13 +12,7 @@ from django.utils.module_loading import import_string
 
 from .conf import settings
 
-logger = logging.getLogger('cacheops')
-
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
-
-
-class CacheopsRedisError(Exception):
-    """Redis could not be reached and CACHEOPS_DEGRADE_ON_FAILURE is off."""
 
 
 def _handle_connection_failure(func):
