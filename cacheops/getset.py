@@ -8,7 +8,10 @@ with their checksum; a read validates the checksum against the current stamps.
 """
 import hashlib
 import os
+import time
 import warnings
+
+import redis
 
 from . import invalidation
 from .conf import serializer, settings
@@ -100,8 +103,8 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
     if status == b'hit':
         return _loads(marker)
     if status == b'other' and lock:
-        # Somebody is computing it: wait for their result once, bounded, blocking in Redis.
-        client.brpoplpush(signal_key(key), signal_key(key), settings.CACHEOPS_LOCK_WAIT)
+        # Somebody is computing it: wait for their result, bounded, blocking in Redis.
+        _wait_for_owner(client, key)
         data = client.get(key)
         if data is not None and not data.startswith(PENDING):
             return _loads(data)
@@ -109,9 +112,34 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
         if status == b'hit':
             return _loads(marker)
 
-    value = computed()
+    try:
+        value = computed()
+    except BaseException:
+        if status == b'mine':  # don't leave waiters waiting for a value that won't come
+            run_script('release', [key, signal_key(key)], [marker, '1' if lock else '0'])
+        raise
     _store(key, marker, value, lock)
     return value
+
+
+def _wait_for_owner(client, key):
+    """Block until the owner of a key's lock signals, at most CACHEOPS_LOCK_WAIT seconds.
+
+    A single BRPOPLPUSH may not outlast the client's socket timeout, so a long wait
+    blocks in slices shorter than it.
+    """
+    deadline = time.monotonic() + settings.CACHEOPS_LOCK_WAIT
+    socket_timeout = client.connection_pool.connection_kwargs.get('socket_timeout')
+    while True:
+        left = deadline - time.monotonic()
+        step = min(left, socket_timeout * 0.8) if socket_timeout else left
+        if step < 0.01:
+            return
+        try:
+            if client.brpoplpush(signal_key(key), signal_key(key), step) is not None:
+                return
+        except redis.TimeoutError:
+            return  # the client gave up waiting: compute instead
 
 
 def _store(key, marker, value, lock):
@@ -163,8 +191,8 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     _signal(sender, func, False)
 
     if lock and not _acquire_lock(client, key):
-        # Somebody is computing it: wait for their result once, bounded, blocking in Redis.
-        client.brpoplpush(signal_key(key), signal_key(key), settings.CACHEOPS_LOCK_WAIT)
+        # Somebody is computing it: wait for their result, bounded, blocking in Redis.
+        _wait_for_owner(client, key)
         data = run_script('get_insideout', [key, *conj_keys])
         if data is not None:
             return _loads(data)
@@ -177,12 +205,18 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
         args.append(len(conjs))
         args.extend(scheme(conj) for conj in conjs)
     stamp_keys = [*conj_keys, *schemes_keys]
-    if PROTECT_STORES:
-        stamps = run_script('prepare_insideout', stamp_keys, args)
-        value = computed()
-    else:
-        value = computed()
-        stamps = run_script('prepare_insideout', stamp_keys, args)
+    try:
+        if PROTECT_STORES:
+            stamps = run_script('prepare_insideout', stamp_keys, args)
+            value = computed()
+        else:
+            value = computed()
+            stamps = run_script('prepare_insideout', stamp_keys, args)
+    except BaseException:
+        if lock:  # don't leave waiters waiting for a value that won't come
+            client.pipeline(transaction=False).delete(lock_key(key)) \
+                .rpush(signal_key(key), 1).expire(signal_key(key), 30).execute()
+        raise
 
     pipe = client.pipeline(transaction=False)
     pipe.set(key, _checksum(stamps) + _dumps(value), ex=timeout)
