@@ -12,11 +12,12 @@ from functools import wraps
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from .conf import settings
-from .keys import conj_prefix, prefix_for, schemes_key
+from .conf import prefix_func
+from .keys import PrefixQuery, conj_prefix, prefix_for, prefixed_tables, scan_conj_keys, schemes_key
 from .redis import get_client, run_script
 from .signals import cache_invalidated
 from .transaction import queue_when_in_transaction
-from .utils import conj_value, written_tables
+from .utils import chunks, conj_value, glob_escape, written_tables
 
 logger = logging.getLogger('cacheops')
 UNLINK_CHUNK = 1000
@@ -27,8 +28,8 @@ def _mode():
 
 
 def _delete_keys(client, keys):
-    for i in range(0, len(keys), UNLINK_CHUNK):
-        client.unlink(*keys[i:i + UNLINK_CHUNK])
+    for chunk in chunks(keys, UNLINK_CHUNK):
+        client.unlink(*chunk)
 
 
 def invalidate_rows(table, rows, using=DEFAULT_DB_ALIAS):
@@ -109,11 +110,7 @@ def invalidate_obj(obj, using=None):
 
 
 def _scan(client, pattern):
-    return list(client.scan_iter(match=pattern, count=1000))
-
-
-def _glob_escape(text):
-    return ''.join('\\' + c if c in '*?[]\\' else c for c in text)
+    return list(client.scan_iter(match=pattern, count=UNLINK_CHUNK))
 
 
 def invalidate_model(model, using=DEFAULT_DB_ALIAS):
@@ -127,24 +124,46 @@ def _invalidate_model(model, using=DEFAULT_DB_ALIAS):
     client = get_client()
     for table, _ in written_tables(model):
         prefix = prefix_for([using], [table])
-        invalidate_conjs(client, _scan(client, _glob_escape(conj_prefix(prefix, table)) + '*'))
+        invalidate_conjs(client, _scan(client, glob_escape(conj_prefix(prefix, table)) + '*'))
     if cache_invalidated.receivers:
         cache_invalidated.send(sender=model, obj_dict=None)
 
 
 def invalidate_all():
-    """Drop everything cacheops cached: the whole Redis db, or only the prefix's keys if one is set."""
+    """Drop everything cacheops cached, and nothing else.
+
+    Without CACHEOPS_PREFIX the Redis db is cacheops' own, and it is flushed. With one,
+    the entries registered in conj keys go first (a callable prefix may give a query on
+    several tables a prefix no single table has), then every key under a prefix cacheops
+    computes; keys with an empty prefix are deleted only if they are cacheops' own.
+    """
     if no_invalidation.active:
         return
     client = get_client()
-    if settings.CACHEOPS_PREFIX:
-        prefix = prefix_for(list(connections), [])
-        if prefix:
-            _delete_keys(client, _scan(client, _glob_escape(prefix) + '*'))
-    else:
+    if prefix_func() is None:
         client.flushdb()
+    else:
+        by_prefix = prefixed_tables()
+        for conjs in scan_conj_keys(client, UNLINK_CHUNK):
+            invalidate_conjs(client, conjs)
+        for prefix in _whole_prefixes(by_prefix):
+            _delete_keys(client, client.scan_iter(match=glob_escape(prefix) + '*', count=UNLINK_CHUNK))
+        _delete_keys(client, [schemes_key('', table) for table in by_prefix.get('', ())])
     if cache_invalidated.receivers:
         cache_invalidated.send(sender=None, obj_dict=None)
+
+
+def _whole_prefixes(by_prefix):
+    """Non-empty prefixes whose keys are all cacheops': of tables, and of queries on no table."""
+    prefixes = set(by_prefix)
+    dbs = list(connections)
+    for query_dbs in [[], dbs, *([db] for db in dbs)]:
+        try:
+            prefixes.add(prefix_func()(PrefixQuery(query_dbs, [])) or '')
+        except Exception:  # a prefix for tables only, e.g. it uses query.table
+            pass
+    prefixes.discard('')
+    return sorted(prefixes)
 
 
 class NoInvalidation(threading.local):

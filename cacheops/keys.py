@@ -4,11 +4,14 @@ On one Redis (or Sentinel): <prefix>conj:<table>:<f>=<v>&... and <prefix>schemes
 On a cluster the table is a hash tag, <prefix>conj:{<table>}:..., so that one table's
 invalidation runs on one shard.
 """
+from collections import defaultdict
+
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 
 from .conf import derived, prefix_func
 from .redis import is_cluster
-from .utils import conj_value
+from .utils import chunks, conj_value, glob_escape, table_models
 
 
 class PrefixQuery:
@@ -79,3 +82,63 @@ def signal_key(cache_key):
 def lock_key(cache_key):
     """The dog-pile lock of a key in insideout mode (conj-set mode locks with its pending marker)."""
     return cache_key + ':lock'
+
+
+# Which keys are cacheops' conjunction keys
+
+def prefixed_tables():
+    """{prefix: tables}: the prefix conj keys of each installed table have, over all databases."""
+    tables = list(table_models())
+    if prefix_func() is None:
+        return {'': set(tables)}
+    result = defaultdict(set)
+    for db in connections:
+        for table in tables:
+            result[table_prefix(db, table)].add(table)
+    return dict(result)
+
+
+def table_prefix(db, table):
+    """prefix_for([db], [table]); ImproperlyConfigured if CACHEOPS_PREFIX fails for it."""
+    try:
+        return prefix_for([db], [table])
+    except ImproperlyConfigured:
+        raise
+    except Exception as e:
+        # e.g. a prefix taken from the current request, run from a management command
+        raise ImproperlyConfigured(
+            'CACHEOPS_PREFIX failed for a query on database %r and table %r (%s: %s); finding '
+            "cacheops' keys needs the prefix of every database and table outside of requests"
+            % (db, table, type(e).__name__, e)) from e
+
+
+def conj_patterns():
+    """[(SCAN pattern, the conj key prefixes of known tables it should match)], one per prefix.
+
+    The pattern alone could match another application's keys in a shared Redis
+    database; the found keys are checked against the second item.
+    """
+    return [
+        (glob_escape(prefix) + 'conj:*', {conj_prefix(prefix, table) for table in tables})
+        for prefix, tables in sorted(prefixed_tables().items())
+    ]
+
+
+def scan_conj_keys(client, count=1000):
+    """Lists of cacheops' conjunction keys (sets or stamps), found with SCAN, up to count at a time."""
+    for pattern, own_prefixes in conj_patterns():
+        for keys in chunks(client.scan_iter(match=pattern, count=count), count):
+            keys = [key for key in keys if _is_conj_key(key, own_prefixes)]
+            if keys:
+                yield keys
+
+
+def _is_conj_key(key, own_prefixes):
+    """Whether a key starts with one of these '<prefix>conj:<table>:' strings."""
+    text = key.decode(errors='replace') if isinstance(key, bytes) else key
+    colon = text.find(':')
+    while colon != -1:  # prefixes and table names may contain ':' too
+        if text[:colon + 1] in own_prefixes:
+            return True
+        colon = text.find(':', colon + 1)
+    return False

@@ -6,6 +6,7 @@
   invalidated_update(), _cache_key(), _prefix and private helpers
 - BaseManager: everything query.ManagerMixin defines
 - Collector.related_objects: deletion reads bypass the cache
+- Collector.delete: invalidates the auto-created m2m rows it deletes without signals
 - BaseDatabaseWrapper: CONNECTION_HOOKS, to follow transactions and savepoints
 - CursorWrapper.execute/executemany: to notice writes inside a transaction
 - model signals: MODEL_SIGNALS
@@ -82,6 +83,7 @@ def install():
     for name in _own_attributes(query.ManagerMixin):
         setattr(BaseManager, name, query.ManagerMixin.__dict__[name])
     Collector.related_objects = query.collector_related_objects(Collector.related_objects)
+    Collector.delete = query.collector_delete(Collector.delete)
 
     for name, hook in CONNECTION_HOOKS.items():
         setattr(BaseDatabaseWrapper, name, _after(getattr(BaseDatabaseWrapper, name), hook))

@@ -268,6 +268,20 @@ def collector_related_objects(original):
     return related_objects
 
 
+def collector_delete(original):
+    """Invalidate the rows of auto-created m2m tables a deletion removes: Django sends no
+    delete signals for them. The rows were collected whole, as our receivers rule out
+    fast deletes, so their values are known."""
+    def delete(self):
+        through_rows = [(model, [obj_dict(obj) for obj in objs]) for model, objs in self.data.items()
+                        if model._meta.auto_created and _tracked(model)]
+        result = original(self)
+        for model, rows in through_rows:
+            run_safely(invalidate_dicts, model, rows, using=self.using)
+        return result
+    return delete
+
+
 # local_get: simple gets kept in this process's memory, never invalidated (as documented)
 _local_gets = {}
 

@@ -90,3 +90,20 @@ def written_tables(model):
     concrete = model._meta.concrete_model
     models = [concrete, *concrete._meta.get_parent_list()]
     return [(m._meta.db_table, table_columns(m)) for m in models]
+
+
+def chunks(iterable, size):
+    """Lists of up to size items of an iterable, consumed lazily."""
+    chunk = []
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def glob_escape(text):
+    """text as a literal in a SCAN pattern."""
+    return ''.join('\\' + c if c in '*?[]\\' else c for c in text)

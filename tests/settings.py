@@ -110,3 +110,8 @@ if os.environ.get('CACHEOPS_TEST_PREFIX') == '1':
 
 def test_prefix(query):
     return 'p:'
+
+
+# Profiles for the profile-option tests (tests/test_profile_options.py)
+CACHEOPS['tests.cacheonsaveslug'] = {'cache_on_save': 'slug'}
+CACHEOPS['tests.locked'] = {'lock': True}
