@@ -4,3 +4,9 @@ __version__ = '0.1.0'
 from .invalidation import (  # noqa: F401
     invalidate_all, invalidate_dict, invalidate_model, invalidate_obj, no_invalidation,
 )
+from .reaper import reap_conjs  # noqa: F401
+from .decorators import cached_as, cached_view_as  # noqa: F401
+from .simple import (  # noqa: F401
+    CacheMiss, cache, cached, cached_view, file_cache, invalidate_fragment,
+)
+from .templatetags.cacheops import CacheopsLibrary  # noqa: F401

@@ -1,0 +1,307 @@
+"""Time-based caching: cache, cached and cached_view in Redis; file_cache on the file system.
+
+Entries here are not tied to the database: they live until their timeout or until they
+are invalidated by hand, and transactions don't switch them off. Values go through
+CACHEOPS_SERIALIZER; keys get CACHEOPS_PREFIX.
+"""
+import os
+import re
+import tempfile
+import time
+from functools import wraps
+
+from .conf import serializer, settings
+from .decorators import (
+    CACHEABLE_METHODS, NotCacheable, args_repr, cacheable_response, extra_repr, func_identity,
+    signature_of, view_key_parts,
+)
+from .keys import prefix_for
+from .redis import _handle_connection_failure as handle_connection_failure
+from .redis import redis_client
+from .signals import cache_read
+from .utils import md5hex
+
+
+class CacheMiss(Exception):
+    """Nothing is stored for the key (or it could not be read)."""
+
+
+class CacheKey(str):
+    """The key of one cached call: get(), set() and delete() act on its entry."""
+
+    def __new__(cls, key, cache, timeout):
+        self = super().__new__(cls, key)
+        self.cache = cache
+        self.timeout = timeout
+        return self
+
+    def get(self):
+        """The stored value; raises CacheMiss."""
+        return self.cache.get(self)
+
+    def set(self, value):
+        """Store value for the decorator's timeout."""
+        self.cache.set(self, value, self.timeout)
+
+    def delete(self):
+        """Drop the entry."""
+        self.cache.delete(self)
+
+
+def _full_key(key):
+    # the simple cache queries nothing: the prefix function sees no databases and no tables
+    return prefix_for([], []) + key
+
+
+def _dumps(value):
+    return serializer().dumps(value)
+
+
+def _loads(data):
+    return serializer().loads(data)
+
+
+class BaseCache:
+    """The decorators shared by the Redis and the file caches; subclasses store the values."""
+
+    def get(self, key):
+        raise NotImplementedError
+
+    def set(self, key, value, timeout=None):
+        raise NotImplementedError
+
+    def delete(self, key):
+        raise NotImplementedError
+
+    def cached(self, timeout=None, extra=None):
+        """Cache a function's results by its arguments (and extra) for timeout seconds.
+
+        The decorated function gets .invalidate(*args, **kwargs) and .key(*args, **kwargs),
+        the latter with .get(), .set(value) and .delete(). Also usable bare, as @cached.
+        """
+        if callable(timeout) and extra is None:
+            return self.cached()(timeout)
+
+        def decorator(func):
+            identity = func_identity(func)
+            signature = signature_of(func)
+
+            def key(args, kwargs):
+                parts = (identity, args_repr(signature, args, kwargs),
+                         extra_repr(extra, args, kwargs))
+                return CacheKey('c:' + md5hex('\n'.join(parts)), self, timeout)
+
+            @wraps(func)
+            def wrapper(*args, **kwargs):
+                if not settings.CACHEOPS_ENABLED:
+                    return func(*args, **kwargs)
+                return self._cached_call(key(args, kwargs), lambda: func(*args, **kwargs), func)
+
+            wrapper.key = lambda *args, **kwargs: key(args, kwargs)
+            wrapper.invalidate = lambda *args, **kwargs: key(args, kwargs).delete()
+            return wrapper
+        return decorator
+
+    def cached_view(self, timeout=None, extra=None):
+        """Cache a view's 200 responses to GET and HEAD for timeout seconds, keyed on the URI.
+
+        .invalidate() and .key() take a request or an absolute URI, then the view's other
+        arguments. Also usable bare, as @cached_view.
+        """
+        if callable(timeout) and extra is None:
+            return self.cached_view()(timeout)
+
+        def decorator(view):
+            identity = func_identity(view)
+            signature = signature_of(view)
+
+            def key(request, args, kwargs):
+                parts = view_key_parts(signature, request, args, kwargs,
+                                       extra_repr(extra, (request, *args), kwargs))
+                return CacheKey('v:' + md5hex('\n'.join((identity, *parts))), self, timeout)
+
+            @wraps(view)
+            def wrapper(request, *args, **kwargs):
+                if not settings.CACHEOPS_ENABLED or request.method not in CACHEABLE_METHODS:
+                    return view(request, *args, **kwargs)
+                compute = lambda: cacheable_response(view(request, *args, **kwargs))  # noqa: E731
+                try:
+                    return self._cached_call(key(request, args, kwargs), compute, view)
+                except NotCacheable as e:
+                    return e.response
+
+            wrapper.key = lambda request, *args, **kwargs: key(request, args, kwargs)
+            wrapper.invalidate = \
+                lambda request, *args, **kwargs: key(request, args, kwargs).delete()
+            return wrapper
+        return decorator
+
+    def _cached_call(self, key, compute, func):
+        try:
+            value = key.get()
+        except CacheMiss:
+            _signal(func, False)
+            value = compute()
+            key.set(value)
+            return value
+        _signal(func, True)
+        return value
+
+
+def _signal(func, hit):
+    if cache_read.receivers:
+        cache_read.send(sender=None, func=func, hit=hit)
+
+
+class RedisCache(BaseCache):
+    """The simple cache in Redis: get() raises CacheMiss, set() with timeout=None never expires."""
+
+    def __init__(self, client):
+        self.client = client
+        # Looked up now, through this module, so that tests can patch handle_connection_failure.
+        # With CACHEOPS_DEGRADE_ON_FAILURE a failed read is a miss, a failed write is skipped.
+        self._read = handle_connection_failure(self._read)
+        self.set = handle_connection_failure(self.set)
+        self.delete = handle_connection_failure(self.delete)
+
+    def _read(self, key):
+        return self.client.get(_full_key(key))
+
+    def get(self, key):
+        """The value stored at key; raises CacheMiss."""
+        data = self._read(key)
+        if data is None:
+            raise CacheMiss(key)
+        return _loads(data)
+
+    def set(self, key, value, timeout=None):
+        """Store value at key for timeout seconds (None: until deleted)."""
+        if timeout is not None and timeout <= 0:
+            self.client.delete(_full_key(key))  # expired already
+            return
+        self.client.set(_full_key(key), _dumps(value), ex=timeout)
+
+    def delete(self, key):
+        """Drop the value at key, if any."""
+        self.client.delete(_full_key(key))
+
+
+cache = RedisCache(redis_client)
+cached = cache.cached
+cached_view = cache.cached_view
+
+
+# File cache
+
+TMP_PREFIX = '.tmp-'
+ABANDONED_AFTER = 60 * 60  # a writer's temporary file this old was left behind by a crash
+_ENTRY_NAME = re.compile(r'^[0-9a-f]{32}$')
+
+
+class FileCache(BaseCache):
+    """The simple cache in files: one file per key, written atomically, expiring by mtime.
+
+    A file's mtime is its expiry time. Readers ignore expired files; `manage.py
+    cleanfilecache` removes them. path and timeout default to FILE_CACHE_DIR and
+    FILE_CACHE_TIMEOUT, read when used.
+    """
+
+    def __init__(self, path=None, timeout=None):
+        self._path = path
+        self._timeout = timeout
+
+    @property
+    def path(self):
+        return self._path or settings.FILE_CACHE_DIR
+
+    def _filename(self, key):
+        digest = md5hex(_full_key(key))
+        return os.path.join(self.path, digest[:2], digest)
+
+    def get(self, key):
+        """The value stored at key; raises CacheMiss when missing or expired."""
+        try:
+            with open(self._filename(key), 'rb') as f:
+                if os.fstat(f.fileno()).st_mtime < time.time():
+                    raise CacheMiss(key)
+                data = f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            raise CacheMiss(key)
+        return _loads(data)
+
+    def set(self, key, value, timeout=None):
+        """Store value at key for timeout seconds (None: the cache's default timeout)."""
+        if timeout is None:
+            timeout = self._timeout if self._timeout is not None else settings.FILE_CACHE_TIMEOUT
+        data = _dumps(value)
+        if isinstance(data, str):
+            data = data.encode()
+        filename = self._filename(key)
+        dirname = os.path.dirname(filename)
+        os.makedirs(dirname, exist_ok=True)
+        # Written aside and renamed over the entry: a reader sees the old file or the new
+        # one, never a partial one, however many processes write the key at once.
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dirname)
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                f.write(data)
+            expires = time.time() + timeout
+            os.utime(tmp, (expires, expires))
+            os.replace(tmp, filename)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+    def delete(self, key):
+        """Drop the value at key, if any."""
+        _remove(self._filename(key))
+
+    def clean(self):
+        """Remove expired entries and abandoned temporary files; returns how many were removed."""
+        now = time.time()
+        removed = 0
+        for dirpath, _, filenames in os.walk(self.path):
+            for name in filenames:
+                if name.startswith(TMP_PREFIX):
+                    limit = now - ABANDONED_AFTER
+                elif _ENTRY_NAME.match(name):
+                    limit = now
+                else:
+                    continue  # not ours: leave it
+                filename = os.path.join(dirpath, name)
+                try:
+                    expired = os.lstat(filename).st_mtime < limit
+                except FileNotFoundError:
+                    continue
+                if expired and _remove(filename):
+                    removed += 1
+        return removed
+
+
+def _remove(filename):
+    try:
+        os.remove(filename)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+file_cache = FileCache()
+
+
+# Template fragments
+
+def fragment_function(render):
+    """The function a template tag decorates to cache a fragment.
+
+    Keys depend on the decorated function's identity: every fragment goes through this
+    one, so that invalidate_fragment() can compute their keys.
+    """
+    def fragment():
+        return render()
+    return fragment
+
+
+def invalidate_fragment(fragment_name, *extra):
+    """Drop the fragment {% cached ... fragment_name extra... %} stored under these values."""
+    cached(extra=(fragment_name, *extra))(fragment_function(None)).invalidate()
