@@ -173,8 +173,8 @@ class _Cacher:
     def call(self, parts, compute):
         """The cached result for these key parts, else compute() stored race-free."""
         settled = self._settle()
-        if transaction_states._states and transaction_states.is_dirty(settled.dbs):
-            # this transaction's writes are visible to it only: don't read or share the cache
+        if transaction_states._states and transaction_states.bypass_cache(settled.dbs):
+            # a transaction that wrote, or reads a snapshot: don't read or share the cache
             return compute()
         key = '%sas:%s' % (self._prefix(settled.dbs),
                            md5hex('\n'.join((self.identity, settled.signature, *parts))))

@@ -126,7 +126,7 @@ class QuerySetMixin:
         ops = profile.ops if conf.ops is None else conf.ops
         if op not in ops or self.query.select_for_update:
             return None
-        if transaction_states._states and transaction_states.bypass_cache(self.db):
+        if transaction_states._states and transaction_states.bypass_cache([self.db]):
             return None
         return (conf.timeout or profile.timeout,
                 profile.lock if conf.lock is None else conf.lock)

@@ -89,14 +89,12 @@ class TransactionStates(threading.local):
         state = self._states.get(alias)
         return bool(state)
 
-    def bypass_cache(self, db):
-        """Whether a read on db must neither use nor fill the cache."""
-        state = self._states.get(db)
-        if not state:
-            return False
-        # after a write the transaction sees its own changes; under snapshot isolation
+    def bypass_cache(self, dbs):
+        """Whether reads on these databases must neither use nor fill the cache."""
+        states = self._states
+        # after a write a transaction sees its own changes; under snapshot isolation
         # it may read rows older than an invalidation that already ran
-        return state.dirty or reads_snapshot(connections[db])
+        return any(states[db].dirty or reads_snapshot(connections[db]) for db in dbs if states.get(db))
 
 
 transaction_states = TransactionStates()

@@ -5,6 +5,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
+from cacheops import cached_as
 from tests.models import Category, Post
 
 
@@ -42,14 +43,25 @@ def _snapshot_options():
     return options
 
 
+def _in_one_queryset(cats):
+    return [p.title for p in Post.objects.filter(category=cats[0]).cache()]
+
+
+def _in_one_cached_as(cats):
+    @cached_as(Post.objects.filter(category=cats[0]))
+    def titles():
+        return [p.title for p in Post.objects.filter(category=cats[0])]
+    return titles()
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor == 'sqlite', reason='SQLite has no isolation levels to set')
-def test_repeatable_read_transaction_does_not_store_its_snapshot(cats):
+@pytest.mark.parametrize('in_one', [_in_one_queryset, _in_one_cached_as])
+def test_repeatable_read_transaction_does_not_store_its_snapshot(cats, in_one):
     options = connection.settings_dict.get('OPTIONS', {})
     connection.close()
     connection.settings_dict['OPTIONS'] = _snapshot_options()
     try:
-        in_one = lambda: [p.title for p in Post.objects.filter(category=cats[0]).cache()]  # noqa: E731
         with transaction.atomic():
             Category.objects.count()  # the snapshot is taken here
 
@@ -59,8 +71,8 @@ def test_repeatable_read_transaction_does_not_store_its_snapshot(cats):
             thread = threading.Thread(target=writer)
             thread.start()
             thread.join()
-            assert in_one() == ['a']  # the snapshot, which must not be stored
-        assert in_one() == []
+            assert in_one(cats) == ['a']  # the snapshot, which must not be stored
+        assert in_one(cats) == []
     finally:
         connection.close()
         connection.settings_dict['OPTIONS'] = options
