@@ -14,8 +14,9 @@ from . import invalidation
 from .conf import ALL_OPS, model_profile, normalize_ops, prefix_func, settings
 from .getset import cached_call
 from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
-from .keys import prefix_for
-from .redis import get_client
+from .signals import cache_invalidated
+from .keys import prefix_for, schemes_key
+from .redis import CONNECTION_ERRORS, get_client
 from .transaction import transaction_states
 from .tree import dnfs
 from .utils import conj_value, md5hex, tracked_tables, written_tables
@@ -424,26 +425,40 @@ def _tracked(model):
 
 
 def _scheme_columns(model, using):
-    """Columns used by cached queries' conditions on the tables a model writes."""
-    from .keys import schemes_key
-    client = get_client()
-    columns = set()
+    """Columns cached queries' conditions use on the tables a model writes; one round trip."""
+    pipe = get_client().pipeline(transaction=False)
     for table, _ in written_tables(model):
-        for scheme in client.smembers(schemes_key(prefix_for([using], [table]), table)):
-            columns.update(c for c in scheme.decode().split(',') if c)
-    return columns
+        pipe.smembers(schemes_key(prefix_for([using], [table]), table))
+    return {column for schemes in pipe.execute() for scheme in schemes
+            for column in scheme.decode().split(',') if column}
 
 
-def _db_values(instance, using, loaded_only):
-    """The row's current values in the database: loaded fields, plus deferred ones conditions use."""
-    fields = instance._meta.concrete_fields
-    deferred = instance.get_deferred_fields()
-    attnames = [f.attname for f in fields if f.attname not in deferred]
-    if deferred and not loaded_only:
+def _db_values(instance, using):
+    """The row's values before a save, as far as invalidation needs them.
+
+    Only columns that cached queries' conditions use can change which queries a row
+    falls into, and an update never changes the primary key: those are all it reads,
+    and often it reads nothing (unless cache_invalidated has listeners). A scheme
+    registered after this is still safe: the invalidation then lacks that column and
+    matches any value there.
+    """
+    try:
         columns = _scheme_columns(type(instance), using)
-        attnames += [f.attname for f in fields if f.attname in deferred and f.column in columns]
+    except CONNECTION_ERRORS:
+        columns = ()  # the invalidation will be retried later: keep every loaded value
+    # cache_invalidated promises its listeners the old row: then read what is loaded
+    whole = columns == () or bool(cache_invalidated.receivers)
+    deferred = instance.get_deferred_fields()
+    fields = [f for f in instance._meta.concrete_fields if not f.primary_key and (
+        f.column in columns or whole and f.attname not in deferred)]
+    # multi-table parents share the primary key value
+    row = {f.attname: instance.pk for f in instance._meta.concrete_fields if f.primary_key}
+    if not fields:
+        return row
     model = type(instance)._meta.concrete_model
-    return model._base_manager.using(using).filter(pk=instance.pk).nocache().values(*attnames).first()
+    values = model._base_manager.using(using).filter(pk=instance.pk).nocache() \
+        .values(*[f.attname for f in fields]).first()
+    return None if values is None else {**row, **values}
 
 
 def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
@@ -451,7 +466,7 @@ def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
     if not _tracked(sender) or instance.pk is None:
         return
     try:
-        instance._cacheops_old = _db_values(instance, using, loaded_only=False)
+        instance._cacheops_old = _db_values(instance, using)
     except Exception:  # a failing cache or read must not break the save
         instance._cacheops_old = None
         invalidation.logger.exception('cacheops: could not read old values before save')
@@ -486,8 +501,8 @@ def _invalidate_dicts_lookup(model, rows, using):
 def _pre_delete(sender, instance, using, **kwargs):
     if _tracked(sender) and instance.get_deferred_fields():
         try:
-            instance._cacheops_old = _db_values(instance, using, loaded_only=False)
-        except Exception:
+            instance._cacheops_old = _db_values(instance, using)
+        except Exception:  # a failing cache or read must not break the delete
             instance._cacheops_old = None
 
 
