@@ -1,0 +1,100 @@
+"""CACHEOPS_REDIS as a unix:// URL, a dict with unix_socket_path, and a rediss:// (TLS)
+URL, each against a private redis-server of its own."""
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from django.test import override_settings
+
+import cacheops.redis
+from tests.models import All
+from tools.redis_server import find_redis_server, free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def _start(args, **client_kwargs):
+    process = subprocess.Popen([find_redis_server(), '--save', '', '--appendonly', 'no', *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(socket_timeout=1, retry=Retry(NoBackoff(), 0), **client_kwargs)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if client.ping():
+                return process
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            time.sleep(0.05)
+    process.terminate()
+    raise RuntimeError('redis-server %s did not start' % ' '.join(args))
+
+
+@pytest.fixture
+def unix_socket():
+    workdir = tempfile.mkdtemp()
+    path = os.path.join(workdir, 'redis.sock')
+    process = _start(['--port', '0', '--unixsocket', path], unix_socket_path=path)
+    try:
+        yield path
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def tls_port():
+    workdir = tempfile.mkdtemp()
+    cert, key = os.path.join(workdir, 'cert.pem'), os.path.join(workdir, 'key.pem')
+    # a client connecting by IP checks it against the certificate's IP subjectAltName
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+                    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+                    '-keyout', key, '-out', cert], check=True, capture_output=True)
+    port = free_port()
+    process = _start(['--port', '0', '--tls-port', str(port), '--tls-cert-file', cert,
+                      '--tls-key-file', key, '--tls-ca-cert-file', cert, '--tls-auth-clients', 'no'],
+                     host='127.0.0.1', port=port, ssl=True, ssl_ca_certs=cert)
+    try:
+        yield port, cert
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _caches_through_the_client(django_assert_num_queries):
+    """A miss then a hit, and the entry is in the Redis the setting names."""
+    obj = All.objects.create(tag=7)
+    with django_assert_num_queries(1):
+        assert list(All.objects.filter(tag=7)) == [obj]
+    with django_assert_num_queries(0):
+        assert list(All.objects.filter(tag=7)) == [obj]
+    key = All.objects.filter(tag=7)._cache_key()
+    assert cacheops.redis.redis_client.exists(key)
+
+
+def test_unix_url(unix_socket, django_assert_num_queries):
+    with override_settings(CACHEOPS_REDIS='unix://%s?db=2' % unix_socket):
+        _caches_through_the_client(django_assert_num_queries)
+        assert cacheops.redis.redis_client.connection_pool.connection_kwargs['path'] == unix_socket
+    assert redis.Redis(unix_socket_path=unix_socket, db=2).dbsize() > 0
+
+
+def test_unix_socket_path_in_a_dict(unix_socket, django_assert_num_queries):
+    with override_settings(CACHEOPS_REDIS={'unix_socket_path': unix_socket, 'db': 3}):
+        _caches_through_the_client(django_assert_num_queries)
+    assert redis.Redis(unix_socket_path=unix_socket, db=3).dbsize() > 0
+
+
+def test_rediss_url(tls_port, django_assert_num_queries):
+    port, cert = tls_port
+    with override_settings(CACHEOPS_REDIS='rediss://127.0.0.1:%d/4?ssl_ca_certs=%s' % (port, cert)):
+        _caches_through_the_client(django_assert_num_queries)
+        assert issubclass(cacheops.redis.redis_client.connection_pool.connection_class,
+                          redis.SSLConnection)
+    assert redis.Redis(host='127.0.0.1', port=port, ssl=True, ssl_ca_certs=cert, db=4).dbsize() > 0
