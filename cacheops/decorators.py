@@ -5,7 +5,7 @@ what querysets get: race-free stores (no lasting stale entry), the dog-pile lock
 cache_read signal and degrade-on-failure. It depends on the samples' conjunctions, so
 any write a sample queryset would see invalidates it.
 
-The key helpers at the bottom are shared with simple.py.
+The view wrapper and the key helpers at the bottom are shared with simple.py.
 """
 import inspect
 from functools import wraps
@@ -42,8 +42,8 @@ def cached_as(*samples, timeout=None, extra=None, lock=None, keep_fresh=False):
         def wrapper(*args, **kwargs):
             if not settings.CACHEOPS_ENABLED:
                 return func(*args, **kwargs)
-            parts = (args_repr(signature, args, kwargs), extra_repr(extra, args, kwargs))
-            return cacher.call(parts, lambda: func(*args, **kwargs))
+            return cacher.call(call_key_parts(signature, extra, args, kwargs),
+                               lambda: func(*args, **kwargs))
         return wrapper
     return decorator
 
@@ -62,18 +62,9 @@ def cached_view_as(*samples, timeout=None, extra=None, lock=None, keep_fresh=Fal
         cacher = _Cacher(querysets, timeout, lock, view)
         signature = signature_of(view)
 
-        @wraps(view)
-        def wrapper(request, *args, **kwargs):
-            if not settings.CACHEOPS_ENABLED or request.method not in CACHEABLE_METHODS:
-                return view(request, *args, **kwargs)
-            parts = view_key_parts(signature, request, args, kwargs,
-                                   extra_repr(extra, (request, *args), kwargs))
-            compute = lambda: cacheable_response(view(request, *args, **kwargs))  # noqa: E731
-            try:
-                return cacher.call(parts, compute)
-            except NotCacheable as e:
-                return e.response
-        return wrapper
+        def call(request, args, kwargs, compute):
+            return cacher.call(view_key_parts(signature, extra, request, args, kwargs), compute)
+        return cached_view_wrapper(view, call)
     return decorator
 
 
@@ -195,21 +186,39 @@ def sample_signature(qs):
 
 # Views
 
-class NotCacheable(Exception):
+class _NotCacheable(Exception):
     """Raised from inside a cached call to return a response without storing it."""
     def __init__(self, response):
         super().__init__(response)
         self.response = response
 
 
-def cacheable_response(response):
-    """A rendered response to store, or NotCacheable for anything but a plain 200."""
+def _cacheable_response(response):
+    """A rendered response to store, or _NotCacheable for anything but a plain 200."""
     if response.status_code != 200 or getattr(response, 'streaming', False):
-        raise NotCacheable(response)
+        raise _NotCacheable(response)
     render = getattr(response, 'render', None)
     if callable(render):
         response = render()  # a TemplateResponse: only rendered content can be stored
     return response
+
+
+def cached_view_wrapper(view, call):
+    """view, whose 200 responses to GET and HEAD come from call(request, args, kwargs, compute).
+
+    compute() runs the view and returns the response to store; other responses are
+    returned without being stored.
+    """
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not settings.CACHEOPS_ENABLED or request.method not in CACHEABLE_METHODS:
+            return view(request, *args, **kwargs)
+        compute = lambda: _cacheable_response(view(request, *args, **kwargs))  # noqa: E731
+        try:
+            return call(request, args, kwargs, compute)
+        except _NotCacheable as e:
+            return e.response
+    return wrapper
 
 
 def request_uri(request_or_uri):
@@ -219,17 +228,28 @@ def request_uri(request_or_uri):
     return request_or_uri.build_absolute_uri()
 
 
-def view_key_parts(signature, request_or_uri, args, kwargs, extra):
-    """Key parts of a view call: the request's absolute URI stands for the request."""
-    return (args_repr(signature, (request_uri(request_or_uri), *args), kwargs), extra)
-
-
 # Key parts
+
+def call_key_parts(signature, extra, args, kwargs):
+    """Key parts of a function call: its arguments and extra."""
+    return args_repr(signature, args, kwargs), extra_repr(extra, args, kwargs)
+
+
+def view_key_parts(signature, extra, request_or_uri, args, kwargs):
+    """Key parts of a view call: the request's absolute URI stands for the request.
+
+    A callable extra gets what the view got, or the URI passed instead of a request.
+    """
+    return (args_repr(signature, (request_uri(request_or_uri), *args), kwargs),
+            extra_repr(extra, (request_or_uri, *args), kwargs))
+
 
 def func_identity(func):
     """Module and qualified name of a function (and of its class for View.as_view())."""
     parts = [getattr(func, '__module__', None) or '',
              getattr(func, '__qualname__', None) or repr(func)]
+    if parts[1].endswith('<lambda>'):  # the lambdas of a scope share their qualname
+        parts.append(str(func.__code__.co_firstlineno))
     view_class = getattr(func, 'view_class', None)
     if view_class is not None:  # every as_view() function has the same qualname
         parts += [view_class.__module__, view_class.__qualname__]
@@ -271,6 +291,9 @@ def key_repr(value):
     repr() would evaluate querysets and show model instances by str(), which need not be unique.
     """
     if isinstance(value, Model):
+        if value.pk is None:  # unsaved: only its field values tell it from another
+            return '<%s:%s>' % (value._meta.label, key_repr(
+                [getattr(value, field.attname) for field in value._meta.concrete_fields]))
         return '<%s:%r>' % (value._meta.label, value.pk)
     if isinstance(value, QuerySet):
         return '<qs:%s>' % sample_signature(value)

@@ -38,9 +38,8 @@ def reap_conjs(chunk_size=1000, min_conj_set_size=1000, progress=None):
     stats = ReapStats()
     notify = progress or (lambda stats: None)
     big_sets = list(_big_conj_sets(client, chunk_size, min_conj_set_size, stats, notify))
-    for conj, size in big_sets:
-        stats.sets += 1
-        stats.total += size
+    stats.sets = len(big_sets)
+    stats.total = sum(size for _, size in big_sets)
     notify(stats)
     for conj, _ in big_sets:
         _reap_set(client, conj, chunk_size, stats, notify)
@@ -84,5 +83,4 @@ def _reap_set(client, conj, chunk_size, stats, notify):
 
 def _reap_members(conj, members):
     """SREM the members that don't exist as keys; checked and removed in one script."""
-    removed, left = run_script('reap_conj', [conj, *members])
-    return removed, left
+    return run_script('reap_conj', [conj, *members])

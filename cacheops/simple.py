@@ -12,12 +12,12 @@ from functools import wraps
 
 from .conf import serializer, settings
 from .decorators import (
-    CACHEABLE_METHODS, NotCacheable, args_repr, cacheable_response, extra_repr, func_identity,
-    signature_of, view_key_parts,
+    cached_view_wrapper, call_key_parts, func_identity, signature_of, view_key_parts,
 )
-from .keys import prefix_for
+from .getset import PENDING
+from .keys import prefix_for, signal_key
 from .redis import _handle_connection_failure as handle_connection_failure
-from .redis import redis_client
+from .redis import redis_client, run_script
 from .signals import cache_read
 from .utils import md5hex
 
@@ -87,9 +87,8 @@ class BaseCache:
             signature = signature_of(func)
 
             def key(args, kwargs):
-                parts = (identity, args_repr(signature, args, kwargs),
-                         extra_repr(extra, args, kwargs))
-                return CacheKey('c:' + md5hex('\n'.join(parts)), self, timeout)
+                parts = call_key_parts(signature, extra, args, kwargs)
+                return CacheKey('c:' + md5hex('\n'.join((identity, *parts))), self, timeout)
 
             @wraps(func)
             def wrapper(*args, **kwargs):
@@ -116,20 +115,13 @@ class BaseCache:
             signature = signature_of(view)
 
             def key(request, args, kwargs):
-                parts = view_key_parts(signature, request, args, kwargs,
-                                       extra_repr(extra, (request, *args), kwargs))
+                parts = view_key_parts(signature, extra, request, args, kwargs)
                 return CacheKey('v:' + md5hex('\n'.join((identity, *parts))), self, timeout)
 
-            @wraps(view)
-            def wrapper(request, *args, **kwargs):
-                if not settings.CACHEOPS_ENABLED or request.method not in CACHEABLE_METHODS:
-                    return view(request, *args, **kwargs)
-                compute = lambda: cacheable_response(view(request, *args, **kwargs))  # noqa: E731
-                try:
-                    return self._cached_call(key(request, args, kwargs), compute, view)
-                except NotCacheable as e:
-                    return e.response
+            def call(request, args, kwargs, compute):
+                return self._cached_call(key(request, args, kwargs), compute, view)
 
+            wrapper = cached_view_wrapper(view, call)
             wrapper.key = lambda request, *args, **kwargs: key(request, args, kwargs)
             wrapper.invalidate = \
                 lambda request, *args, **kwargs: key(request, args, kwargs).delete()
@@ -161,6 +153,8 @@ class RedisCache(BaseCache):
         # Looked up now, through this module, so that tests can patch handle_connection_failure.
         # With CACHEOPS_DEGRADE_ON_FAILURE a failed read is a miss, a failed write is skipped.
         self._read = handle_connection_failure(self._read)
+        self._pending = handle_connection_failure(self._pending)
+        self._store = handle_connection_failure(self._store)
         self.set = handle_connection_failure(self.set)
         self.delete = handle_connection_failure(self.delete)
 
@@ -170,9 +164,39 @@ class RedisCache(BaseCache):
     def get(self, key):
         """The value stored at key; raises CacheMiss."""
         data = self._read(key)
-        if data is None:
+        if data is None or data.startswith(PENDING):
             raise CacheMiss(key)
         return _loads(data)
+
+    def _cached_call(self, key, compute, func):
+        """A miss puts a pending marker at the key before computing and stores only if the
+        marker is still there, so an invalidate() during the computation is never
+        overwritten by what was computed before it (DESIGN.md, invariant 1)."""
+        data = self._read(key)
+        if data is not None and not data.startswith(PENDING):
+            _signal(func, True)
+            return _loads(data)
+        _signal(func, False)
+        marker = self._pending(key)
+        value = compute()
+        if marker is not None:
+            self._store(key, marker, value)
+        return value
+
+    def _pending(self, key):
+        """Our marker at key, or the marker somebody else computing it put there; None
+        when a value was stored meanwhile (then ours is not needed)."""
+        if key.timeout is not None and key.timeout <= 0:
+            return None  # expired as soon as stored: nothing to store
+        full, marker = _full_key(key), PENDING + os.urandom(8).hex().encode()
+        if self.client.set(full, marker, ex=key.timeout, nx=True):
+            return marker
+        current = self.client.get(full)
+        return current if current is not None and current.startswith(PENDING) else None
+
+    def _store(self, key, marker, value):
+        # the value keeps the marker's expiry: the timeout, counted from the miss
+        run_script('store', [_full_key(key), signal_key(_full_key(key))], [marker, _dumps(value), '0'])
 
     def set(self, key, value, timeout=None):
         """Store value at key for timeout seconds (None: until deleted)."""
@@ -212,6 +236,7 @@ class FileCache(BaseCache):
 
     @property
     def path(self):
+        """The cache directory."""
         return self._path or settings.FILE_CACHE_DIR
 
     def _filename(self, key):

@@ -157,6 +157,22 @@ def test_model_instances_in_arguments_are_keyed_by_pk(posts):
     assert func(twin) == twin.pk
 
 
+def test_unsaved_instances_in_arguments_are_keyed_by_their_values(posts):
+    category = posts[0].category
+    counted = Counted(lambda post: post.title)
+    func = cached_as(Post)(_named(counted, 'by_unsaved_post'))
+    assert func(Post(title='x', category=category)) == 'x'
+    assert func(Post(title='y', category=category)) == 'y'
+    assert func(Post(title='x', category=category)) == 'x'
+    assert counted.runs == 2
+
+
+def test_lambdas_of_one_scope_do_not_share_entries(posts):
+    first = cached_as(Post)(lambda: 'first')
+    second = cached_as(Post)(lambda: 'second')
+    assert (first(), second()) == ('first', 'second')
+
+
 def test_a_queryset_argument_is_keyed_without_being_evaluated(posts, django_assert_num_queries):
     counted = Counted(lambda qs: 'computed')
     func = cached_as(Post)(_named(counted, 'by_qs'))

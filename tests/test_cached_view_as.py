@@ -1,6 +1,7 @@
 """@cached_view_as: views cached like querysets, keyed on the request's URI, through
 the real test client (the views are in tests/views.py)."""
 import pytest
+from django.http import HttpResponse
 from django.test import RequestFactory, override_settings
 
 import cacheops.redis
@@ -76,6 +77,23 @@ def test_extra_callable_receives_the_request(client, posts, calls):
     assert get(client, '/views/staff-aware/', X_Staff='1') == (200, 'staff p0,p1')
     assert get(client, '/views/staff-aware/') == (200, 'guest p0,p1')
     assert calls['staff_aware'] == 2
+
+
+def test_timeout_and_extra_value(rf, posts):
+    runs = []
+
+    def view(request):
+        runs.append(1)
+        return HttpResponse(str(len(runs)))
+
+    english = cached_view_as(Post, timeout=77, extra='en')(view)
+    french = cached_view_as(Post, timeout=77, extra='fr')(view)
+    responses = [english(rf.get('/page/')), english(rf.get('/page/')), french(rf.get('/page/'))]
+    assert [r.content for r in responses] == [b'1', b'1', b'2']
+    keys = cacheops.redis.redis_client.keys('*as:*')
+    assert len(keys) == 2
+    for key in keys:
+        assert 67 < cacheops.redis.redis_client.ttl(key) <= 77
 
 
 def test_a_template_response_is_rendered_and_cached(client, posts, calls):

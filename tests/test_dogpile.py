@@ -78,9 +78,11 @@ def in_thread(func, name, results):
     return thread
 
 
-def test_with_lock_the_function_runs_once(category, waits):
-    heavy = Heavy('first', 'second')
-    func = cached_as(Post, lock=True)(heavy)
+def call_while_the_owner_computes(func, heavy, waits):
+    """func in thread 'first', then in 'second' once 'first' computes; {thread: result}.
+
+    'first' is released once 'second' is seen waiting for the lock.
+    """
     results = {}
     first = in_thread(func, 'first', results)
     assert heavy.entered['first'].wait(10)
@@ -89,6 +91,12 @@ def test_with_lock_the_function_runs_once(category, waits):
     heavy.release.set()
     first.join(30)
     second.join(30)
+    return results
+
+
+def test_with_lock_the_function_runs_once(category, waits):
+    heavy = Heavy('first', 'second')
+    results = call_while_the_owner_computes(cached_as(Post, lock=True)(heavy), heavy, waits)
     assert heavy.runs == ['first']
     assert waits == ['second']
     assert results == {'first': ['p', 'first'], 'second': ['p', 'first']}
@@ -130,16 +138,9 @@ def test_without_lock_every_caller_computes(category):
                    CACHEOPS_DEFAULTS={'timeout': 60})
 def test_lock_none_takes_the_profiles_lock(category, waits):
     heavy = Heavy('first', 'second')
-    func = cached_as(Post)(heavy)
-    results = {}
-    first = in_thread(func, 'first', results)
-    assert heavy.entered['first'].wait(10)
-    second = in_thread(func, 'second', results)
-    assert waits.arrived.wait(10), 'the second caller did not wait'
-    heavy.release.set()
-    first.join(30)
-    second.join(30)
+    results = call_while_the_owner_computes(cached_as(Post)(heavy), heavy, waits)
     assert heavy.runs == ['first']
+    assert results == {'first': ['p', 'first'], 'second': ['p', 'first']}
 
 
 @override_settings(CACHEOPS_LOCK_WAIT=1)

@@ -95,16 +95,22 @@ def test_cached_as_takes_models_and_instances(posts):
     tick = Tick()
     source = '{% cached_as sample %}{{ tick() }}{% endcached_as %}'
     assert render(source, sample=posts[1], tick=tick) == render(source, sample=posts[1], tick=tick) == '1'
+    posts[0].save()  # another row
+    assert render(source, sample=posts[1], tick=tick) == '1'
     posts[1].save()
     assert render(source, sample=posts[1], tick=tick) == '2'
     assert render(source, sample=Category, tick=tick) == render(source, sample=Category, tick=tick) == '3'
+    Category.objects.create(title='new')
+    assert render(source, sample=Category, tick=tick) == '4'
 
 
 def test_cached_caches_the_block():
     tick = Tick()
     source = '{% cached timeout=60, extra=extra %}{{ tick() }}{% endcached %}'
     assert [render(source, tick=tick, extra=e) for e in (1, 1, 2, 2)] == ['1', '1', '2', '2']
-    for key in redis().keys('*'):
+    keys = redis().keys('*')
+    assert len(keys) == 2
+    for key in keys:
         assert 50 < redis().ttl(key) <= 60
 
 

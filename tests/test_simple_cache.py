@@ -136,7 +136,7 @@ def test_handle_connection_failure_is_looked_up_when_a_redis_cache_is_created():
 
     with mock.patch.object(cacheops.simple, 'handle_connection_failure', recording):
         own = cacheops.simple.RedisCache(client_redis())
-    assert sorted(wrapped) == ['_read', 'delete', 'set']
+    assert sorted(wrapped) == ['_pending', '_read', '_store', 'delete', 'set']
     own.set('key', 1)
     assert own.get('key') == cache.get('key') == 1
 
@@ -203,6 +203,12 @@ def test_cached_functions_do_not_share_entries():
     second_runs.append('a run before')
     cached(timeout=60)(first)()
     assert cached(timeout=60)(second)() == 2  # its own result, not first's entry
+
+
+def test_lambdas_of_one_scope_do_not_share_entries():
+    first = cached(timeout=60)(lambda: 'first')
+    second = cached(timeout=60)(lambda: 'second')
+    assert (first(), second()) == ('first', 'second')
 
 
 def test_invalidate_drops_one_call():

@@ -31,6 +31,7 @@ class Command(BaseCommand):
             self.stdout.write(message)
 
     def invalidate(self, target, database):
+        """Invalidate what target names; returns the line to report."""
         if target == 'all':
             invalidate_all()
             return 'Invalidated everything cacheops cached.'
