@@ -11,25 +11,12 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Q
 from django.test import override_settings
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from .models import All, Assorted, Category, Post, Task
+from .utils import warm
 
 pytestmark = pytest.mark.django_db
-
-
-def warm(func):
-    """Evaluate func twice - a miss, then a hit - proving its result is cached
-    before the test changes anything; return the result."""
-    with CaptureQueriesContext(connection) as miss:
-        result = func()
-    with CaptureQueriesContext(connection) as hit:
-        again = func()
-    assert len(miss) >= 1, 'expected a miss'
-    assert len(hit) == 0, 'expected the result to be cached'
-    assert again == result
-    return result
 
 
 # MySQL compares strings by collation ('a' = 'A' = 'a '), so an exact condition on a

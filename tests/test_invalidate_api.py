@@ -2,26 +2,12 @@
 invalidate_all. Mass updates don't invalidate, so they are used here to make
 the cache stale on purpose."""
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from cacheops import invalidate_all, invalidate_dict, invalidate_model, invalidate_obj
 from .models import All, Category, Post
+from .utils import warm
 
 pytestmark = pytest.mark.django_db
-
-
-def warm(func):
-    """Evaluate func twice - a miss, then a hit - proving its result is cached
-    before the test changes anything; return the result."""
-    with CaptureQueriesContext(connection) as miss:
-        result = func()
-    with CaptureQueriesContext(connection) as hit:
-        again = func()
-    assert len(miss) >= 1, 'expected a miss'
-    assert len(hit) == 0, 'expected the result to be cached'
-    assert again == result
-    return result
 
 
 @pytest.fixture

@@ -2,25 +2,11 @@
 bulk_create and cascade deletes. An update invalidates by the old and the new
 values of the row; old values come from the database."""
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from .models import All, Category, Extra, Post
+from .utils import warm
 
 pytestmark = pytest.mark.django_db
-
-
-def warm(func):
-    """Evaluate func twice - a miss, then a hit - proving its result is cached
-    before the test changes anything; return the result."""
-    with CaptureQueriesContext(connection) as miss:
-        result = func()
-    with CaptureQueriesContext(connection) as hit:
-        again = func()
-    assert len(miss) >= 1, 'expected a miss'
-    assert len(hit) == 0, 'expected the result to be cached'
-    assert again == result
-    return result
 
 
 @pytest.fixture

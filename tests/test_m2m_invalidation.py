@@ -1,25 +1,11 @@
 """Many-to-many changes invalidate: add/remove/clear/set from both sides, and
 changes made through an explicit through model."""
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from .models import Brand, Label, Product, ProductTag, Tag
+from .utils import warm
 
 pytestmark = pytest.mark.django_db
-
-
-def warm(func):
-    """Evaluate func twice - a miss, then a hit - proving its result is cached
-    before the test changes anything; return the result."""
-    with CaptureQueriesContext(connection) as miss:
-        result = func()
-    with CaptureQueriesContext(connection) as hit:
-        again = func()
-    assert len(miss) >= 1, 'expected a miss'
-    assert len(hit) == 0, 'expected the result to be cached'
-    assert again == result
-    return result
 
 
 @pytest.fixture

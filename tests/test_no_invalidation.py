@@ -5,10 +5,10 @@ import threading
 
 import pytest
 from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext
 
 from cacheops import invalidate_all, invalidate_model, invalidate_obj, no_invalidation
 from .models import Category, Post
+from .utils import queries
 
 pytestmark = pytest.mark.django_db
 
@@ -20,12 +20,6 @@ def cat():
 
 def titles(cat):
     return [p.title for p in Post.objects.cache().filter(category=cat).order_by('pk')]
-
-
-def queries(func):
-    with CaptureQueriesContext(connection) as ctx:
-        result = func()
-    return result, len(ctx)
 
 
 def warm(cat):

@@ -9,20 +9,15 @@ from unittest import mock
 
 import pytest
 import redis
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from cacheops import getset
 from cacheops.redis import redis_client
 from .models import CacheOnSaveProfile, CacheOnSaveSlug, Category, DbAgnostic, Local, Locked
+from .utils import queries
 
 pytestmark = pytest.mark.django_db(databases=['default', 'slave'])
-
-
-def queries(func, using='default'):
-    with CaptureQueriesContext(connections[using]) as ctx:
-        result = func()
-    return result, len(ctx)
 
 
 def fresh_tag():

@@ -11,6 +11,7 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from .models import All, Category, DbBinded, Post
+from .utils import warm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,18 +41,6 @@ def in_other_thread(func):
     if 'error' in outcome:
         raise outcome['error']
     return outcome['result'], outcome['queries']
-
-
-def warm(func):
-    """Evaluate func twice - a miss, then a hit - proving its result is cached."""
-    with CaptureQueriesContext(connection) as miss:
-        result = func()
-    with CaptureQueriesContext(connection) as hit:
-        again = func()
-    assert len(miss) >= 1, 'expected a miss'
-    assert len(hit) == 0, 'expected the result to be cached'
-    assert again == result
-    return result
 
 
 class Rollback(Exception):
