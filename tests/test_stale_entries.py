@@ -21,12 +21,7 @@ from django.db import connection, connections
 from cacheops import getset
 from tests.models import Category, Post
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    # Python 3.12+ warns when forking with other OS threads alive: here that is pytest's
-    # faulthandler watchdog (pytest.ini), which holds no lock the children could need.
-    pytest.mark.filterwarnings('ignore:This process .* is multi-threaded:DeprecationWarning'),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _cached_titles(category):
