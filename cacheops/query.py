@@ -34,6 +34,7 @@ class CacheConf(NamedTuple):
 
 
 NO_CONF = CacheConf()
+NO_CACHE = CacheConf(ops=frozenset())
 
 
 class QuerySetMixin:
@@ -456,8 +457,9 @@ def _db_values(instance, using):
     if not fields:
         return row
     model = type(instance)._meta.concrete_model
-    values = model._base_manager.using(using).filter(pk=instance.pk).nocache() \
-        .values(*[f.attname for f in fields]).first()
+    qs = model._base_manager.using(using).filter(pk=instance.pk).values(*[f.attname for f in fields])
+    qs._cacheconf = NO_CACHE  # never through the cache; set in place, sparing clones on every save
+    values = next(iter(qs), None)  # a pk matches one row at most: no first(), no LIMIT
     return None if values is None else {**row, **values}
 
 
