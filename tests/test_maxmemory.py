@@ -5,16 +5,13 @@ cached querysets on many distinct rows while rows are updated, and every cached 
 is checked against the database. Evictions are watched through keyspace events, to
 show that conj stamps were evicted too, which is the case that could go wrong."""
 import random
-import subprocess
-import tempfile
-import time
 
 import pytest
 import redis
 from django.test import override_settings
 
 from tests.models import Category, Post
-from tools.redis_server import find_redis_server, free_port, ping
+from tools.redis_server import private_redis
 
 pytestmark = pytest.mark.django_db
 
@@ -27,33 +24,9 @@ TEXT_SIZE = 3000  # bytes of text per post, so cached values weigh on memory
 @pytest.fixture
 def small_redis():
     """A private redis-server with maxmemory 2mb, volatile-lru, no persistence; its URL."""
-    port = free_port()
-    url = 'redis://127.0.0.1:%d/0' % port
-    with tempfile.TemporaryDirectory(prefix='cacheops-maxmemory-') as workdir:
-        proc = subprocess.Popen(
-            [find_redis_server(), '--port', str(port), '--bind', '127.0.0.1',
-             '--maxmemory', '2mb', '--maxmemory-policy', 'volatile-lru',
-             '--save', '', '--appendonly', 'no', '--dir', workdir,
-             '--notify-keyspace-events', 'Ee'],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            _wait_for(url, proc)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_for(url, proc):
-    deadline = time.monotonic() + 10
-    while not ping(url):
-        assert proc.poll() is None, 'redis-server exited with %s' % proc.returncode
-        assert time.monotonic() < deadline, 'redis-server did not answer'
-        time.sleep(0.05)
+    with private_redis('--maxmemory', '2mb', '--maxmemory-policy', 'volatile-lru',
+                       '--notify-keyspace-events', 'Ee') as port:
+        yield 'redis://127.0.0.1:%d/0' % port
 
 
 class Evictions:

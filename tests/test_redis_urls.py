@@ -1,10 +1,8 @@
 """CACHEOPS_REDIS as a unix:// URL, a dict with unix_socket_path, and a rediss:// (TLS)
 URL, each against a private redis-server of its own."""
 import os
-import shutil
 import subprocess
 import tempfile
-import time
 
 import pytest
 import redis
@@ -14,57 +12,44 @@ from django.test import override_settings
 
 import cacheops.redis
 from tests.models import All
-from tools.redis_server import find_redis_server, free_port
+from tools.redis_server import free_port, private_redis
 
 pytestmark = pytest.mark.django_db
 
 
-def _start(args, **client_kwargs):
-    process = subprocess.Popen([find_redis_server(), '--save', '', '--appendonly', 'no', *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _answers(**client_kwargs):
     client = redis.Redis(socket_timeout=1, retry=Retry(NoBackoff(), 0), **client_kwargs)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def ready():
         try:
-            if client.ping():
-                return process
+            return client.ping()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            time.sleep(0.05)
-    process.terminate()
-    raise RuntimeError('redis-server %s did not start' % ' '.join(args))
+            return False
+    return ready
 
 
 @pytest.fixture
 def unix_socket():
-    workdir = tempfile.mkdtemp()
-    path = os.path.join(workdir, 'redis.sock')
-    process = _start(['--port', '0', '--unixsocket', path], unix_socket_path=path)
-    try:
-        yield path
-    finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        path = os.path.join(workdir, 'redis.sock')
+        with private_redis('--port', '0', '--unixsocket', path,
+                           ready=_answers(unix_socket_path=path)):
+            yield path
 
 
 @pytest.fixture
 def tls_port():
-    workdir = tempfile.mkdtemp()
-    cert, key = os.path.join(workdir, 'cert.pem'), os.path.join(workdir, 'key.pem')
-    # a client connecting by IP checks it against the certificate's IP subjectAltName
-    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
-                    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
-                    '-keyout', key, '-out', cert], check=True, capture_output=True)
-    port = free_port()
-    process = _start(['--port', '0', '--tls-port', str(port), '--tls-cert-file', cert,
-                      '--tls-key-file', key, '--tls-ca-cert-file', cert, '--tls-auth-clients', 'no'],
-                     host='127.0.0.1', port=port, ssl=True, ssl_ca_certs=cert)
-    try:
-        yield port, cert
-    finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        cert, key = os.path.join(workdir, 'cert.pem'), os.path.join(workdir, 'key.pem')
+        # a client connecting by IP checks it against the certificate's IP subjectAltName
+        subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+                        '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+                        '-keyout', key, '-out', cert], check=True, capture_output=True)
+        port = free_port()
+        with private_redis('--port', '0', '--tls-port', str(port), '--tls-cert-file', cert,
+                           '--tls-key-file', key, '--tls-ca-cert-file', cert, '--tls-auth-clients', 'no',
+                           ready=_answers(host='127.0.0.1', port=port, ssl=True, ssl_ca_certs=cert)):
+            yield port, cert
 
 
 def _caches_through_the_client(django_assert_num_queries):

@@ -93,15 +93,15 @@ def find_redis_server(python=None):
 
 
 @contextmanager
-def _server(args, url, workdir):
-    """Run a server process until the block exits; fail early if it dies or never answers PING."""
+def _server(args, workdir, ready):
+    """Run a server process until the block exits; fail early if it dies or ready() never holds."""
     log_path = os.path.join(workdir, 'server.log')
     with open(log_path, 'wb') as log:
         proc = subprocess.Popen(args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + START_TIMEOUT
-        while not ping(url):
+        while not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
                 with open(log_path, errors='replace') as log:
                     raise RuntimeError(f'{args[0]} did not start:\n{log.read()}')
@@ -137,9 +137,24 @@ def redis_for_run(url_env='CACHEOPS_REDIS', python=None):
     with tempfile.TemporaryDirectory(prefix='cacheops-redis-') as workdir:
         args = [binary, '--port', str(port), '--bind', '127.0.0.1',
                 '--save', '', '--appendonly', 'no', '--dir', workdir]
-        with _server(args, url, workdir):
+        with _server(args, workdir, lambda: ping(url)):
             yield url
     _log(f'stopped private Redis on port {port}')
+
+
+@contextmanager
+def private_redis(*options, ready=None):
+    """A throwaway redis-server on a free port, without persistence, for one test: yields the port.
+
+    options are more redis-server options (later ones win, so '--port 0' turns TCP off);
+    ready() tells when it answers, by default a PING on the port.
+    """
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix='cacheops-redis-') as workdir:
+        args = [find_redis_server(), '--port', str(port), '--bind', '127.0.0.1',
+                '--save', '', '--appendonly', 'no', '--dir', workdir, *options]
+        with _server(args, workdir, ready or (lambda: ping(f'redis://127.0.0.1:{port}'))):
+            yield port
 
 
 @contextmanager
@@ -158,7 +173,7 @@ def sentinel_for_run(master_host, master_port, python=None, password=None):
         with open(config_path, 'w') as f:
             f.write('\n'.join(config) + '\n')
         args = [find_redis_server(python), config_path, '--sentinel']
-        with _server(args, f'redis://127.0.0.1:{port}', workdir):
+        with _server(args, workdir, lambda: ping(f'redis://127.0.0.1:{port}')):
             _log(f'sentinel on 127.0.0.1:{port} monitors {master_ip}:{master_port} as {SENTINEL_SERVICE}')
             yield f'127.0.0.1:{port}'
 
