@@ -48,10 +48,11 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None)
     or None when it must not be cached; in conj-set mode it is called only on a miss.
     """
     computed = _Computed(compute)
+    if invalidation.failed and not invalidation.retry_failed():
+        # an invalidation Redis refused is still pending: the cache may hold what it
+        # should have dropped, so only the database can be trusted until it is replayed
+        return computed()
     try:
-        if invalidation.failed:
-            # an invalidation Redis refused earlier must happen before anything is read
-            invalidation.retry_failed()
         if settings.CACHEOPS_INSIDEOUT:
             query_dnfs = dnfs()
             if query_dnfs is None:

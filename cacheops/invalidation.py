@@ -9,10 +9,11 @@ import logging
 import threading
 from functools import wraps
 
+import redis
+
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from .conf import settings
-from .conf import prefix_func
+from .conf import prefix_func, settings
 from .keys import PrefixQuery, conj_prefix, prefix_for, prefixed_tables, scan_conj_keys, schemes_key
 from .redis import get_client, run_script
 from .signals import cache_invalidated
@@ -46,8 +47,8 @@ def invalidate_rows(table, rows, using=DEFAULT_DB_ALIAS):
 
 def invalidate_conjs(client, conjs):
     """Delete these conjunction keys and the cache keys they reference."""
-    for i in range(0, len(conjs), UNLINK_CHUNK):
-        members = run_script('invalidate_conjs', conjs[i:i + UNLINK_CHUNK], [_mode()])
+    for chunk in chunks(conjs, UNLINK_CHUNK):
+        members = run_script('invalidate_conjs', chunk, [_mode()])
         if members:
             _delete_keys(client, members)
 
@@ -198,23 +199,26 @@ _failed_lock = threading.Lock()
 
 
 def run_safely(func, *args, **kwargs):
-    """Call an invalidation; if Redis fails, log it and keep the call to retry later."""
-    from .redis import CONNECTION_ERRORS
+    """Call an invalidation; if Redis fails (down, busy, out of memory), log it and keep
+    the call to replay before this process trusts the cache again."""
     try:
-        retry_failed()
-        func(*args, **kwargs)
-    except CONNECTION_ERRORS as e:
+        if retry_failed():
+            func(*args, **kwargs)
+            return
+    except redis.RedisError as e:
         logger.error('cacheops: invalidation failed, will retry: %s', e)
-        with _failed_lock:
-            failed.append((func, args, kwargs))
+    with _failed_lock:
+        failed.append((func, args, kwargs))
 
 
 def retry_failed():
-    """Run the invalidations that failed before; raises if Redis still fails."""
-    if not failed:
-        return
+    """Replay the invalidations that failed before; whether none is left."""
     with _failed_lock:
-        while failed:
-            func, args, kwargs = failed[0]
-            func(*args, **kwargs)
-            failed.pop(0)
+        try:
+            while failed:
+                func, args, kwargs = failed[0]
+                func(*args, **kwargs)
+                failed.pop(0)
+        except redis.RedisError:
+            return False
+    return True

@@ -1,0 +1,57 @@
+"""An invalidation Redis refuses (out of memory, busy) never breaks the write, and until
+it has been replayed this process reads the database, not a cache that may still hold
+what the invalidation should have dropped."""
+from unittest import mock
+
+import pytest
+import redis
+
+from cacheops import invalidation, redis as cacheops_redis
+from tests.models import Category, Post
+from tests.utils import queries, warm
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def no_pending_failures():
+    yield
+    invalidation.failed.clear()
+
+
+def refused(name):
+    """Redis answers EVALSHA of one script with an error, as with maxmemory + noeviction."""
+    run_script = cacheops_redis.run_script
+
+    def failing(script, *args, **kwargs):
+        if script == name:
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        return run_script(script, *args, **kwargs)
+    return mock.patch.object(invalidation, 'run_script', failing)
+
+
+def test_a_refused_invalidation_does_not_break_the_save():
+    cat = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=cat)
+    with refused('invalidate'):
+        post.title = 'new'
+        post.save()
+    assert Post.objects.nocache().get().title == 'new'
+    assert invalidation.failed
+
+
+def test_while_it_is_pending_reads_go_to_the_database_then_caching_resumes():
+    cat = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=cat)
+    titles = lambda: [p.title for p in Post.objects.cache().filter(category=cat)]  # noqa: E731
+    assert warm(titles) == ['old']
+    with refused('invalidate'):
+        post.title = 'new'
+        post.save()
+        # the stale entry is still in Redis, but is not read: the database is
+        assert queries(titles) == (['new'], 1)
+        assert queries(titles) == (['new'], 1)
+    # Redis takes scripts again: the next read replays the invalidation, then caches
+    assert queries(titles) == (['new'], 1)
+    assert not invalidation.failed
+    assert queries(titles) == (['new'], 0)
