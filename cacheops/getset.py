@@ -22,6 +22,16 @@ from .signals import cache_read
 PENDING = b'\x00cacheops:pending:'  # 18 bytes, see lua/prepare.lua
 assert len(PENDING) == 18
 
+
+def new_marker():
+    """A pending marker: PENDING and a random token."""
+    return PENDING + os.urandom(8).hex().encode()
+
+
+def is_value(data):
+    """Whether bytes read at a cache key are a stored value (not missing, not a marker)."""
+    return data is not None and not data.startswith(PENDING)
+
 # Switched off only by the stale-entry test, to show that it can fail.
 PROTECT_STORES = True
 
@@ -85,7 +95,7 @@ def _dumps(value):
 def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
     client = get_client()
     data = client.get(key)
-    if data is not None and not data.startswith(PENDING):
+    if is_value(data):
         _signal(sender, func, True)
         return _loads(data)
     _signal(sender, func, False)
@@ -107,7 +117,7 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
         # Somebody is computing it: wait for their result, bounded, blocking in Redis.
         _wait_for_owner(client, key)
         data = client.get(key)
-        if data is not None and not data.startswith(PENDING):
+        if is_value(data):
             return _loads(data)
         status, marker = _prepare(key, keys, args, timeout)
         if status == b'hit':
@@ -148,7 +158,7 @@ def _store(key, marker, value, lock):
 
 
 def _prepare(key, keys, args, timeout):
-    marker = PENDING + os.urandom(8).hex().encode()
+    marker = new_marker()
     status, payload = run_script('prepare', [key, signal_key(key), *keys], [marker, timeout, *args])
     return status, payload
 

@@ -14,7 +14,7 @@ from .conf import serializer, settings
 from .decorators import (
     cached_view_wrapper, call_key_parts, func_identity, signature_of, view_key_parts,
 )
-from .getset import PENDING
+from .getset import is_value, new_marker
 from .keys import prefix_for, signal_key
 from .redis import _handle_connection_failure as handle_connection_failure
 from .redis import redis_client, run_script
@@ -164,7 +164,7 @@ class RedisCache(BaseCache):
     def get(self, key):
         """The value stored at key; raises CacheMiss."""
         data = self._read(key)
-        if data is None or data.startswith(PENDING):
+        if not is_value(data):
             raise CacheMiss(key)
         return _loads(data)
 
@@ -173,7 +173,7 @@ class RedisCache(BaseCache):
         marker is still there, so an invalidate() during the computation is never
         overwritten by what was computed before it (DESIGN.md, invariant 1)."""
         data = self._read(key)
-        if data is not None and not data.startswith(PENDING):
+        if is_value(data):
             _signal(func, True)
             return _loads(data)
         _signal(func, False)
@@ -188,11 +188,11 @@ class RedisCache(BaseCache):
         when a value was stored meanwhile (then ours is not needed)."""
         if key.timeout is not None and key.timeout <= 0:
             return None  # expired as soon as stored: nothing to store
-        full, marker = _full_key(key), PENDING + os.urandom(8).hex().encode()
+        full, marker = _full_key(key), new_marker()
         if self.client.set(full, marker, ex=key.timeout, nx=True):
             return marker
         current = self.client.get(full)
-        return current if current is not None and current.startswith(PENDING) else None
+        return current if current is not None and not is_value(current) else None
 
     def _store(self, key, marker, value):
         # the value keeps the marker's expiry: the timeout, counted from the miss
