@@ -7,19 +7,9 @@ from jinja2 import TemplateSyntaxError
 
 import cacheops.redis
 from .models import Category, Post
+from .utils import Tick
 
 pytestmark = pytest.mark.django_db
-
-
-class Tick:
-    """Counts how many times a block's body was rendered."""
-
-    def __init__(self):
-        self.count = 0
-
-    def __call__(self):
-        self.count += 1
-        return self.count
 
 
 def env():

@@ -9,19 +9,9 @@ import cacheops.redis
 from cacheops import CacheopsLibrary, invalidate_fragment
 from cacheops.templatetags.cacheops import register
 from .models import Category, Post
+from .utils import Tick
 
 pytestmark = pytest.mark.django_db
-
-
-class Tick:
-    """A context value counting how many times a fragment's body was rendered."""
-
-    def __init__(self):
-        self.count = 0
-
-    def __call__(self):
-        self.count += 1
-        return self.count
 
 
 def render(source, **context):

@@ -1,4 +1,4 @@
-"""Helpers the tests share: counting queries, proving a result is cached."""
+"""Helpers the tests share: counting queries, proving a result is cached, counting renders."""
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.test.utils import CaptureQueriesContext
 
@@ -19,3 +19,14 @@ def warm(func, using=DEFAULT_DB_ALIAS):
     assert hits == 0, 'expected the result to be cached'
     assert again == result
     return result
+
+
+class Tick:
+    """A template context value counting how many times a block's body was rendered."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self):
+        self.count += 1
+        return self.count
