@@ -15,7 +15,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from .conf import prefix_func, settings
 from .keys import PrefixQuery, conj_prefix, prefix_for, prefixed_tables, scan_conj_keys, schemes_key
-from .redis import get_client, run_script
+from .redis import get_client, is_cluster, run_script
 from .signals import cache_invalidated
 from .transaction import queue_when_in_transaction
 from .utils import chunks, conj_value, glob_escape, written_tables
@@ -33,16 +33,34 @@ def _delete_keys(client, keys):
         client.unlink(*chunk)
 
 
+# The most cache keys one invalidation deletes inside Redis; more go back to the client
+# to delete in chunks, so that a big invalidation never blocks Redis for long.
+SERVER_DELETE_BUDGET = 5000
+
+
 def invalidate_rows(table, rows, using=DEFAULT_DB_ALIAS):
     """Invalidate queries on a table that any of these rows ({column: canonical string}) falls into."""
-    prefix = prefix_for([using], [table])
+    invalidate_tables([(table, rows)], using=using)
+
+
+def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
+    """invalidate_rows() for [(table, rows)]: one round trip on one Redis."""
     client = get_client()
-    members, patterns = run_script('invalidate', [schemes_key(prefix, table)],
-                                   [conj_prefix(prefix, table), _mode(), json.dumps(rows)])
-    if members:
-        _delete_keys(client, members)
-    for pattern in patterns:
-        invalidate_conjs(client, _scan(client, pattern))
+    # a cluster keeps each table's keys in their own slot: one script per table there,
+    # and the cache keys, which live anywhere, are deleted by the client
+    batches = [[t] for t in tables] if is_cluster() else [tables]
+    budget = 0 if is_cluster() else SERVER_DELETE_BUDGET
+    for batch in batches:
+        keys, args = [], [_mode(), budget]
+        for table, rows in batch:
+            prefix = prefix_for([using], [table])
+            keys.append(schemes_key(prefix, table))
+            args += [conj_prefix(prefix, table), json.dumps(rows)]
+        members, patterns = run_script('invalidate', keys, args)
+        if members:
+            _delete_keys(client, members)
+        for pattern in patterns:
+            invalidate_conjs(client, _scan(client, pattern))
 
 
 def invalidate_conjs(client, conjs):
@@ -75,9 +93,8 @@ def row_of(columns, values):
 
 def _invalidate_values(model, dicts, using):
     """Invalidate every table a write to model touches by these rows' values."""
-    for table, columns in written_tables(model):
-        rows = [row_of(columns, values) for values in dicts]
-        invalidate_rows(table, rows, using=using)
+    invalidate_tables([(table, [row_of(columns, values) for values in dicts])
+                       for table, columns in written_tables(model)], using=using)
 
 
 @queue_when_in_transaction

@@ -6,7 +6,7 @@ the handlers; nothing here patches anything by itself.
 from typing import NamedTuple
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, models, router
+from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from django.db.models import Q
 from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 
@@ -15,11 +15,10 @@ from .conf import ALL_OPS, model_profile, normalize_ops, prefix_func, settings
 from .getset import cached_call
 from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
 from .signals import cache_invalidated
-from .keys import prefix_for, schemes_key
-from .redis import CONNECTION_ERRORS, get_client
+from .keys import prefix_for
 from .transaction import transaction_states
 from .tree import dnfs
-from .utils import conj_value, md5hex, tracked_tables, written_tables
+from .utils import conj_value, is_granular_field, md5hex, tracked_tables, written_tables
 
 _django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
 
@@ -425,42 +424,71 @@ def _tracked(model):
     return model_profile(model) is not None
 
 
-def _scheme_columns(model, using):
-    """Columns cached queries' conditions use on the tables a model writes; one round trip."""
-    pipe = get_client().pipeline(transaction=False)
-    for table, _ in written_tables(model):
-        pipe.smembers(schemes_key(prefix_for([using], [table]), table))
-    return {column for schemes in pipe.execute() for scheme in schemes
-            for column in scheme.decode().split(',') if column}
-
-
 def _db_values(instance, using):
     """The row's values before a save, as far as invalidation needs them.
 
-    Only columns that cached queries' conditions use can change which queries a row
-    falls into, and an update never changes the primary key: those are all it reads,
-    and often it reads nothing (unless cache_invalidated has listeners). A scheme
-    registered after this is still safe: the invalidation then lacks that column and
-    matches any value there.
+    Every column a cached query's condition can use (and, when cache_invalidated has
+    listeners, whichever the instance has loaded); the primary key, which an update
+    never changes, is known. One cheap SELECT, with no Redis round trip before it.
     """
-    try:
-        columns = _scheme_columns(type(instance), using)
-    except CONNECTION_ERRORS:
-        columns = ()  # the invalidation will be retried later: keep every loaded value
-    # cache_invalidated promises its listeners the old row: then read what is loaded
-    whole = columns == () or bool(cache_invalidated.receivers)
-    deferred = instance.get_deferred_fields()
-    fields = [f for f in instance._meta.concrete_fields if not f.primary_key and (
-        f.column in columns or whole and f.attname not in deferred)]
+    model = type(instance)
+    whole = bool(cache_invalidated.receivers)
+    deferred = instance.get_deferred_fields() if whole else ()
+    vendor = connections[using].vendor
+    attnames = tuple(f.attname for f in model._meta.concrete_fields if not f.primary_key and (
+        f.attname not in deferred if whole else is_granular_field(f, vendor)))
     # multi-table parents share the primary key value
-    row = {f.attname: instance.pk for f in instance._meta.concrete_fields if f.primary_key}
-    if not fields:
+    row = {f.attname: instance.pk for f in model._meta.concrete_fields if f.primary_key}
+    if not attnames:
         return row
-    model = type(instance)._meta.concrete_model
-    qs = model._base_manager.using(using).filter(pk=instance.pk).values(*[f.attname for f in fields])
-    qs._cacheconf = NO_CACHE  # never through the cache; set in place, sparing clones on every save
-    values = next(iter(qs), None)  # a pk matches one row at most: no first(), no LIMIT
+    values = _read_row(model._meta.concrete_model, using, instance.pk, attnames)
     return None if values is None else {**row, **values}
+
+
+def _read_row(model, using, pk, attnames):
+    """{attname: value} of the row with this pk, or None: values() without building a query.
+
+    The statement is compiled once per connection, model and columns; each call runs it
+    and applies the same converters values() would.
+    """
+    connection = connections[using]
+    statements = connection.__dict__.setdefault('_cacheops_row_reads', {})
+    try:
+        statement = statements[model, attnames]
+    except KeyError:
+        statement = statements[model, attnames] = _row_statement(model, using, pk, attnames)
+    if statement is None:  # a pk Django prepares in some way we don't mirror: ask the ORM
+        qs = models.QuerySet(model).using(using).filter(pk=pk).values(*attnames)
+        qs._cacheconf = NO_CACHE  # never through the cache; set in place, sparing a clone
+        return next(iter(qs), None)  # a pk matches one row at most: no first(), no LIMIT
+    compiler, sql, names, converters = statement
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_pk_param(model, connection, pk)])
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    if converters:
+        found = next(iter(compiler.apply_converters([found], converters)))
+    return dict(zip(names, found))
+
+
+def _pk_param(model, connection, pk):
+    field = model._meta.pk
+    return field.get_db_prep_value(field.get_prep_value(pk), connection, prepared=True)
+
+
+def _row_statement(model, using, pk, attnames):
+    """(compiler, sql, names, converters) reading attnames by pk, or None if params differ."""
+    qs = models.QuerySet(model).using(using).filter(pk=pk).values(*attnames)
+    compiler = qs.query.get_compiler(using=using)
+    sql, params = compiler.as_sql()
+    connection = connections[using]
+    if list(params) != [_pk_param(model, connection, pk)]:
+        return None
+    query = qs.query
+    names = [*query.extra_select, *query.values_select, *query.annotation_select]
+    converters = compiler.get_converters([s[0] for s in compiler.select[:compiler.col_count]])
+    return compiler, sql, names, converters
 
 
 def _pre_save(sender, instance, raw, using, update_fields, **kwargs):

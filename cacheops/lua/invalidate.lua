@@ -1,45 +1,52 @@
--- Invalidate a table by rows: for each scheme in use, build the conjunction key each
--- row falls into and delete it. A row lacking a column a scheme needs matches any value
--- there: for it a SCAN pattern is returned, for the client to invalidate what matches. In conj-set mode, the keys that a deleted set referenced
--- are returned for the client to delete: popping a set's members and deleting it happen
--- together here, so no registration made meanwhile is lost.
--- The conjunction keys are derived from the schemes set, and all carry the same table
--- tag as KEYS[1], so they live in its slot on a cluster.
+-- Invalidate tables by rows: for each scheme in use on a table, build the conjunction
+-- key each row falls into and delete it. A row lacking a column a scheme needs matches
+-- any value there: for it a SCAN pattern is returned, for the client to invalidate what
+-- matches. In conj-set mode the cache keys the deleted sets referenced are deleted too,
+-- up to a bound, so one write costs one round trip; popping a set's members and
+-- deleting it happen together here, so no registration made meanwhile is lost.
+-- Past the bound (and always on a cluster, where cache keys live in other slots) the
+-- keys are returned for the client to delete in chunks: a big invalidation must not
+-- block Redis for long.
+-- The conjunction keys are derived from the schemes sets, and carry the same table tag
+-- as their table's schemes set, so they live in its slot on a cluster.
 --
--- KEYS: the table's schemes set
--- ARGV: conj key prefix of the table, mode ('conj' or 'insideout'),
---       a JSON list of rows, each a {column: canonical value string} object
--- Returns {cache keys to delete (none in insideout mode), SCAN patterns of conj keys}.
-local conj_prefix, mode = ARGV[1], ARGV[2]
-local rows = cjson.decode(ARGV[3])
-local schemes = redis.call('smembers', KEYS[1])
+-- KEYS: the schemes set of each table
+-- ARGV: mode ('conj' or 'insideout'), the most cache keys to delete here,
+--       then for each table: its conj key prefix, a JSON list of rows, each a
+--       {column: canonical value string} object
+-- Returns {cache keys left to delete, SCAN patterns of conj keys}.
+local mode, budget = ARGV[1], tonumber(ARGV[2])
 
 local function glob_escape(s)
     return (string.gsub(s, '[%*%?%[%]\\]', '\\%0'))
 end
 
 local conj_keys, seen, patterns = {}, {}, {}
-for _, scheme in ipairs(schemes) do
-    for _, row in ipairs(rows) do
-        local parts, globs, complete = {}, {}, true
-        for column in string.gmatch(scheme, '[^,]+') do
-            local value = row[column]
-            if value == nil then
-                complete = false
-                globs[#globs + 1] = glob_escape(column) .. '=*'
+for t = 1, #KEYS do
+    local conj_prefix = ARGV[1 + 2 * t]
+    local rows = cjson.decode(ARGV[2 + 2 * t])
+    for _, scheme in ipairs(redis.call('smembers', KEYS[t])) do
+        for _, row in ipairs(rows) do
+            local parts, globs, complete = {}, {}, true
+            for column in string.gmatch(scheme, '[^,]+') do
+                local value = row[column]
+                if value == nil then
+                    complete = false
+                    globs[#globs + 1] = glob_escape(column) .. '=*'
+                else
+                    parts[#parts + 1] = column .. '=' .. value
+                    globs[#globs + 1] = glob_escape(column .. '=' .. value)
+                end
+            end
+            if complete then
+                local conj = conj_prefix .. table.concat(parts, '&')
+                if not seen[conj] then
+                    seen[conj] = true
+                    conj_keys[#conj_keys + 1] = conj
+                end
             else
-                parts[#parts + 1] = column .. '=' .. value
-                globs[#globs + 1] = glob_escape(column .. '=' .. value)
+                patterns[#patterns + 1] = glob_escape(conj_prefix) .. table.concat(globs, '&')
             end
-        end
-        if complete then
-            local conj = conj_prefix .. table.concat(parts, '&')
-            if not seen[conj] then
-                seen[conj] = true
-                conj_keys[#conj_keys + 1] = conj
-            end
-        else
-            patterns[#patterns + 1] = glob_escape(conj_prefix) .. table.concat(globs, '&')
         end
     end
 end
@@ -58,4 +65,13 @@ end
 for i = 1, #conj_keys, 1000 do
     redis.call('del', unpack(conj_keys, i, math.min(i + 999, #conj_keys)))
 end
-return {members, patterns}
+
+local here = math.min(budget, #members)
+for i = 1, here, 1000 do
+    redis.call('unlink', unpack(members, i, math.min(i + 999, here)))
+end
+local left = {}
+for i = here + 1, #members do
+    left[#left + 1] = members[i]
+end
+return {left, patterns}

@@ -1,0 +1,97 @@
+"""What a write costs the cache: a save reads the row's old values with one SELECT and
+invalidates with one Redis round trip; an invalidation deletes a bounded number of
+cache keys inside Redis and the rest from the client."""
+import pytest
+from redis.connection import AbstractConnection
+
+from cacheops import invalidation
+from cacheops.conf import settings
+from cacheops.redis import get_client
+
+from .models import Category, Post
+from .utils import queries, warm
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def redis_commands(monkeypatch):
+    """The names of the Redis commands cacheops sends while the test runs."""
+    client = get_client()
+    sent = []
+    original = client.execute_command
+
+    def counting(*args, **options):
+        sent.append(str(args[0]).upper())
+        return original(*args, **options)
+
+    monkeypatch.setattr(client, 'execute_command', counting)
+    return sent
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    """How many times a request (a command or a whole pipeline) is sent to Redis."""
+    sent = []
+    original = AbstractConnection.send_packed_command
+
+    def counting(self, command, *args, **kwargs):
+        sent.append(command)
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, 'send_packed_command', counting)
+    return sent
+
+
+@pytest.fixture
+def post():
+    category = Category.objects.create(title='c')
+    post = Post.objects.create(title='a', category=category)
+    post.save()  # the invalidation script is loaded into Redis by now
+    return post
+
+
+def titles(category_id):
+    return [p.title for p in Post.objects.cache().filter(category_id=category_id)]
+
+
+def test_a_save_makes_one_round_trip_to_redis(post, redis_commands, round_trips):
+    warm(lambda: titles(post.category_id))
+    redis_commands.clear()
+    round_trips.clear()
+    post.title = 'b'
+    post.save()
+    assert redis_commands == ['EVALSHA']  # the cache keys are deleted inside Redis
+    assert len(round_trips) == 1
+    assert titles(post.category_id) == ['b']
+
+
+def test_a_save_reads_the_old_values_with_one_select(post):
+    post.title = 'b'
+    _, count = queries(post.save)
+    assert count == 2  # the old values, the UPDATE
+
+
+def test_a_stale_instance_still_invalidates_by_the_values_in_the_database(post):
+    other = Category.objects.create(title='other')
+    stale = Post.objects.nocache().get(pk=post.pk)
+    Post.objects.filter(pk=post.pk).update(category=other)  # update() doesn't invalidate
+    warm(lambda: titles(other.pk))
+    stale.title = 'b'
+    stale.save()  # moves the row back from `other`, which only the database knows
+    assert titles(other.pk) == []
+
+
+def test_a_big_invalidation_deletes_past_the_server_budget_from_the_client(
+        post, monkeypatch, redis_commands):
+    monkeypatch.setattr(invalidation, 'SERVER_DELETE_BUDGET', 3)
+    counts = [lambda n=n: Post.objects.cache().filter(category_id=post.category_id, pk__gte=-n).count()
+              for n in range(10)]
+    for count in counts:
+        warm(count)
+    redis_commands.clear()
+    post.save()
+    for count in counts:
+        assert queries(count) == (1, 1)
+    if not settings.CACHEOPS_INSIDEOUT:  # insideout mode deletes no cache keys at all
+        assert 'UNLINK' in redis_commands
