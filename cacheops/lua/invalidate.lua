@@ -66,9 +66,10 @@ for i = 1, #conj_keys, 1000 do
     redis.call('del', unpack(conj_keys, i, math.min(i + 999, #conj_keys)))
 end
 
+-- DEL, not UNLINK: cache values are strings, which UNLINK frees in place all the same
 local here = math.min(budget, #members)
 for i = 1, here, 1000 do
-    redis.call('unlink', unpack(members, i, math.min(i + 999, here)))
+    redis.call('del', unpack(members, i, math.min(i + 999, here)))
 end
 local left = {}
 for i = here + 1, #members do
