@@ -18,7 +18,7 @@ from .keys import PrefixQuery, conj_prefix, prefix_for, prefixed_tables, scan_co
 from .redis import get_client, is_cluster, run_script
 from .signals import cache_invalidated
 from .transaction import queue_when_in_transaction
-from .utils import chunks, conj_value, glob_escape, written_tables
+from .utils import chunks, conj_value, glob_escape, written_granular_columns, written_tables
 
 logger = logging.getLogger('cacheops')
 UNLINK_CHUNK = 1000
@@ -93,8 +93,9 @@ def row_of(columns, values):
 
 def _invalidate_values(model, dicts, using):
     """Invalidate every table a write to model touches by these rows' values."""
+    tables = written_granular_columns(model, connections[using].vendor)
     invalidate_tables([(table, [row_of(columns, values) for values in dicts])
-                       for table, columns in written_tables(model)], using=using)
+                       for table, columns in tables], using=using)
 
 
 @queue_when_in_transaction

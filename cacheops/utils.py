@@ -92,6 +92,14 @@ def written_tables(model):
     return [(m._meta.db_table, table_columns(m)) for m in models]
 
 
+@derived
+def written_granular_columns(model, vendor):
+    """written_tables() with only the columns whose conditions can narrow invalidation:
+    the only ones schemes name, so the only ones an invalidation needs of a row."""
+    return [(table, [c for c in columns if is_granular_field(c[2], vendor)])
+            for table, columns in written_tables(model)]
+
+
 def chunks(iterable, size):
     """Lists of up to size items of an iterable, consumed lazily."""
     chunk = []
