@@ -1,5 +1,6 @@
 """Settings with defaults, validated in one place, and profile lookup."""
 import importlib
+import pickle
 from dataclasses import dataclass
 
 from django.conf import settings as django_settings
@@ -199,6 +200,10 @@ def serializer():
     if not (callable(getattr(value, 'dumps', None)) and callable(getattr(value, 'loads', None))):
         raise ImproperlyConfigured(
             'CACHEOPS_SERIALIZER must be a module or class with dumps() and loads(), got %r' % (value,))
+    if value is pickle:
+        # the same pickle format, with model instances written compactly
+        from . import serialization
+        return serialization
     return value
 
 

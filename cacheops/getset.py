@@ -17,6 +17,7 @@ from . import invalidation
 from .conf import serializer, settings
 from .keys import conj_key, lock_key, prefix_for, schemes_key, scheme, signal_key
 from .redis import CONNECTION_ERRORS, get_client, run_script
+from .serialization import LayoutChanged
 from .signals import cache_read
 
 PENDING = b'\x00cacheops:pending:'  # 18 bytes, see lua/prepare.lua
@@ -86,6 +87,14 @@ def _loads(data):
     return serializer().loads(data)
 
 
+# _loads raises LayoutChanged for a value holding model instances written for other
+# fields of their model (another deploy): such a value is a miss.
+
+def _drop(key, data):
+    """Delete data from key, unless replaced meanwhile (release.lua compares the bytes)."""
+    run_script('release', [key, signal_key(key)], [data, '0'])
+
+
 def _dumps(value):
     return serializer().dumps(value)
 
@@ -96,8 +105,13 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
     client = get_client()
     data = client.get(key)
     if is_value(data):
-        _signal(sender, func, True)
-        return _loads(data)
+        try:
+            value = _loads(data)
+        except LayoutChanged:
+            _drop(key, data)
+        else:
+            _signal(sender, func, True)
+            return value
     _signal(sender, func, False)
 
     query_dnfs = dnfs()
@@ -112,16 +126,27 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
         return value
     status, marker = _prepare(key, keys, args, timeout)
     if status == b'hit':
-        return _loads(marker)
+        try:
+            return _loads(marker)
+        except LayoutChanged:
+            _drop(key, marker)
+            return computed()
     if status == b'other' and lock:
         # Somebody is computing it: wait for their result, bounded, blocking in Redis.
         _wait_for_owner(client, key)
         data = client.get(key)
         if is_value(data):
-            return _loads(data)
+            try:
+                return _loads(data)
+            except LayoutChanged:
+                _drop(key, data)
         status, marker = _prepare(key, keys, args, timeout)
         if status == b'hit':
-            return _loads(marker)
+            try:
+                return _loads(marker)
+            except LayoutChanged:
+                _drop(key, marker)
+                return computed()
 
     try:
         value = computed()
@@ -197,8 +222,13 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     conj_keys = insideout_conj_keys(dnfs)
     data = run_script('get_insideout', [key, *conj_keys])
     if data is not None:
-        _signal(sender, func, True)
-        return _loads(data)
+        try:
+            value = _loads(data)
+        except LayoutChanged:
+            pass  # computed and stored over below
+        else:
+            _signal(sender, func, True)
+            return value
     _signal(sender, func, False)
 
     if lock and not _acquire_lock(client, key):
@@ -206,7 +236,10 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
         _wait_for_owner(client, key)
         data = run_script('get_insideout', [key, *conj_keys])
         if data is not None:
-            return _loads(data)
+            try:
+                return _loads(data)
+            except LayoutChanged:
+                pass
         lock = False  # the owner failed or was invalidated: compute, without the lock
 
     args = [os.urandom(8).hex(), timeout, len(conj_keys)]

@@ -18,6 +18,7 @@ from .getset import is_value, new_marker
 from .keys import prefix_for, signal_key
 from .redis import _handle_connection_failure as handle_connection_failure
 from .redis import redis_client, run_script
+from .serialization import LayoutChanged
 from .signals import cache_read
 from .utils import md5hex
 
@@ -58,6 +59,8 @@ def _dumps(value):
 
 
 def _loads(data):
+    # raises LayoutChanged for model instances written for other fields of their model
+    # (another deploy): the readers below take such a value for a miss
     return serializer().loads(data)
 
 
@@ -166,7 +169,10 @@ class RedisCache(BaseCache):
         data = self._read(key)
         if not is_value(data):
             raise CacheMiss(key)
-        return _loads(data)
+        try:
+            return _loads(data)
+        except LayoutChanged:
+            raise CacheMiss(key)
 
     def _cached_call(self, key, compute, func):
         """A miss puts a pending marker at the key before computing and stores only if the
@@ -174,8 +180,15 @@ class RedisCache(BaseCache):
         overwritten by what was computed before it (DESIGN.md, invariant 1)."""
         data = self._read(key)
         if is_value(data):
-            _signal(func, True)
-            return _loads(data)
+            try:
+                value = _loads(data)
+            except LayoutChanged:
+                # else _pending() finds it there and nothing is stored; deleting what
+                # another process put there meanwhile costs it a store, nothing more
+                self.delete(key)
+            else:
+                _signal(func, True)
+                return value
         _signal(func, False)
         marker = self._pending(key)
         value = compute()
@@ -252,7 +265,10 @@ class FileCache(BaseCache):
                 data = f.read()
         except (FileNotFoundError, NotADirectoryError):
             raise CacheMiss(key)
-        return _loads(data)
+        try:
+            return _loads(data)
+        except LayoutChanged:
+            raise CacheMiss(key)
 
     def set(self, key, value, timeout=None):
         """Store value at key for timeout seconds (None: the cache's default timeout)."""

@@ -169,3 +169,29 @@ class CacheOnSaveSlug(models.Model):
 class Locked(models.Model):
     """Profile 'tests.locked': {'lock': True}."""
     title = models.CharField(max_length=128, default='')
+
+
+# Pickling (tests/test_serialization.py)
+
+class JsonDoc(models.Model):
+    data = models.JSONField(null=True, blank=True)
+
+
+class CustomReduce(models.Model):
+    """Pickles through its own __reduce__, which leaves a mark on the unpickled copy."""
+    title = models.CharField(max_length=128, default='')
+
+    def __reduce__(self):
+        unpickle, args, state = super().__reduce__()
+        return unpickle, args, {**state, 'reduced_by': 'CustomReduce'}
+
+
+class CustomGetstate(models.Model):
+    """Leaves its 'secret' attribute out of pickles."""
+    title = models.CharField(max_length=128, default='')
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop('secret', None)
+        return state
+
