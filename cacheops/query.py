@@ -11,8 +11,9 @@ from django.db.models import Q
 from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 
 from . import invalidation
-from .conf import ALL_OPS, model_profile, normalize_ops, prefix_func, settings
+from .conf import ALL_OPS, derived, model_profile, normalize_ops, prefix_func, settings
 from .getset import cached_call
+from .fingerprint import query_fingerprint
 from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
 from .signals import cache_invalidated
 from .keys import prefix_for
@@ -69,10 +70,18 @@ class QuerySetMixin:
     def _cache_key(self, op=''):
         """The Redis key this queryset's result (or an op on it) is stored at, prefix included."""
         profile = model_profile(self.model)
-        sql, params = self.query.get_compiler(using=self.db).as_sql()
+        db = self.db
+        fingerprint = self._fingerprint()
+        if fingerprint is None:
+            sql, params = self.query.get_compiler(using=db).as_sql()
+            query = ('s' + sql, repr(params))
+        else:
+            # compiling costs most of a hit: a fingerprint stands for the SQL on one kind
+            # of database ('f' and 's' parts never collide)
+            query = ('f' + fingerprint, connections.settings[db]['ENGINE'])
         parts = [
-            op, sql, repr(params),
-            '' if profile is None or profile.db_agnostic else self.db,
+            op, *query,
+            '' if profile is None or profile.db_agnostic else db,
             # the result class: proxies share the SQL of their concrete model
             self.model._meta.label, self._iterable_class.__name__,
             _field_list(self.model),
@@ -100,17 +109,26 @@ class QuerySetMixin:
             self._result_cache = None
             self._prefetch_done = False
             self.__dict__.pop('_cacheops_dnfs', None)
+            self.__dict__.pop('_cacheops_fingerprint', None)
             return self
         clone = _django['QuerySet._clone'](self)
         if conf is not NO_CONF:
             clone._cacheconf = conf
         return clone
 
+    def _fingerprint(self):
+        """query_fingerprint() of this queryset's query (None: compile it), computed once."""
+        try:
+            return self.__dict__['_cacheops_fingerprint']
+        except KeyError:
+            value = self.__dict__['_cacheops_fingerprint'] = query_fingerprint(self.query, self.db)
+            return value
+
     def _dnfs(self):
         try:
             return self.__dict__['_cacheops_dnfs']
         except KeyError:
-            value = self.__dict__['_cacheops_dnfs'] = dnfs(self)
+            value = self.__dict__['_cacheops_dnfs'] = _shared_dnfs(self)
             return value
 
     def _cacheable_dnfs(self):
@@ -283,6 +301,34 @@ def collector_delete(original):
     return delete
 
 
+# DNFs of queries seen before in this process, by fingerprint: insideout mode needs them
+# on every hit, and a miss would otherwise build them from a clone of the query
+
+DNFS_MEMO_SIZE = 10000
+
+
+@derived
+def _dnfs_memo():
+    return {}  # dropped on every setting change: skipped fields and such shape DNFs
+
+
+def _shared_dnfs(qs):
+    fingerprint = qs._fingerprint()
+    if fingerprint is None:
+        return dnfs(qs)
+    memo = _dnfs_memo()
+    key = (qs.db, qs.model, fingerprint)
+    try:
+        return memo[key]
+    except KeyError:
+        pass
+    value = dnfs(qs)
+    if len(memo) >= DNFS_MEMO_SIZE:
+        memo.clear()  # crude, but bounded; a busy process refills it with what it uses
+    memo[key] = value
+    return value
+
+
 # local_get: simple gets kept in this process's memory, never invalidated (as documented)
 _local_gets = {}
 
@@ -353,7 +399,9 @@ def _field_list(model):
     try:
         return _field_lists[model]
     except KeyError:
-        value = _field_lists[model] = ','.join(sorted(f.attname for f in model._meta.concrete_fields))
+        # and the default ordering: a fingerprint names fields, and a deploy may change it
+        value = _field_lists[model] = '%s;%r' % (
+            ','.join(sorted(f.attname for f in model._meta.concrete_fields)), model._meta.ordering)
         return value
 
 
@@ -432,17 +480,25 @@ def _db_values(instance, using):
     never changes, is known. One cheap SELECT, with no Redis round trip before it.
     """
     model = type(instance)
-    whole = bool(cache_invalidated.receivers)
-    deferred = instance.get_deferred_fields() if whole else ()
-    vendor = connections[using].vendor
-    attnames = tuple(f.attname for f in model._meta.concrete_fields if not f.primary_key and (
-        f.attname not in deferred if whole else is_granular_field(f, vendor)))
+    if cache_invalidated.receivers:
+        deferred = instance.get_deferred_fields()
+        attnames = tuple(f.attname for f in model._meta.concrete_fields
+                         if not f.primary_key and f.attname not in deferred)
+    else:
+        attnames = _granular_attnames(model, connections[using].vendor)
     # multi-table parents share the primary key value
     row = {f.attname: instance.pk for f in model._meta.concrete_fields if f.primary_key}
     if not attnames:
         return row
     values = _read_row(model._meta.concrete_model, using, instance.pk, attnames)
     return None if values is None else {**row, **values}
+
+
+@derived
+def _granular_attnames(model, vendor):
+    """Attnames of the non-pk columns whose conditions can narrow invalidation."""
+    return tuple(f.attname for f in model._meta.concrete_fields
+                 if not f.primary_key and is_granular_field(f, vendor))
 
 
 def _read_row(model, using, pk, attnames):

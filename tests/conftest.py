@@ -2,6 +2,7 @@ import pytest
 from django.conf import settings
 from django.test import TestCase
 
+from cacheops import fingerprint
 from cacheops.transaction import transaction_states
 
 _hidden_states = []  # the states in force before each hiding, innermost last
@@ -43,6 +44,15 @@ def _testcase_transactions_are_invisible():
     TestCase._rollback_atomics = classmethod(_rollback_atomics)
     yield
     TestCase._enter_atomics, TestCase._rollback_atomics = classmethod(enter), classmethod(rollback)
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _fingerprints_verified():
+    """Every query fingerprint the suite computes is compiled too: one fingerprint meeting
+    two different SQL statements fails the test that made it (see cacheops/fingerprint.py)."""
+    fingerprint.VERIFY = True
+    yield
+    fingerprint.VERIFY = False
 
 
 @pytest.fixture(scope='session')

@@ -195,3 +195,15 @@ class CustomGetstate(models.Model):
         state.pop('secret', None)
         return state
 
+
+# Query fingerprints (tests/test_fingerprint.py): the shape of bench.py's Item
+
+class Gadget(models.Model):
+    category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name='gadgets')
+    title = models.CharField(max_length=128, default='')
+    price = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+    stock = models.IntegerField(default=0)
+    rating = models.FloatField(default=0)
+    is_active = models.BooleanField(default=True)
+    created = models.DateTimeField(null=True, blank=True)
+    tags = models.ManyToManyField(Tag, related_name='gadgets', blank=True)
