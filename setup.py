@@ -18,6 +18,8 @@ setup(
         'redis>=4.0',
         'funcy>=1.8',
     ],
+    # redis-py parses replies with hiredis when it is installed: faster hits
+    extras_require={'hiredis': ['redis[hiredis]']},
     classifiers=[
         'Framework :: Django',
         'Framework :: Django :: 4.2',
