@@ -33,6 +33,21 @@ def _delete_keys(client, keys):
         client.unlink(*chunk)
 
 
+def _delete_dropped_keys(client, keys):
+    """Delete cache keys whose conj sets are gone already. Nothing else remembers them
+    then: if Redis fails, they are kept for replay themselves."""
+    try:
+        _delete_keys(client, keys)
+    except redis.RedisError:
+        with _failed_lock:
+            failed.append((_delete_keys_again, (list(keys),), {}))
+        raise
+
+
+def _delete_keys_again(keys):
+    _delete_keys(get_client(), keys)
+
+
 # The most cache keys one invalidation deletes inside Redis; more go back to the client
 # to delete in chunks, so that a big invalidation never blocks Redis for long.
 SERVER_DELETE_BUDGET = 5000
@@ -58,7 +73,7 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
             args += [conj_prefix(prefix, table), json.dumps(rows)]
         members, patterns = run_script('invalidate', keys, args)
         if members:
-            _delete_keys(client, members)
+            _delete_dropped_keys(client, members)
         for pattern in patterns:
             invalidate_conjs(client, _scan(client, pattern))
 
@@ -68,7 +83,7 @@ def invalidate_conjs(client, conjs):
     for chunk in chunks(conjs, UNLINK_CHUNK):
         members = run_script('invalidate_conjs', chunk, [_mode()])
         if members:
-            _delete_keys(client, members)
+            _delete_dropped_keys(client, members)
 
 
 def row_of(columns, values):
@@ -93,7 +108,7 @@ def row_of(columns, values):
 
 def _invalidate_values(model, dicts, using):
     """Invalidate every table a write to model touches by these rows' values."""
-    tables = written_granular_columns(model, connections[using].vendor)
+    tables = written_granular_columns(model, connections[using or DEFAULT_DB_ALIAS].vendor)
     invalidate_tables([(table, [row_of(columns, values) for values in dicts])
                        for table, columns in tables], using=using)
 

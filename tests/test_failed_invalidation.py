@@ -55,3 +55,32 @@ def test_while_it_is_pending_reads_go_to_the_database_then_caching_resumes():
     assert queries(titles) == (['new'], 1)
     assert not invalidation.failed
     assert queries(titles) == (['new'], 0)
+
+
+@pytest.mark.parametrize('budget', [0, 5000])
+def test_cache_keys_whose_conj_sets_are_gone_are_kept_for_replay(monkeypatch, budget):
+    """Past the server's budget (and always on a cluster) the invalidation script hands the
+    cache keys back, their conj sets deleted: if deleting them fails, only the keys
+    themselves remember what is stale."""
+    monkeypatch.setattr(invalidation, 'SERVER_DELETE_BUDGET', budget)
+    post = Post.objects.create(title='old', category=Category.objects.create(title='c'))
+
+    def titles():
+        return [p.title for p in Post.objects.cache().filter(title='old')]
+    assert warm(titles) == ['old']
+    delete_keys = invalidation._delete_keys
+    calls = []
+
+    def failing_once(client, keys):
+        calls.append(list(keys))
+        if len(calls) == 1:
+            raise redis.ConnectionError('connection reset while deleting')
+        return delete_keys(client, keys)
+    monkeypatch.setattr(invalidation, '_delete_keys', failing_once)
+
+    post.title = 'new'
+    post.save()  # doesn't fail; what failed is replayed before the cache is read again
+    assert titles() == []
+    assert not invalidation.failed
+    if budget == 0 and not invalidation.settings.CACHEOPS_INSIDEOUT:
+        assert len(calls) == 2  # the failed delete, then its replay
