@@ -52,6 +52,16 @@ def query_fingerprint(query, using=None):
     return fingerprint
 
 
+def expressions_fingerprint(args, kwargs):
+    """A string equal for two aggregate() calls only if their expressions are alike, or None."""
+    try:
+        tree = (tuple(map(_fingerprint, args)),
+                tuple(sorted((_str(name), _fingerprint(value)) for name, value in kwargs.items())))
+        return marshal.dumps(tree, 2).decode('latin-1')
+    except (Unknown, ValueError, RecursionError):
+        return None
+
+
 def _fingerprint(obj):
     handler = _handlers.get(type(obj))
     if handler is None:

@@ -13,7 +13,7 @@ from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 from . import invalidation
 from .conf import ALL_OPS, derived, model_profile, normalize_ops, prefix_func, settings
 from .getset import cached_call
-from .fingerprint import query_fingerprint
+from .fingerprint import expressions_fingerprint, query_fingerprint
 from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
 from .signals import cache_invalidated
 from .keys import prefix_for
@@ -22,6 +22,9 @@ from .tree import dnfs
 from .utils import conj_value, is_granular_field, md5hex, tracked_tables, written_tables
 
 _django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
+
+
+UNSET = object()  # an argument not given (None is a value there)
 
 
 class CacheConf(NamedTuple):
@@ -67,11 +70,12 @@ class QuerySetMixin:
         self._cacheconf = self._cacheconf._replace(inplace=False)
         return self
 
-    def _cache_key(self, op=''):
+    def _cache_key(self, op='', fingerprint=UNSET):
         """The Redis key this queryset's result (or an op on it) is stored at, prefix included."""
         profile = model_profile(self.model)
         db = self.db
-        fingerprint = self._fingerprint()
+        if fingerprint is UNSET:
+            fingerprint = query_fingerprint(self.query, db)
         if fingerprint is None:
             sql, params = self.query.get_compiler(using=db).as_sql()
             query = ('s' + sql, repr(params))
@@ -84,16 +88,20 @@ class QuerySetMixin:
             '' if profile is None or profile.db_agnostic else db,
             # the result class: proxies share the SQL of their concrete model
             self.model._meta.label, self._iterable_class.__name__,
-            _field_list(self.model),
+            # values_list() fields: on Django 4.2 their order may not show in the query
+            _field_list(self.model), repr(self._fields),
         ]
-        return '%sq:%s' % (self._prefix, md5hex('\n'.join(parts)))
+        return '%sq:%s' % (self._prefix_of(fingerprint), md5hex('\n'.join(parts)))
 
     @property
     def _prefix(self):
         """The key prefix in force for this queryset."""
+        return self._prefix_of(UNSET)
+
+    def _prefix_of(self, fingerprint):
         if prefix_func() is None:
             return ''
-        return prefix_for([self.db], list(self._dnfs()))
+        return prefix_for([self.db], list(self._dnfs(fingerprint)))
 
     # Plumbing
 
@@ -108,32 +116,24 @@ class QuerySetMixin:
             # the caller changes self next: what was derived from the query is outdated
             self._result_cache = None
             self._prefetch_done = False
-            self.__dict__.pop('_cacheops_dnfs', None)
-            self.__dict__.pop('_cacheops_fingerprint', None)
             return self
         clone = _django['QuerySet._clone'](self)
         if conf is not NO_CONF:
             clone._cacheconf = conf
         return clone
 
-    def _fingerprint(self):
-        """query_fingerprint() of this queryset's query (None: compile it), computed once."""
-        try:
-            return self.__dict__['_cacheops_fingerprint']
-        except KeyError:
-            value = self.__dict__['_cacheops_fingerprint'] = query_fingerprint(self.query, self.db)
-            return value
+    # Nothing derived from the query is kept on the queryset between ops: code may change
+    # qs.query in place (qs.query.group_by = ...) or replace it. Within an op, the
+    # fingerprint made for the key serves the DNFs too.
 
-    def _dnfs(self):
-        try:
-            return self.__dict__['_cacheops_dnfs']
-        except KeyError:
-            value = self.__dict__['_cacheops_dnfs'] = _shared_dnfs(self)
-            return value
+    def _dnfs(self, fingerprint=UNSET):
+        if fingerprint is UNSET:
+            fingerprint = query_fingerprint(self.query, self.db)
+        return _shared_dnfs(self, fingerprint)
 
-    def _cacheable_dnfs(self):
+    def _cacheable_dnfs(self, fingerprint=UNSET):
         """[(db, dnfs)] for cached_call, or None when a table's writes are not invalidated."""
-        result = self._dnfs()
+        result = self._dnfs(fingerprint)
         return [(self.db, result)] if tracked_tables().issuperset(result) else None
 
     def _cache_settings(self, op):
@@ -151,12 +151,14 @@ class QuerySetMixin:
                 profile.lock if conf.lock is None else conf.lock)
 
     def _cached(self, op, compute, cache_settings, extra=''):
+        fingerprint = query_fingerprint(self.query, self.db)
         try:
-            key = self._cache_key(op + extra)
+            key = self._cache_key(op + extra, fingerprint)
         except EmptyResultSet:
             return compute()
         timeout, lock = cache_settings
-        return cached_call(key, self._cacheable_dnfs, timeout, compute, lock=lock, sender=self.model)
+        return cached_call(key, lambda: self._cacheable_dnfs(fingerprint), timeout, compute,
+                           lock=lock, sender=self.model)
 
     # Cached ops
 
@@ -185,8 +187,9 @@ class QuerySetMixin:
 
     def aggregate(self, *args, **kwargs):
         cache_settings = self._cache_settings('aggregate')
-        if cache_settings:
-            extra = repr((args, sorted(kwargs.items())))
+        # the expressions' repr() leaves out some of what they compute (default=...)
+        extra = expressions_fingerprint(args, kwargs) if cache_settings else None
+        if extra is not None:
             return self._cached('aggregate', lambda: _django['QuerySet.aggregate'](self, *args, **kwargs),
                                 cache_settings, extra)
         return _django['QuerySet.aggregate'](self, *args, **kwargs)
@@ -312,12 +315,12 @@ def _dnfs_memo():
     return {}  # dropped on every setting change: skipped fields and such shape DNFs
 
 
-def _shared_dnfs(qs):
-    fingerprint = qs._fingerprint()
+def _shared_dnfs(qs, fingerprint):
     if fingerprint is None:
         return dnfs(qs)
     memo = _dnfs_memo()
-    key = (qs.db, qs.model, fingerprint)
+    # a digest: a fingerprint of a long IN list is long, and there may be many of them
+    key = (qs.db, qs.model, md5hex(fingerprint.encode('latin-1')))
     try:
         return memo[key]
     except KeyError:

@@ -79,3 +79,36 @@ def test_key_is_a_string_with_prefix():
     assert isinstance(k, str)
     if os.environ.get('CACHEOPS_TEST_PREFIX') == '1':
         assert k.startswith('p:')
+
+
+# Nothing derived from a queryset's query outlives an op: code may replace or change it
+
+def test_a_replaced_query_gets_its_own_key():
+    Post.objects.create(title='a', category=Category.objects.create(title='c'))
+    qs = Post.objects.cache().filter(title='a')
+    assert qs.count() == 1
+    qs.query = Post.objects.filter(title='zzz').query
+    assert qs.count() == 0
+
+
+def test_a_query_changed_in_place_gets_its_own_key():
+    from django.db.models import Q
+    Post.objects.create(title='a', category=Category.objects.create(title='c'))
+    qs = Post.objects.cache().filter(title='a')
+    assert qs.count() == 1
+    qs.query.add_q(Q(title='zzz'))
+    assert qs.count() == 0
+
+
+def test_aggregates_differing_only_in_default_have_their_own_keys():
+    from django.db.models import Sum
+    # no rows: the sums are empty
+    assert All.objects.cache().filter(tag=7).aggregate(s=Sum('tag')) == {'s': None}
+    assert All.objects.cache().filter(tag=7).aggregate(s=Sum('tag', default=0)) == {'s': 0}
+
+
+def test_values_list_in_another_order_has_its_own_key():
+    from django.db.models import Count
+    Post.objects.create(title='a', category=Category.objects.create(title='c'))
+    assert list(Post.objects.cache().annotate(n=Count('id')).values_list('n', 'title')) == [(1, 'a')]
+    assert list(Post.objects.cache().annotate(n=Count('id')).values_list('title', 'n')) == [('a', 1)]
