@@ -41,9 +41,19 @@ def is_granular_field(field, vendor):
     names = {cls.__name__ for cls in type(field).__mro__}
     if names.intersection(skip_field_types()):
         return False
-    if vendor == 'mysql' and field.get_internal_type() in COLLATED_TYPES:
+    if vendor == 'mysql' and _compared_type(field) in COLLATED_TYPES:
         return False
     return True
+
+
+def _compared_type(field):
+    """The internal type of the values a field holds: a foreign key's is its target's."""
+    for _ in range(10):  # a key to a key...; bounded, in case of a cycle
+        target = getattr(field, 'target_field', None) if field.is_relation else None
+        if target is None or target is field:
+            break
+        field = target
+    return field.get_internal_type()
 
 
 def model_family(model):

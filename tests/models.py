@@ -207,3 +207,13 @@ class Gadget(models.Model):
     is_active = models.BooleanField(default=True)
     created = models.DateTimeField(null=True, blank=True)
     tags = models.ManyToManyField(Tag, related_name='gadgets', blank=True)
+
+
+# A string primary key and a foreign key to it (MySQL compares both by collation)
+
+class Country(models.Model):
+    code = models.CharField(max_length=2, primary_key=True)
+
+
+class City(models.Model):
+    country = models.ForeignKey(Country, on_delete=models.CASCADE)

@@ -48,3 +48,11 @@ def test_select_is_not_dirty(sql):
 ])
 def test_writes_are_dirty(sql):
     assert is_sql_dirty(sql)
+
+
+def test_a_foreign_key_to_a_string_key_narrows_except_on_mysql():
+    from cacheops.utils import is_granular_field
+    from .models import City
+    field = City._meta.get_field('country')
+    assert is_granular_field(field, 'postgresql')
+    assert not is_granular_field(field, 'mysql')  # compared by collation, like the key itself
