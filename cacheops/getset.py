@@ -217,10 +217,20 @@ def _checksum(stamps):
     return hashlib.sha1(b' '.join(stamps)).hexdigest().encode()
 
 
+def _read_insideout(client, key, conj_keys):
+    """The value stored at key, if the stamps of its conjunctions are all there and
+    unchanged since it was computed; else None. One MGET reads them all at once: a plain
+    command costs Redis a tenth of what a script does."""
+    value, *stamps = client.mget([key, *conj_keys])
+    if value is None or None in stamps or value[:40] != _checksum(stamps):
+        return None
+    return value[40:]
+
+
 def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     client = get_client()
     conj_keys = insideout_conj_keys(dnfs)
-    data = run_script('get_insideout', [key, *conj_keys])
+    data = _read_insideout(client, key, conj_keys)
     if data is not None:
         try:
             value = _loads(data)
@@ -234,7 +244,7 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     if lock and not _acquire_lock(client, key):
         # Somebody is computing it: wait for their result, bounded, blocking in Redis.
         _wait_for_owner(client, key)
-        data = run_script('get_insideout', [key, *conj_keys])
+        data = _read_insideout(client, key, conj_keys)
         if data is not None:
             try:
                 return _loads(data)
