@@ -489,8 +489,13 @@ def _db_values(instance, using):
                          if not f.primary_key and f.attname not in deferred)
     else:
         attnames = _granular_attnames(model, connections[using].vendor)
-    # multi-table parents share the primary key value
-    row = {f.attname: instance.pk for f in model._meta.concrete_fields if f.primary_key}
+    # primary keys, of the model and its multi-table parents, are never updated; a second
+    # concrete parent's differs from instance.pk
+    row = {}
+    for field in model._meta.concrete_fields:
+        if field.primary_key:
+            value = instance.__dict__.get(field.attname)
+            row[field.attname] = instance.pk if value is None else value
     if not attnames:
         return row
     values = _read_row(model._meta.concrete_model, using, instance.pk, attnames)

@@ -217,3 +217,20 @@ class Country(models.Model):
 
 class City(models.Model):
     country = models.ForeignKey(Country, on_delete=models.CASCADE)
+
+
+# Multi-table inheritance from two concrete parents: the second parent's key differs
+# from the child's
+
+class Owner(models.Model):
+    owner_id = models.AutoField(primary_key=True)
+    owner_name = models.CharField(max_length=64, default='')
+
+
+class Vehicle(models.Model):
+    vehicle_id = models.AutoField(primary_key=True)
+    wheels = models.IntegerField(default=4)
+
+
+class OwnedVehicle(Owner, Vehicle):
+    pass

@@ -108,3 +108,20 @@ def test_child_query_by_own_field_invalidated_by_child_save(django_assert_num_qu
     movie.save()
     with django_assert_num_queries(1):
         assert names() == ['aliens']
+
+
+def test_a_second_concrete_parent_is_invalidated_by_its_own_key():
+    from .models import Owner, OwnedVehicle, Vehicle
+    Owner.objects.create()
+    Owner.objects.create()  # the child's owner_id is now ahead of its vehicle_id
+    child = OwnedVehicle.objects.create(wheels=4)
+    assert child.owner_id != child.vehicle_id
+
+    def four_wheeled():
+        return list(Vehicle.objects.cache().filter(vehicle_id=child.vehicle_id, wheels=4)
+                    .values_list('vehicle_id', flat=True))
+    assert warm(four_wheeled) == [child.vehicle_id]
+    child = OwnedVehicle.objects.get(pk=child.pk)
+    child.wheels = 3
+    child.save()
+    assert four_wheeled() == []
