@@ -87,12 +87,19 @@ def _loads(data):
     return serializer().loads(data)
 
 
-# _loads raises LayoutChanged for a value holding model instances written for other
-# fields of their model (another deploy): such a value is a miss.
+STALE = object()  # what _load() gives for a value that is a miss after all
 
-def _drop(key, data):
-    """Delete data from key, unless replaced meanwhile (release.lua compares the bytes)."""
-    run_script('release', [key, signal_key(key)], [data, '0'])
+
+def _load(data, key=None):
+    """The value in data, or STALE when it holds model instances written for other fields
+    of their model (another deploy): then, given its key, it is deleted there unless
+    replaced meanwhile (release.lua compares the bytes)."""
+    try:
+        return _loads(data)
+    except LayoutChanged:
+        if key is not None:
+            run_script('release', [key, signal_key(key)], [data, '0'])
+        return STALE
 
 
 def _dumps(value):
@@ -105,11 +112,8 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
     client = get_client()
     data = client.get(key)
     if is_value(data):
-        try:
-            value = _loads(data)
-        except LayoutChanged:
-            _drop(key, data)
-        else:
+        value = _load(data, key)
+        if value is not STALE:
             _signal(sender, func, True)
             return value
     _signal(sender, func, False)
@@ -126,27 +130,20 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
         return value
     status, marker = _prepare(key, keys, args, timeout)
     if status == b'hit':
-        try:
-            return _loads(marker)
-        except LayoutChanged:
-            _drop(key, marker)
-            return computed()
+        value = _load(marker, key)
+        return computed() if value is STALE else value
     if status == b'other' and lock:
         # Somebody is computing it: wait for their result, bounded, blocking in Redis.
         _wait_for_owner(client, key)
         data = client.get(key)
         if is_value(data):
-            try:
-                return _loads(data)
-            except LayoutChanged:
-                _drop(key, data)
+            value = _load(data, key)
+            if value is not STALE:
+                return value
         status, marker = _prepare(key, keys, args, timeout)
         if status == b'hit':
-            try:
-                return _loads(marker)
-            except LayoutChanged:
-                _drop(key, marker)
-                return computed()
+            value = _load(marker, key)
+            return computed() if value is STALE else value
 
     try:
         value = computed()
@@ -232,11 +229,8 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     conj_keys = insideout_conj_keys(dnfs)
     data = _read_insideout(client, key, conj_keys)
     if data is not None:
-        try:
-            value = _loads(data)
-        except LayoutChanged:
-            pass  # computed and stored over below
-        else:
+        value = _load(data)  # a stale one is computed and stored over below
+        if value is not STALE:
             _signal(sender, func, True)
             return value
     _signal(sender, func, False)
@@ -246,10 +240,9 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
         _wait_for_owner(client, key)
         data = _read_insideout(client, key, conj_keys)
         if data is not None:
-            try:
-                return _loads(data)
-            except LayoutChanged:
-                pass
+            value = _load(data)
+            if value is not STALE:
+                return value
         lock = False  # the owner failed or was invalidated: compute, without the lock
 
     args = [os.urandom(8).hex(), timeout, len(conj_keys)]
