@@ -19,7 +19,7 @@ from .signals import cache_invalidated
 from .keys import prefix_for
 from .transaction import transaction_states
 from .tree import dnfs
-from .utils import conj_value, is_granular_field, md5hex, tracked_tables, written_tables
+from .utils import conj_value, md5hex, tracked_tables, written_granular_columns, written_tables
 
 _django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
 
@@ -504,9 +504,9 @@ def _db_values(instance, using):
 
 @derived
 def _granular_attnames(model, vendor):
-    """Attnames of the non-pk columns whose conditions can narrow invalidation."""
-    return tuple(f.attname for f in model._meta.concrete_fields
-                 if not f.primary_key and is_granular_field(f, vendor))
+    """Attnames of the non-pk columns an invalidation sends: the old row must have them all."""
+    return tuple(attname for _, columns in written_granular_columns(model, vendor)
+                 for _, attname, field in columns if not field.primary_key)
 
 
 def _read_row(model, using, pk, attnames):
