@@ -63,8 +63,9 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
     client = get_client()
     # a cluster keeps each table's keys in their own slot: one script per table there,
     # and the cache keys, which live anywhere, are deleted by the client
-    batches = [[t] for t in tables] if is_cluster() else [tables]
-    budget = 0 if is_cluster() else SERVER_DELETE_BUDGET
+    cluster = is_cluster()
+    batches = [[t] for t in tables] if cluster else [tables]
+    budget = 0 if cluster else SERVER_DELETE_BUDGET
     for batch in batches:
         keys, args = [], [_mode(), budget]
         for table, rows in batch:
