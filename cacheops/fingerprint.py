@@ -52,6 +52,25 @@ def query_fingerprint(query, using=None):
     return fingerprint
 
 
+def chain_fingerprint(query, calls, using=None, build=None):
+    """A fingerprint of the Query these recorded calls (chain.py) would build from query,
+    made without building it; or None. build() gives that Query, for VERIFY."""
+    try:
+        tree = (('chain', _query(query), tuple(map(_call, calls))), _settings())
+        fingerprint = marshal.dumps(tree, 2).decode('latin-1')
+    except (Unknown, ValueError, RecursionError):
+        return None
+    if VERIFY:
+        verify(build(), using or DEFAULT_DB_ALIAS, fingerprint)
+    return fingerprint
+
+
+def _call(call):
+    if call[0] == 'filter':  # ('filter', negate, ((name, value), ...))
+        return ('filter', call[1], tuple([(name, _fingerprint(value)) for name, value in call[2]]))
+    return call  # order_by names and slice bounds are plain data
+
+
 def expressions_fingerprint(args, kwargs):
     """A string equal for two aggregate() calls only if their expressions are alike, or None."""
     try:
@@ -666,7 +685,7 @@ def _ordering_item(item, attrs):
         raise Unknown(item)
     bare = name[1:] if name.startswith('-') else name
     if bare not in attrs.get('annotations', ()) and bare not in attrs.get('extra', ()) \
-            and not _plain_name(attrs['model'], name):
+            and not plain_ordering_name(attrs['model'], name):
         raise Unknown(name)
     return _fingerprint(item)
 
@@ -674,7 +693,7 @@ def _ordering_item(item, attrs):
 _plain_names = {}  # (model, ordering name): whether it names fields and relations only
 
 
-def _plain_name(model, name):
+def plain_ordering_name(model, name):
     try:
         return _plain_names[model, name]
     except KeyError:

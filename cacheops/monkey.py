@@ -1,8 +1,10 @@
 """Everything cacheops changes in Django, in one list, installed by AppConfig.ready().
 
-- QuerySet: everything query.QuerySetMixin defines. It wraps Django's _clone, _fetch_all,
-  count, exists, aggregate, get, first, last, select_for_update and bulk_create (the
-  originals are kept in query._django) and adds cache(), nocache(), inplace(), cloning(),
+- QuerySet: everything query.QuerySetMixin defines. It wraps Django's query property,
+  filter, exclude, order_by, __getitem__, __getstate__, _clone and
+  _filter_or_exclude_inplace (to record plain calls, see chain.py), _fetch_all, count,
+  exists, aggregate, get, first, last, select_for_update and bulk_create (the originals
+  are kept in query._django) and adds cache(), nocache(), inplace(), cloning(),
   invalidated_update(), _cache_key(), _prefix and private helpers
 - BaseManager: everything query.ManagerMixin defines
 - Collector.related_objects: deletion reads bypass the cache
@@ -25,7 +27,11 @@ from . import query, transaction
 
 
 def _own_attributes(cls):
-    return [name for name in vars(cls) if not name.startswith('__')]
+    # of the dunders, only these are ours: the rest are the mixin's own (__module__...)
+    return [name for name in vars(cls) if not name.startswith('__') or name in PATCHED_DUNDERS]
+
+
+PATCHED_DUNDERS = ('__getitem__', '__getstate__')
 
 
 def _after(original, hook):
@@ -77,9 +83,12 @@ def install():
     _installed = True
 
     for name in _own_attributes(query.QuerySetMixin):
+        ours = query.QuerySetMixin.__dict__[name]
         if hasattr(QuerySet, name):
-            query._django['QuerySet.' + name] = getattr(QuerySet, name)
-        setattr(QuerySet, name, query.QuerySetMixin.__dict__[name])
+            original = query._django['QuerySet.' + name] = getattr(QuerySet, name)
+            if callable(ours) and not ours.__doc__:  # help() shows what Django's does
+                ours.__doc__ = original.__doc__
+        setattr(QuerySet, name, ours)
     for name in _own_attributes(query.ManagerMixin):
         setattr(BaseManager, name, query.ManagerMixin.__dict__[name])
     Collector.related_objects = query.collector_related_objects(Collector.related_objects)

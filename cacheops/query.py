@@ -3,6 +3,9 @@
 monkey.py grafts QuerySetMixin and ManagerMixin onto Django's classes and connects
 the handlers; nothing here patches anything by itself.
 """
+import functools
+import threading
+import weakref
 from typing import NamedTuple
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
@@ -10,10 +13,10 @@ from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from django.db.models import Q
 from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 
-from . import invalidation
+from . import chain, invalidation
 from .conf import ALL_OPS, derived, model_profile, normalize_ops, prefix_func, settings
 from .getset import cached_call
-from .fingerprint import expressions_fingerprint, query_fingerprint
+from .fingerprint import chain_fingerprint, expressions_fingerprint, plain_ordering_name, query_fingerprint
 from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
 from .signals import cache_invalidated
 from .keys import prefix_for
@@ -40,8 +43,33 @@ NO_CONF = CacheConf()
 NO_CACHE = CacheConf(ops=frozenset())
 
 
+class _Lent:
+    """What .query gives Django's _clone() while a call is recorded: chain() shares it."""
+    __slots__ = ('query',)
+
+    def __init__(self, query):
+        self.query = query
+
+    def chain(self):
+        return self.query
+
+
+class _Lending(threading.local):
+    qs = query = None  # in this thread: the queryset lending its Query, and the Query lent
+
+
+_lending = _Lending()
+
+
 class QuerySetMixin:
     _cacheconf = NO_CONF
+    # Recorded calls (chain.py): (the Query they build on, the calls), in one attribute so
+    # that a thread cloning this queryset never sees the one without the other; whether
+    # _query is shared with other querysets (how to copy it then: 'chain' or 'clone');
+    # whether .query ever handed it out
+    _pending = ()
+    _query_shared = False
+    _query_seen = False
 
     # The public surface
 
@@ -70,12 +98,65 @@ class QuerySetMixin:
         self._cacheconf = self._cacheconf._replace(inplace=False)
         return self
 
+    @property
+    def query(self):
+        """The Query, built first from the recorded calls if there are any."""
+        d = self.__dict__
+        if _lending.qs is self:
+            return _Lent(_lending.query)
+        pending = d.get('_pending')
+        if pending:
+            d['_query'] = chain.replay(self.model, *pending)
+            d['_pending'] = ()  # after _query: a thread reading () finds the built one
+            d['_query_shared'] = False
+        elif d.get('_query_shared'):  # other querysets build on it: copy it first
+            query = d['_query']
+            d['_query'] = query.chain() if d['_query_shared'] == 'chain' else query.clone()
+            d['_query_shared'] = False
+        d['_query_seen'] = True
+        return _django['QuerySet.query'].fget(self)
+
+    @query.setter
+    def query(self, value):
+        self.__dict__.update(_pending=(), _query_shared=False, _query_seen=True)
+        _django['QuerySet.query'].fset(self, value)
+
+    def filter(self, *args, **kwargs):
+        recorded = self._recorded_filter(False, args, kwargs)
+        return _django['QuerySet.filter'](self, *args, **kwargs) if recorded is None else recorded
+
+    def exclude(self, *args, **kwargs):
+        recorded = self._recorded_filter(True, args, kwargs)
+        return _django['QuerySet.exclude'](self, *args, **kwargs) if recorded is None else recorded
+
+    def _recorded_filter(self, negate, args, kwargs):
+        """A clone with this filter() (or exclude()) call recorded, or None to make it."""
+        if kwargs and not args and self._may_record():
+            call = chain.filter_call(self.model, negate, kwargs)
+            if call is not None and self._plain_base():
+                return self._record(call)
+        return None
+
+    def order_by(self, *field_names):
+        if self._may_record():
+            call = chain.order_by_call(self.model, field_names, plain_ordering_name)
+            if call is not None and self._plain_base():
+                return self._record(call)
+        return _django['QuerySet.order_by'](self, *field_names)
+
+    def __getitem__(self, k):
+        if type(k) is slice and self._result_cache is None and self._may_record():
+            call = chain.slice_call(k)
+            if call is not None:
+                return self._record(call)
+        return _django['QuerySet.__getitem__'](self, k)
+
     def _cache_key(self, op='', fingerprint=UNSET):
         """The Redis key this queryset's result (or an op on it) is stored at, prefix included."""
         profile = model_profile(self.model)
         db = self.db
         if fingerprint is UNSET:
-            fingerprint = query_fingerprint(self.query, db)
+            fingerprint = self._fingerprint()
         if fingerprint is None:
             sql, params = self.query.get_compiler(using=db).as_sql()
             query = ('s' + sql, repr(params))
@@ -105,6 +186,76 @@ class QuerySetMixin:
 
     # Plumbing
 
+    def _may_record(self):
+        """Whether calls on this queryset may be recorded instead of made (chain.py)."""
+        d = self.__dict__
+        conf = self._cacheconf
+        # Django 6.1 may turn cloning off for a while: then calls change the queryset itself
+        return self.model is not None and not d.get('_query_seen') \
+            and not conf.inplace and conf.ops != NO_CACHE.ops \
+            and d.get('_cloning_enabled', True) \
+            and not self._sticky_filter and not self._defer_next_filter \
+            and self._deferred_filter is None and chain.recordable_class(type(self)) \
+            and model_profile(self.model) is not None
+
+    def _plain_base(self):
+        """Whether a filter() or order_by() call may be recorded on this queryset: its names
+        resolve against the model's fields alone (no annotations, extra or filtered
+        relations to shadow them), and Django would take the call (no slice, no union)."""
+        query, calls = self._recorded()
+        return not (query.annotations or query.extra or query._filtered_relations
+                    or query.combinator or chain.is_sliced(query, calls))
+
+    def _record(self, call):
+        """A clone with this call recorded."""
+        clone = self._shared_clone()
+        query, calls = clone._recorded()
+        clone._pending = (query, calls + (call,))
+        return clone
+
+    def _recorded(self):
+        """(the Query as it stands, the calls recorded on it), read at once (see _pending)."""
+        d = self.__dict__
+        return d.get('_pending') or (d['_query'], ())
+
+    def _shared_clone(self):
+        """Django's clone, but sharing the Query until either queryset needs it."""
+        query, calls = self._recorded()
+        _lending.qs, _lending.query = self, query
+        try:
+            clone = _django['QuerySet._clone'](self)
+        finally:
+            _lending.qs = _lending.query = None
+        if calls:
+            clone._pending = (query, calls)
+        elif not self.__dict__.get('_query_shared'):
+            # this queryset's own Query: copied before either hands it out or changes it
+            self._query_shared = 'clone'
+        clone._query_shared = 'chain'  # as Django's clone would have had it
+        if self._cacheconf is not NO_CONF:
+            clone._cacheconf = self._cacheconf
+        return clone
+
+    def _built(self):
+        """This queryset, or if it has recorded calls a clone with its Query built: ops on
+        it keep their calls recorded, and so the key their result was stored at."""
+        if not self.__dict__.get('_pending'):
+            return self
+        clone = self._shared_clone()
+        clone.query  # noqa: B018 - builds it
+        return clone
+
+    def _fingerprint(self):
+        """The fingerprint of this queryset's query: of the recorded calls, if any."""
+        pending = self.__dict__.get('_pending')
+        if pending:
+            model, (query, calls) = self.model, pending
+            fingerprint = chain_fingerprint(query, calls, self.db,
+                                            lambda: chain.replay(model, query, calls))
+            if fingerprint is not None:
+                return fingerprint
+        return query_fingerprint(self.query, self.db)
+
     def _with_conf(self, **changes):
         clone = self._chain()
         clone._cacheconf = clone._cacheconf._replace(**changes)
@@ -113,27 +264,46 @@ class QuerySetMixin:
     def _clone(self):
         conf = self._cacheconf
         if conf.inplace:
-            # the caller changes self next: what was derived from the query is outdated
+            # the caller changes self next: its Query must be its own and built, and what
+            # was derived from the query is outdated
+            self.query  # noqa: B018
             self._result_cache = None
             self._prefetch_done = False
             return self
+        if self._may_record():
+            return self._shared_clone()
         clone = _django['QuerySet._clone'](self)
         if conf is not NO_CONF:
             clone._cacheconf = conf
         return clone
 
+    def __getstate__(self):
+        state = _django['QuerySet.__getstate__'](self)
+        if state.get('_pending'):
+            # a process without recorded calls (an older deploy) must get the query whole;
+            # this queryset keeps its calls, and so its key
+            state.update(_query=chain.replay(self.model, *state['_pending']), _pending=(),
+                         _query_shared=False)
+        return state
+
+    def _filter_or_exclude_inplace(self, negate, args, kwargs):
+        d = self.__dict__
+        if d.get('_pending') or d.get('_query_shared'):
+            self.query  # what this changes must be this queryset's own Query
+        return _django['QuerySet._filter_or_exclude_inplace'](self, negate, args, kwargs)
+
     # Nothing derived from the query is kept on the queryset between ops: code may change
     # qs.query in place (qs.query.group_by = ...) or replace it. Within an op, the
     # fingerprint made for the key serves the DNFs too.
 
-    def _dnfs(self, fingerprint=UNSET):
+    def _dnfs(self, fingerprint=UNSET, built=None):
         if fingerprint is UNSET:
-            fingerprint = query_fingerprint(self.query, self.db)
-        return _shared_dnfs(self, fingerprint)
+            fingerprint = self._fingerprint()
+        return _shared_dnfs(self, fingerprint, built or self._built)
 
-    def _cacheable_dnfs(self, fingerprint=UNSET):
+    def _cacheable_dnfs(self, fingerprint=UNSET, built=None):
         """[(db, dnfs)] for cached_call, or None when a table's writes are not invalidated."""
-        result = self._dnfs(fingerprint)
+        result = self._dnfs(fingerprint, built)
         return [(self.db, result)] if tracked_tables().issuperset(result) else None
 
     def _cache_settings(self, op):
@@ -143,7 +313,8 @@ class QuerySetMixin:
             return None
         conf = self._cacheconf
         ops = profile.ops if conf.ops is None else conf.ops
-        if op not in ops or self.query.select_for_update:
+        # the Query as it stands: recorded calls never lock rows
+        if op not in ops or self._recorded()[0].select_for_update:
             return None
         if transaction_states._states and transaction_states.bypass_cache([self.db]):
             return None
@@ -151,13 +322,22 @@ class QuerySetMixin:
                 profile.lock if conf.lock is None else conf.lock)
 
     def _cached(self, op, compute, cache_settings, extra=''):
-        fingerprint = query_fingerprint(self.query, self.db)
+        fingerprint = self._fingerprint()
         try:
             key = self._cache_key(op + extra, fingerprint)
         except EmptyResultSet:
-            return compute()
+            return compute(self)
+        except Exception:
+            if fingerprint is not None:
+                raise
+            # compiling the whole query failed (an ordering count() would drop, say):
+            # Django computes it, raising what it raises
+            return compute(self)
         timeout, lock = cache_settings
-        return cached_call(key, lambda: self._cacheable_dnfs(fingerprint), timeout, compute,
+        # a miss reads the conditions and evaluates the same built queryset
+        built = functools.cache(self._built)
+        return cached_call(key, lambda: self._cacheable_dnfs(fingerprint, built), timeout,
+                           lambda: compute(built()),
                            lock=lock, sender=self.model)
 
     # Cached ops
@@ -168,21 +348,22 @@ class QuerySetMixin:
             cache_settings = self._cache_settings(op)
             if cache_settings:
                 self._result_cache = self._cached(
-                    '', lambda: list(self._iterable_class(self)), cache_settings)
+                    '', lambda qs: list(qs._iterable_class(qs)), cache_settings)
+                _track_peers(self)
         _django['QuerySet._fetch_all'](self)
 
     def count(self):
         if self._result_cache is None:
             cache_settings = self._cache_settings('count')
             if cache_settings:
-                return self._cached('count', lambda: _django['QuerySet.count'](self), cache_settings)
+                return self._cached('count', _django['QuerySet.count'], cache_settings)
         return _django['QuerySet.count'](self)
 
     def exists(self):
         if self._result_cache is None:
             cache_settings = self._cache_settings('exists')
             if cache_settings:
-                return self._cached('exists', lambda: _django['QuerySet.exists'](self), cache_settings)
+                return self._cached('exists', _django['QuerySet.exists'], cache_settings)
         return _django['QuerySet.exists'](self)
 
     def aggregate(self, *args, **kwargs):
@@ -190,7 +371,7 @@ class QuerySetMixin:
         # the expressions' repr() leaves out some of what they compute (default=...)
         extra = expressions_fingerprint(args, kwargs) if cache_settings else None
         if extra is not None:
-            return self._cached('aggregate', lambda: _django['QuerySet.aggregate'](self, *args, **kwargs),
+            return self._cached('aggregate', lambda qs: _django['QuerySet.aggregate'](qs, *args, **kwargs),
                                 cache_settings, extra)
         return _django['QuerySet.aggregate'](self, *args, **kwargs)
 
@@ -234,7 +415,10 @@ class QuerySetMixin:
 
     def _is_simple(self):
         """A plain manager queryset: no conditions, joins, limits or custom results."""
-        query = self.query
+        d = self.__dict__
+        if d.get('_pending') or self._deferred_filter is not None:
+            return False
+        query = d['_query']  # only read: the getter's bookkeeping would cost every get()
         return not (query.where or query.combinator or query.annotations or query.select_related
                     or query.is_sliced or query.deferred_loading[0] or query.extra or query.distinct
                     or self._prefetch_related_lookups) \
@@ -283,6 +467,18 @@ class QuerySetMixin:
         return count
 
 
+def _track_peers(qs):
+    """Instances of one result know each other, as Django 6.1's FETCH_PEERS expects of
+    them: read from the cache, they came without (pickles drop the weak references)."""
+    fetch_mode = getattr(qs, '_fetch_mode', None)
+    if getattr(fetch_mode, 'track_peers', False) and qs._iterable_class is ModelIterable:
+        objs = qs._result_cache
+        if objs and not objs[0]._state.peers:
+            peers = [weakref.ref(obj) for obj in objs]
+            for obj in objs:
+                obj._state.peers = peers
+
+
 def collector_related_objects(original):
     """Deletion must see the database as it is: its reads of related rows bypass the cache."""
     def related_objects(self, *args, **kwargs):
@@ -315,9 +511,10 @@ def _dnfs_memo():
     return {}  # dropped on every setting change: skipped fields and such shape DNFs
 
 
-def _shared_dnfs(qs, fingerprint):
+def _shared_dnfs(qs, fingerprint, built):
+    """The DNFs of qs, which built() gives built; memoized by fingerprint."""
     if fingerprint is None:
-        return dnfs(qs)
+        return dnfs(built())
     memo = _dnfs_memo()
     # a digest: a fingerprint of a long IN list is long, and there may be many of them
     key = (qs.db, qs.model, md5hex(fingerprint.encode('latin-1')))
@@ -325,7 +522,7 @@ def _shared_dnfs(qs, fingerprint):
         return memo[key]
     except KeyError:
         pass
-    value = dnfs(qs)
+    value = dnfs(built())
     if len(memo) >= DNFS_MEMO_SIZE:
         memo.clear()  # crude, but bounded; a busy process refills it with what it uses
     memo[key] = value

@@ -1,5 +1,6 @@
 import pytest
 from django.conf import settings
+from redis.connection import AbstractConnection
 from django.test import TestCase
 
 from cacheops import fingerprint
@@ -69,3 +70,35 @@ def _redis():
 def _flush_redis(_redis):
     """Every test starts with the run's Redis db empty."""
     _redis.flushdb()
+
+
+# What cacheops sends to Redis (tests/test_write_cost.py, tests/test_read_cost.py)
+
+@pytest.fixture
+def redis_commands(monkeypatch):
+    """The names of the Redis commands cacheops sends while the test runs."""
+    from cacheops.redis import get_client
+    client = get_client()
+    sent = []
+    original = client.execute_command
+
+    def counting(*args, **options):
+        sent.append(str(args[0]).upper())
+        return original(*args, **options)
+
+    monkeypatch.setattr(client, 'execute_command', counting)
+    return sent
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    """How many times a request (a command or a whole pipeline) is sent to Redis."""
+    sent = []
+    original = AbstractConnection.send_packed_command
+
+    def counting(self, command, *args, **kwargs):
+        sent.append(command)
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, 'send_packed_command', counting)
+    return sent

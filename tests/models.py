@@ -234,3 +234,10 @@ class Vehicle(models.Model):
 
 class OwnedVehicle(Owner, Vehicle):
     pass
+
+
+# Time and duration values (tests/test_lazy_chain.py)
+
+class Shift(models.Model):
+    starts = models.TimeField(null=True, blank=True)
+    length = models.DurationField(null=True, blank=True)

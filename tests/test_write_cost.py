@@ -2,45 +2,14 @@
 invalidates with one Redis round trip; an invalidation deletes a bounded number of
 cache keys inside Redis and the rest from the client."""
 import pytest
-from redis.connection import AbstractConnection
 
 from cacheops import invalidation
 from cacheops.conf import settings
-from cacheops.redis import get_client
 
 from .models import Category, Post
 from .utils import queries, warm
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def redis_commands(monkeypatch):
-    """The names of the Redis commands cacheops sends while the test runs."""
-    client = get_client()
-    sent = []
-    original = client.execute_command
-
-    def counting(*args, **options):
-        sent.append(str(args[0]).upper())
-        return original(*args, **options)
-
-    monkeypatch.setattr(client, 'execute_command', counting)
-    return sent
-
-
-@pytest.fixture
-def round_trips(monkeypatch):
-    """How many times a request (a command or a whole pipeline) is sent to Redis."""
-    sent = []
-    original = AbstractConnection.send_packed_command
-
-    def counting(self, command, *args, **kwargs):
-        sent.append(command)
-        return original(self, command, *args, **kwargs)
-
-    monkeypatch.setattr(AbstractConnection, 'send_packed_command', counting)
-    return sent
 
 
 @pytest.fixture
