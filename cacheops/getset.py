@@ -215,19 +215,19 @@ def _checksum(stamps):
 
 
 def _read_insideout(client, key, conj_keys):
-    """The value stored at key, if the stamps of its conjunctions are all there and
-    unchanged since it was computed; else None. One MGET reads them all at once: a plain
-    command costs Redis a tenth of what a script does."""
+    """(the value stored at key if the stamps of its conjunctions are all there and
+    unchanged since it was computed, else None; the stamps). One MGET reads them all at
+    once: a plain command costs Redis a tenth of what a script does."""
     value, *stamps = client.mget([key, *conj_keys])
     if value is None or None in stamps or value[:40] != _checksum(stamps):
-        return None
-    return value[40:]
+        return None, stamps
+    return value[40:], stamps
 
 
 def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     client = get_client()
     conj_keys = insideout_conj_keys(dnfs)
-    data = _read_insideout(client, key, conj_keys)
+    data, stamps = _read_insideout(client, key, conj_keys)
     if data is not None:
         value = _load(data)  # a stale one is computed and stored over below
         if value is not STALE:
@@ -238,41 +238,46 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     if lock and not _acquire_lock(client, key):
         # Somebody is computing it: wait for their result, bounded, blocking in Redis.
         _wait_for_owner(client, key)
-        data = _read_insideout(client, key, conj_keys)
+        data, stamps = _read_insideout(client, key, conj_keys)
         if data is not None:
             value = _load(data)
             if value is not STALE:
                 return value
         lock = False  # the owner failed or was invalidated: compute, without the lock
 
-    args = [os.urandom(8).hex(), timeout, len(conj_keys)]
-    schemes_keys = []
-    for prefix, table, conjs in _tables(dnfs):
-        schemes_keys.append(schemes_key(prefix, table))
-        args.append(len(conjs))
-        args.extend(scheme(conj) for conj in conjs)
-    stamp_keys = [*conj_keys, *schemes_keys]
     try:
         if PROTECT_STORES:
-            stamps = run_script('prepare_insideout', stamp_keys, args)
+            # Stamps read before the query protect the store as well as fresh ones: an
+            # invalidation since deletes one, and the checksum never validates. Only
+            # missing ones need the script, which creates them and records the schemes
+            # (every stamp was made together with its scheme).
+            if None in stamps:
+                stamps = _prepare_insideout(dnfs, conj_keys, timeout)
             value = computed()
         else:
             value = computed()
-            stamps = run_script('prepare_insideout', stamp_keys, args)
+            stamps = _prepare_insideout(dnfs, conj_keys, timeout)
     except BaseException:
         if lock:  # don't leave waiters waiting for a value that won't come
             client.pipeline(transaction=False).delete(lock_key(key)) \
                 .rpush(signal_key(key), 1).expire(signal_key(key), 30).execute()
         raise
 
-    pipe = client.pipeline(transaction=False)
-    pipe.set(key, _checksum(stamps) + _dumps(value), ex=timeout)
-    if lock:
-        pipe.delete(lock_key(key))
-        pipe.rpush(signal_key(key), 1)
-        pipe.expire(signal_key(key), settings.CACHEOPS_LOCK_WAIT)
-    pipe.execute()
+    run_script('store_insideout', [key, lock_key(key), signal_key(key), *conj_keys],
+               [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
+                settings.CACHEOPS_LOCK_WAIT])
     return value
+
+
+def _prepare_insideout(dnfs, conj_keys, timeout):
+    """The stamps of these conjunctions, created where missing, with the schemes recorded."""
+    args = [os.urandom(8).hex(), timeout, len(conj_keys)]
+    schemes_keys = []
+    for prefix, table, conjs in _tables(dnfs):
+        schemes_keys.append(schemes_key(prefix, table))
+        args.append(len(conjs))
+        args.extend(scheme(conj) for conj in conjs)
+    return run_script('prepare_insideout', [*conj_keys, *schemes_keys], args)
 
 
 def _acquire_lock(client, key):

@@ -46,10 +46,14 @@ def _hold_reader_after_select(selected, go):
     return mock.patch.object(getset._Computed, '__call__', call)
 
 
-def _interleave_reader_and_writer():
-    """A reader misses and SELECTs; a writer commits and invalidates; then the reader stores."""
+def _interleave_reader_and_writer(conditions_cached):
+    """A reader misses and SELECTs; a writer commits and invalidates; then the reader stores.
+    With conditions_cached, another query on the same condition is cached first: then the
+    reader's miss finds its conj set or stamps there (insideout mode takes another path)."""
     category = Category.objects.create(title='c')
     post = Post.objects.create(title='old', category=category)
+    if conditions_cached:
+        assert Post.objects.cache().filter(category=category).count() == 1
     selected, go = threading.Event(), threading.Event()
     read = []
 
@@ -71,14 +75,16 @@ def _interleave_reader_and_writer():
     return category
 
 
-def test_reader_storing_after_a_write_leaves_no_stale_entry():
-    category = _interleave_reader_and_writer()
+@pytest.mark.parametrize('conditions_cached', [False, True], ids=['cold', 'conditions cached'])
+def test_reader_storing_after_a_write_leaves_no_stale_entry(conditions_cached):
+    category = _interleave_reader_and_writer(conditions_cached)
     assert _cached_titles(category) == _db_titles(category) == ['new']
 
 
-def test_without_protection_the_same_interleaving_leaves_a_stale_entry(monkeypatch):
+@pytest.mark.parametrize('conditions_cached', [False, True], ids=['cold', 'conditions cached'])
+def test_without_protection_the_same_interleaving_leaves_a_stale_entry(monkeypatch, conditions_cached):
     monkeypatch.setattr(getset, 'PROTECT_STORES', False)
-    category = _interleave_reader_and_writer()
+    category = _interleave_reader_and_writer(conditions_cached)
     assert _db_titles(category) == ['new']
     assert _cached_titles(category) == ['old']  # stale: what the protection prevents
 

@@ -1,0 +1,23 @@
+-- Insideout mode, after the database was queried: store the value, prefixed with the
+-- checksum of the conjunction stamps read before the query, and keep those stamps at
+-- least as long as the value (a stamp expiring first would make the value a miss
+-- early). A stamp gone meanwhile was invalidated: it is left gone, and the value never
+-- validates.
+--
+-- KEYS: cache key, lock key, signal list key, then the conjunction stamp keys
+-- ARGV: checksum and serialized value, timeout (seconds), '1' to release the dog-pile
+--       lock and wake its waiters, how long the wake-up signal lasts (seconds)
+-- Returns nothing.
+local timeout = tonumber(ARGV[2])
+redis.call('set', KEYS[1], ARGV[1], 'EX', timeout)
+for i = 4, #KEYS do
+    local ttl = redis.call('ttl', KEYS[i])
+    if ttl >= 0 and ttl < timeout then
+        redis.call('expire', KEYS[i], timeout)
+    end
+end
+if ARGV[3] == '1' then
+    redis.call('del', KEYS[2])
+    redis.call('rpush', KEYS[3], '1')
+    redis.call('expire', KEYS[3], ARGV[4])
+end

@@ -1,0 +1,69 @@
+"""What a read costs Redis: a hit is one request; a miss stores race-free with two more
+(conj-set mode: the pending marker, the store) or, in insideout mode, with one more once
+the stamps of its conditions exist: the stamps the miss read protect its store. And the
+keys a cached value depends on live at least as long as the value."""
+import pytest
+
+from cacheops.conf import settings
+from cacheops.redis import get_client
+
+from .models import Category, Post
+from .utils import queries, warm
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def category():
+    category = Category.objects.create(title='c')
+    Post.objects.create(title='a', category=category)
+    return category
+
+
+def titles(category, timeout=None):
+    return [p.title for p in Post.objects.cache(timeout=timeout).filter(category=category)]
+
+
+def test_a_hit_is_one_request(category, round_trips):
+    post = Post.objects.nocache().get(category=category)
+    for read in (lambda: titles(category), lambda: Post.objects.cache().filter(category=category).count(),
+                 lambda: Post.objects.cache().get(pk=post.pk)):
+        warm(read)
+        round_trips.clear()
+        _, count = queries(read)
+        assert count == 0
+        assert len(round_trips) == 1
+
+
+def test_a_cold_miss_makes_three_requests(category, round_trips):
+    other = Category.objects.create(title='other')
+    warm(lambda: titles(other))  # scripts loaded, connection open
+    round_trips.clear()
+    assert titles(category) == ['a']
+    # the read that missed, the marker or the new stamps, the store
+    assert len(round_trips) == 3
+
+
+def test_a_miss_on_conditions_already_cached_makes_three_requests_or_two_in_insideout_mode(
+        category, round_trips):
+    warm(lambda: Post.objects.cache().filter(category=category).count())  # the same condition
+    round_trips.clear()
+    assert titles(category) == ['a']
+    assert len(round_trips) == (2 if settings.CACHEOPS_INSIDEOUT else 3)
+    round_trips.clear()
+    assert titles(category) == ['a']
+    assert len(round_trips) == 1
+
+
+def _condition_keys(category):
+    return [key for key in get_client().scan_iter(match='*conj:*') if b'category_id=%d' % category.pk in key]
+
+
+def test_the_condition_keys_of_a_value_live_at_least_as_long_as_it(category):
+    warm(lambda: Post.objects.cache(timeout=60).filter(category=category).count())
+    keys = _condition_keys(category)
+    assert keys
+    client = get_client()
+    assert all(client.ttl(key) <= 60 for key in keys)
+    titles(category, timeout=3600)  # a miss on the same condition, with a longer timeout
+    assert all(client.ttl(key) > 3000 for key in _condition_keys(category))
