@@ -2,6 +2,7 @@
 invalidate_all. Mass updates don't invalidate, so they are used here to make
 the cache stale on purpose."""
 import pytest
+from django.db import connection
 
 from cacheops import invalidate_all, invalidate_dict, invalidate_model, invalidate_obj
 from .models import All, Category, Post
@@ -103,3 +104,25 @@ def test_invalidate_all(cats, posts, django_assert_num_queries):
         assert list(Category.objects.cache().filter(title='one')) == []
     with django_assert_num_queries(1):
         assert All.objects.filter(tag=1).count() == 0
+
+
+def test_invalidate_dict_lacking_a_column_matches_any_value_there(cats, django_assert_num_queries):
+    def titled(category, title):
+        return [p.pk for p in Post.objects.cache().filter(category=category, title=title)]
+    # glob characters in a value must match themselves only: 'a*[x]?' would match 'abxc'
+    for category in cats[:2]:
+        for title in ('a*[x]?', 'abxc'):
+            warm(lambda: titled(category, title))
+    invalidate_dict(Post, {'title': 'a*[x]?'})  # no category_id: any category
+    with django_assert_num_queries(2):
+        titled(cats[0], 'a*[x]?')
+        titled(cats[1], 'a*[x]?')
+    # on MySQL string conditions don't narrow: any title of any category then
+    with django_assert_num_queries(2 if connection.vendor == 'mysql' else 0):
+        titled(cats[0], 'abxc')
+        titled(cats[1], 'abxc')
+    invalidate_dict(Post, {'category_id': cats[1].pk})  # no title: any title
+    with django_assert_num_queries(1):
+        titled(cats[1], 'abxc')
+    with django_assert_num_queries(0):
+        titled(cats[0], 'abxc')

@@ -26,25 +26,33 @@ for t = 1, #KEYS do
     local conj_prefix = ARGV[1 + 2 * t]
     local rows = cjson.decode(ARGV[2 + 2 * t])
     for _, scheme in ipairs(redis.call('smembers', KEYS[t])) do
+        local columns = {}
+        for column in string.gmatch(scheme, '[^,]+') do
+            columns[#columns + 1] = column
+        end
         for _, row in ipairs(rows) do
-            local parts, globs, complete = {}, {}, true
-            for column in string.gmatch(scheme, '[^,]+') do
+            local parts = {}
+            for i, column in ipairs(columns) do
                 local value = row[column]
                 if value == nil then
-                    complete = false
-                    globs[#globs + 1] = glob_escape(column) .. '=*'
-                else
-                    parts[#parts + 1] = column .. '=' .. value
-                    globs[#globs + 1] = glob_escape(column .. '=' .. value)
+                    parts = nil
+                    break
                 end
+                parts[i] = column .. '=' .. value
             end
-            if complete then
+            if parts then
                 local conj = conj_prefix .. table.concat(parts, '&')
                 if not seen[conj] then
                     seen[conj] = true
                     conj_keys[#conj_keys + 1] = conj
                 end
-            else
+            else  -- rare: escaping only here keeps the common case cheap
+                local globs = {}
+                for i, column in ipairs(columns) do
+                    local value = row[column]
+                    globs[i] = value == nil and glob_escape(column) .. '=*'
+                        or glob_escape(column .. '=' .. value)
+                end
                 patterns[#patterns + 1] = glob_escape(conj_prefix) .. table.concat(globs, '&')
             end
         end
