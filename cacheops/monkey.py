@@ -8,7 +8,9 @@
   invalidated_update(), _cache_key(), _prefix and private helpers
 - BaseManager: everything query.ManagerMixin defines
 - Collector.related_objects: deletion reads bypass the cache
-- Collector.delete: invalidates the auto-created m2m rows it deletes without signals
+- Collector.delete: reads the rows it deletes, locked, and invalidates the auto-created
+  m2m rows it deletes without signals (events.py)
+- Model._do_update: conditional on the old values read before it (events.py)
 - BaseDatabaseWrapper: CONNECTION_HOOKS, to follow transactions and savepoints
 - CursorWrapper.execute/executemany: to notice writes inside a transaction
 - model signals: MODEL_SIGNALS
@@ -17,12 +19,12 @@ from functools import wraps
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
-from django.db.models import signals
+from django.db.models import Model, signals
 from django.db.models.deletion import Collector
 from django.db.models.manager import BaseManager
 from django.db.models.query import QuerySet
 
-from . import query, transaction
+from . import events, query, transaction
 
 
 
@@ -65,11 +67,10 @@ def _before_execute(original):
 
 
 MODEL_SIGNALS = [
-    (signals.pre_save, query._pre_save),
-    (signals.post_save, query._post_save),
-    (signals.pre_delete, query._pre_delete),
-    (signals.post_delete, query._post_delete),
-    (signals.m2m_changed, query._m2m_changed),
+    (signals.pre_save, events._pre_save),
+    (signals.post_save, events._post_save),
+    (signals.post_delete, events._post_delete),
+    (signals.m2m_changed, events._m2m_changed),
 ]
 
 _installed = False
@@ -92,7 +93,8 @@ def install():
     for name in _own_attributes(query.ManagerMixin):
         setattr(BaseManager, name, query.ManagerMixin.__dict__[name])
     Collector.related_objects = query.collector_related_objects(Collector.related_objects)
-    Collector.delete = query.collector_delete(Collector.delete)
+    Collector.delete = events.collector_delete(Collector.delete)
+    Model._do_update = events.conditional_do_update(Model._do_update)
 
     for name, hook in CONNECTION_HOOKS.items():
         setattr(BaseDatabaseWrapper, name, _after(getattr(BaseDatabaseWrapper, name), hook))

@@ -1,7 +1,7 @@
-"""QuerySet and Manager additions, the cached op paths, and the model-event handlers.
+"""QuerySet and Manager additions and the cached op paths (model events: events.py).
 
-monkey.py grafts QuerySetMixin and ManagerMixin onto Django's classes and connects
-the handlers; nothing here patches anything by itself.
+monkey.py grafts QuerySetMixin and ManagerMixin onto Django's classes; nothing here
+patches anything by itself.
 """
 import functools
 import threading
@@ -9,7 +9,7 @@ import weakref
 from typing import NamedTuple
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, connections, models, router
+from django.db import connections, router, transaction
 from django.db.models import Q
 from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 
@@ -17,12 +17,12 @@ from . import chain, invalidation
 from .conf import ALL_OPS, derived, model_profile, normalize_ops, prefix_func, settings
 from .getset import cached_call
 from .fingerprint import chain_fingerprint, expressions_fingerprint, plain_ordering_name, query_fingerprint
+# invalidate_dict: COMPAT, the model-event handlers look it up here
 from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
-from .signals import cache_invalidated
 from .keys import prefix_for
 from .transaction import transaction_states
 from .tree import dnfs
-from .utils import conj_value, md5hex, tracked_tables, written_granular_columns, written_tables
+from .utils import conj_value, md5hex, tracked_tables, written_tables
 
 _django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
 
@@ -454,15 +454,22 @@ class QuerySetMixin:
 
     def invalidated_update(self, **kwargs):
         """update() that invalidates the rows by their values before and after."""
+        from .events import take_write_lock
         using = self._db or router.db_for_write(self.model, **self._hints)  # where update() writes
         qs = self.using(using).nocache()
-        pks = list(qs.values_list('pk', flat=True))
-        if not pks:
-            return 0
-        rows = self.model._base_manager.using(using).filter(pk__in=pks).nocache()
-        before = [obj_dict(o) for o in rows]
-        count = qs.update(**kwargs)
-        after = [obj_dict(o) for o in rows.all()]
+        # one transaction, rows locked from their first read: a write by another process
+        # can't slip in between and move a row from values this invalidation doesn't know
+        with transaction.atomic(using=using, savepoint=False):
+            take_write_lock(self.model, using)
+            pks = list(qs.values_list('pk', flat=True))
+            if not pks:
+                return 0
+            rows = self.model._base_manager.using(using).filter(pk__in=pks).nocache()
+            if connections[using].features.has_select_for_update:
+                rows = rows.select_for_update()
+            before = [obj_dict(o) for o in rows]
+            count = qs.filter(pk__in=pks).update(**kwargs)
+            after = [obj_dict(o) for o in rows.all()]
         run_safely(invalidate_dicts, self.model, before + after, using=using)
         return count
 
@@ -484,20 +491,6 @@ def collector_related_objects(original):
     def related_objects(self, *args, **kwargs):
         return original(self, *args, **kwargs).nocache()
     return related_objects
-
-
-def collector_delete(original):
-    """Invalidate the rows of auto-created m2m tables a deletion removes: Django sends no
-    delete signals for them. The rows were collected whole, as our receivers rule out
-    fast deletes, so their values are known."""
-    def delete(self):
-        through_rows = [(model, [obj_dict(obj) for obj in objs]) for model, objs in self.data.items()
-                        if model._meta.auto_created and _tracked(model)]
-        result = original(self)
-        for model, rows in through_rows:
-            run_safely(invalidate_dicts, model, rows, using=self.using)
-        return result
-    return delete
 
 
 # DNFs of queries seen before in this process, by fingerprint: insideout mode needs them
@@ -666,188 +659,10 @@ class ManagerMixin:
         return self.get_queryset().invalidated_update(**kwargs)
 
 
-# Model events
-
-def _tracked(model):
-    return model_profile(model) is not None
-
-
-def _db_values(instance, using):
-    """The row's values before a save, as far as invalidation needs them.
-
-    Every column a cached query's condition can use (and, when cache_invalidated has
-    listeners, whichever the instance has loaded); the primary key, which an update
-    never changes, is known. One cheap SELECT, with no Redis round trip before it.
-    """
-    model = type(instance)
-    if cache_invalidated.receivers:
-        deferred = instance.get_deferred_fields()
-        attnames = tuple(f.attname for f in model._meta.concrete_fields
-                         if not f.primary_key and f.attname not in deferred)
-    else:
-        attnames = _granular_attnames(model, connections[using].vendor)
-    # primary keys, of the model and its multi-table parents, are never updated; a second
-    # concrete parent's differs from instance.pk
-    row = {}
-    for field in model._meta.concrete_fields:
-        if field.primary_key:
-            value = instance.__dict__.get(field.attname)
-            row[field.attname] = instance.pk if value is None else value
-    if not attnames:
-        return row
-    values = _read_row(model._meta.concrete_model, using, instance.pk, attnames)
-    return None if values is None else {**row, **values}
-
-
-@derived
-def _granular_attnames(model, vendor):
-    """Attnames of the non-pk columns an invalidation sends: the old row must have them all."""
-    return tuple(attname for _, columns in written_granular_columns(model, vendor)
-                 for _, attname, field in columns if not field.primary_key)
-
-
-def _read_row(model, using, pk, attnames):
-    """{attname: value} of the row with this pk, or None: values() without building a query.
-
-    The statement is compiled once per connection, model and columns; each call runs it
-    and applies the same converters values() would.
-    """
-    connection = connections[using]
-    statements = connection.__dict__.setdefault('_cacheops_row_reads', {})
-    try:
-        statement = statements[model, attnames]
-    except KeyError:
-        statement = statements[model, attnames] = _row_statement(model, using, pk, attnames)
-    if statement is None:  # a pk Django prepares in some way we don't mirror: ask the ORM
-        qs = models.QuerySet(model).using(using).filter(pk=pk).values(*attnames)
-        qs._cacheconf = NO_CACHE  # never through the cache; set in place, sparing a clone
-        return next(iter(qs), None)  # a pk matches one row at most: no first(), no LIMIT
-    compiler, sql, names, converters = statement
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [_pk_param(model, connection, pk)])
-        found = cursor.fetchone()
-    if found is None:
-        return None
-    if converters:
-        found = next(iter(compiler.apply_converters([found], converters)))
-    return dict(zip(names, found))
-
-
-def _pk_param(model, connection, pk):
-    field = model._meta.pk
-    return field.get_db_prep_value(field.get_prep_value(pk), connection, prepared=True)
-
-
-def _row_statement(model, using, pk, attnames):
-    """(compiler, sql, names, converters) reading attnames by pk, or None if params differ."""
-    qs = models.QuerySet(model).using(using).filter(pk=pk).values(*attnames)
-    compiler = qs.query.get_compiler(using=using)
-    sql, params = compiler.as_sql()
-    connection = connections[using]
-    if list(params) != [_pk_param(model, connection, pk)]:
-        return None
-    query = qs.query
-    names = [*query.extra_select, *query.values_select, *query.annotation_select]
-    converters = compiler.get_converters([s[0] for s in compiler.select[:compiler.col_count]])
-    return compiler, sql, names, converters
-
-
-def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
-    # an unsaved instance with a pk may still update an existing row
-    if not _tracked(sender) or instance.pk is None:
-        return
-    try:
-        instance._cacheops_old = _db_values(instance, using)
-    except Exception:  # a failing cache or read must not break the save
-        instance._cacheops_old = None
-        invalidation.logger.exception('cacheops: could not read old values before save')
-
-
-def _post_save(sender, instance, using, created, update_fields, **kwargs):
-    if not _tracked(sender):
-        return
-    old = instance.__dict__.pop('_cacheops_old', None)
-    new = obj_dict(instance)
-    if old:
-        written = {instance._meta.get_field(name).attname for name in update_fields} \
-            if update_fields else set(new)
-        new = {**old, **{k: v for k, v in new.items() if k in written or k not in old}}
-    rows = [new] if not old or old == new else [old, new]
-    run_safely(_invalidate_dicts_lookup, sender, rows, using=using)
-    # after the invalidation, and outside transactions only. A write by another process
-    # committed and invalidated between ours and this store would be overwritten: the one
-    # window cacheops accepts, for this opt-in feature (see the README)
-    run_safely(cache_on_save, instance, using)
-
-
-def _invalidate_dicts_lookup(model, rows, using):
-    # looked up through this module at call time, so tests can patch query.invalidate_dict
-    from . import query
-    if len(rows) == 1:
-        query.invalidate_dict(model, rows[0], using=using)
-    else:
-        query.invalidate_dicts(model, rows, using=using)
-
-
-def _pre_delete(sender, instance, using, **kwargs):
-    if _tracked(sender) and instance.get_deferred_fields():
-        try:
-            instance._cacheops_old = _db_values(instance, using)
-        except Exception:  # a failing cache or read must not break the delete
-            instance._cacheops_old = None
-
-
-def _post_delete(sender, instance, using, **kwargs):
-    if not _tracked(sender):
-        return
-    row = {**(instance.__dict__.pop('_cacheops_old', None) or {}), **obj_dict(instance)}
-    run_safely(_invalidate_dicts_lookup, sender, [row], using=using)
-    run_safely(invalidate_m2o, sender, instance, using=using)
-
-
-def invalidate_m2o(model, obj, using=DEFAULT_DB_ALIAS):
-    """Invalidate rows whose foreign keys to obj its deletion changed without model events."""
-    for rel in model._meta.related_objects:
-        if rel.many_to_many or not _tracked(rel.related_model):
-            continue
-        on_delete = rel.on_delete
-        if on_delete in (models.CASCADE, models.PROTECT, models.RESTRICT, models.DO_NOTHING):
-            continue  # cascaded deletes send events; the others change nothing
-        key = getattr(obj, rel.field.target_field.attname)
-        if on_delete is models.SET_NULL:
-            new = None
-        elif on_delete is models.SET_DEFAULT:
-            new = rel.field.get_default()
-        else:  # SET(...), database-level actions, custom handlers: values unknown
-            invalidation.invalidate_model(rel.related_model, using=using)
-            continue
-        # partial rows: any values in the other columns
-        invalidate_dicts(rel.related_model, [{rel.field.attname: key}, {rel.field.attname: new}],
-                         using=using)
-
-
-def _m2m_columns(sender, instance, model, reverse):
-    """(column of instance's side, column of the other side) in the through table."""
-    field_owner = model if reverse else type(instance)
-    for field in field_owner._meta.many_to_many:
-        if field.remote_field.through is sender:
-            source, target = field.m2m_column_name(), field.m2m_reverse_name()
-            return (target, source) if reverse else (source, target)
-    raise LookupError('no m2m field with the through model %s' % sender.__name__)
-
-
-def _m2m_changed(sender, instance, action, reverse, model, pk_set, using, **kwargs):
-    if not _tracked(sender) or action not in ('post_add', 'post_remove', 'pre_clear', 'post_clear'):
-        return
-    own, other = _m2m_columns(sender, instance, model, reverse)
-    if action == 'pre_clear':
-        # the rows are gone by post_clear, when invalidation must run: read them now
-        pks = sender._base_manager.using(using).filter(**{own: instance.pk}) \
-            .nocache().values_list(other, flat=True)
-        instance.__dict__.setdefault('_cacheops_cleared', {})[sender] = list(pks)
-        return
-    if action == 'post_clear':
-        pk_set = instance.__dict__.get('_cacheops_cleared', {}).pop(sender, ())
-    rows = [{own: instance.pk, other: pk} for pk in pk_set]
-    if rows:
-        run_safely(_invalidate_dicts_lookup, sender, rows, using=using)
+def __getattr__(name):
+    # COMPAT: cacheops.query.invalidate_m2o; it lives with the other model events, which
+    # import this module, so it is fetched when asked for
+    if name == 'invalidate_m2o':
+        from .events import invalidate_m2o
+        return invalidate_m2o
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))

@@ -241,3 +241,16 @@ class OwnedVehicle(Owner, Vehicle):
 class Shift(models.Model):
     starts = models.TimeField(null=True, blank=True)
     length = models.DurationField(null=True, blank=True)
+
+
+# A field whose database comparison disagrees with the values it reads back (as a
+# custom field may): a save can't make its update conditional on them
+
+class LossyIntegerField(models.IntegerField):
+    def from_db_value(self, value, expression, connection):
+        return None if value is None else value + 1000
+
+
+class Lossy(models.Model):
+    num = LossyIntegerField(default=0)
+    title = models.CharField(max_length=128, default='')

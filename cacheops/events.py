@@ -1,0 +1,352 @@
+"""Model events -> the rows to invalidate, read so that no write can slip between.
+
+An update invalidates by the row's values before and after it; a delete by the
+values the row had when it went. Those must be the values the database held when
+the write happened, not an instance's (possibly outdated) copy, and not values read
+before another process changed them: with two writers, one reading the old values,
+the other committing a change, a reader caching the change and then the first
+writer's update moving the row on, the reader's entry would outlive both writes.
+
+- A save reads the old values first (one SELECT by pk) and makes Django's UPDATE
+  conditional on them; if another writer changed them meanwhile the UPDATE matches
+  nothing, and the values are read again and the update retried. No lock, and no
+  extra round trip when nobody races.
+- A delete is a transaction already (Django's Collector): the rows are read there,
+  locked (SELECT ... FOR UPDATE, or on SQLite the write lock taken first).
+
+monkey.py connects the handlers and wraps Model._do_update and Collector.delete.
+"""
+import functools
+
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+
+from . import invalidation, query
+from .conf import derived, model_profile
+from .invalidation import invalidate_dicts, obj_dict, run_safely
+from .signals import cache_invalidated
+from .utils import chunks, is_granular_field, written_granular_columns
+
+# how often a save's update is retried when its old values keep changing under it
+UPDATE_ATTEMPTS = 5
+
+# _cacheops_old when the old values could not be known: the save invalidates the model
+UNKNOWN = 'unknown'
+
+LOCKED_READ_CHUNK = 500  # pks per locked read: under every backend's parameter limit
+
+
+def _tracked(model):
+    return model_profile(model) is not None
+
+
+# Reading rows
+
+def _db_values(instance, using, lock=False):
+    """The row's values before a save, as far as invalidation needs them; None if no row.
+
+    Every column a cached query's condition can use (and, when cache_invalidated has
+    listeners, whichever the instance has loaded); the primary key, which an update
+    never changes, is known. One cheap SELECT, with no Redis round trip before it.
+    """
+    model = type(instance)
+    if cache_invalidated.receivers:
+        deferred = instance.get_deferred_fields()
+        attnames = tuple(f.attname for f in model._meta.concrete_fields
+                         if not f.primary_key and f.attname not in deferred)
+    else:
+        attnames = _granular_attnames(model, connections[using].vendor)
+    # primary keys, of the model and its multi-table parents, are never updated; a second
+    # concrete parent's differs from instance.pk
+    row = {}
+    for field in model._meta.concrete_fields:
+        if field.primary_key:
+            value = instance.__dict__.get(field.attname)
+            row[field.attname] = instance.pk if value is None else value
+    if not attnames:
+        return row
+    values = _read_row(model._meta.concrete_model, using, instance.pk, attnames, lock)
+    return None if values is None else {**row, **values}
+
+
+@derived
+def _granular_attnames(model, vendor):
+    """Attnames of the non-pk columns an invalidation sends: the old row must have them all."""
+    return tuple(attname for _, columns in written_granular_columns(model, vendor)
+                 for _, attname, field in columns if not field.primary_key)
+
+
+def _read_row(model, using, pk, attnames, lock=False):
+    """{attname: value} of the row with this pk, or None: values() without building a query.
+
+    The statement is compiled once per connection, model and columns; each call runs it
+    and applies the same converters values() would. With lock, in a transaction on a
+    backend that can, the row is read locked, as an UPDATE sees it: MySQL's repeatable
+    read would otherwise show a snapshot older than the row an UPDATE failed to match.
+    """
+    connection = connections[using]
+    if lock and connection.in_atomic_block and connection.features.has_select_for_update:
+        return next(iter(_orm_row_read(model, using, attnames, pk=pk).select_for_update()), None)
+    statements = connection.__dict__.setdefault('_cacheops_row_reads', {})
+    try:
+        statement = statements[model, attnames]
+    except KeyError:
+        statement = statements[model, attnames] = _row_statement(model, using, pk, attnames)
+    if statement is None:  # a pk Django prepares in some way we don't mirror: ask the ORM
+        return next(iter(_orm_row_read(model, using, attnames, pk=pk)), None)
+    compiler, sql, names, converters = statement
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_pk_param(model, connection, pk)])
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    if converters:
+        found = next(iter(compiler.apply_converters([found], converters)))
+    return dict(zip(names, found))
+
+
+def _orm_row_read(model, using, attnames, **conditions):
+    qs = models.QuerySet(model).using(using).filter(**conditions).values(*attnames)
+    qs._cacheconf = query.NO_CACHE  # never through the cache; set in place, sparing a clone
+    return qs
+
+
+def _pk_param(model, connection, pk):
+    field = model._meta.pk
+    return field.get_db_prep_value(field.get_prep_value(pk), connection, prepared=True)
+
+
+def _row_statement(model, using, pk, attnames):
+    """(compiler, sql, names, converters) reading attnames by pk, or None if params differ."""
+    qs = models.QuerySet(model).using(using).filter(pk=pk).values(*attnames)
+    compiler = qs.query.get_compiler(using=using)
+    sql, params = compiler.as_sql()
+    connection = connections[using]
+    if list(params) != [_pk_param(model, connection, pk)]:
+        return None
+    query = qs.query
+    names = [*query.extra_select, *query.values_select, *query.annotation_select]
+    converters = compiler.get_converters([s[0] for s in compiler.select[:compiler.col_count]])
+    return compiler, sql, names, converters
+
+
+def take_write_lock(model, using):
+    """In a transaction, make sure nobody else can change model's rows until it ends.
+
+    For SQLite, whose locks are per database: a write that changes nothing takes the
+    write lock before any read, so the reads that follow see the latest rows and can't
+    deadlock against another writer (a reader upgrading to writer gets SQLITE_BUSY at
+    once). Elsewhere rows are locked as they are read (FOR UPDATE)."""
+    connection = connections[using]
+    if connection.vendor == 'sqlite':
+        qn = connection.ops.quote_name
+        table, pk = model._meta.db_table, model._meta.pk.column
+        with connection.cursor() as cursor:
+            cursor.execute('UPDATE %s SET %s = %s WHERE 1 = 0' % (qn(table), qn(pk), qn(pk)))
+
+
+def locked_rows(model, using, pks, attnames):
+    """{pk: {attname: value}} of these rows as the database has them, locked (in a transaction)."""
+    connection = connections[using]
+    take_write_lock(model, using)
+    lock = connection.features.has_select_for_update
+    rows = {}
+    for chunk in chunks(pks, LOCKED_READ_CHUNK):
+        qs = _orm_row_read(model, using, ('pk', *attnames), pk__in=chunk)
+        for row in (qs.select_for_update() if lock else qs):
+            rows[row.pop('pk')] = row
+    return rows
+
+
+# Saves
+
+@derived
+def _own_granular_fields(model, vendor):
+    """The non-pk fields of model's own table that invalidation reads of an old row."""
+    return tuple(f for f in model._meta.local_concrete_fields
+                 if not f.primary_key and is_granular_field(f, vendor))
+
+
+def _unchanged(model, row, vendor):
+    """filter() kwargs matching model's own table only while it holds row's values."""
+    conditions = {}
+    for field in _own_granular_fields(model, vendor):
+        if field.attname in row:
+            value = row[field.attname]
+            if value is None:
+                conditions[field.attname + '__isnull'] = True
+            else:
+                conditions[field.attname] = value
+    return conditions
+
+
+def _granular_part(model, row, vendor):
+    names = _granular_attnames(model, vendor)
+    return {name: row.get(name) for name in names}
+
+
+def conditional_do_update(original):
+    """Model._do_update, conditional on the old values _pre_save read (see the docstring
+    of this module); Django's own when nothing was read."""
+    @functools.wraps(original)
+    def _do_update(self, base_qs, using, pk_val, values, *args, **kwargs):
+        old = self.__dict__.get('_cacheops_old', UNKNOWN)
+        if not values or old is UNKNOWN:
+            return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+        if old is None:  # no row when read: if one appears meanwhile, its values are unknown
+            result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
+            if result:
+                self._cacheops_old = UNKNOWN
+            return result
+        vendor = connections[using].vendor
+        model = base_qs.model
+        for _ in range(UPDATE_ATTEMPTS):
+            conditions = _unchanged(model, old, vendor)
+            if not conditions:
+                return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+            result = original(self, base_qs.filter(**conditions), using, pk_val, values,
+                              *args, **kwargs)
+            if result:
+                return result
+            current = _db_values(self, using, lock=True)
+            if current is None:
+                return result  # the row is gone: Django goes on as it would have (inserts)
+            if _granular_part(type(self), current, vendor) == _granular_part(type(self), old, vendor):
+                break  # the database doesn't match the values it returned: a custom field?
+            self._cacheops_old = old = current
+        self._cacheops_old = UNKNOWN
+        return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+    return _do_update
+
+
+def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
+    # an unsaved instance with a pk may still update an existing row
+    if not _tracked(sender) or instance.pk is None:
+        return
+    try:
+        instance._cacheops_old = _db_values(instance, using)
+    except Exception:  # a failing read must not break the save: invalidate it all after
+        instance._cacheops_old = UNKNOWN
+        invalidation.logger.exception('cacheops: could not read old values before save')
+
+
+def _post_save(sender, instance, using, created, update_fields, **kwargs):
+    if not _tracked(sender):
+        return
+    old = instance.__dict__.pop('_cacheops_old', None)
+    if old is UNKNOWN:
+        run_safely(invalidation.invalidate_model, sender, using=using)
+        old = None
+    new = obj_dict(instance)
+    if old:
+        written = {instance._meta.get_field(name).attname for name in update_fields} \
+            if update_fields else set(new)
+        new = {**old, **{k: v for k, v in new.items() if k in written or k not in old}}
+    rows = [new] if not old or old == new else [old, new]
+    run_safely(_invalidate_dicts_lookup, sender, rows, using=using)
+    # after the invalidation, and outside transactions only. A write by another process
+    # committed and invalidated between ours and this store would be overwritten: the one
+    # window cacheops accepts, for this opt-in feature (see the README)
+    run_safely(query.cache_on_save, instance, using)
+
+
+def _invalidate_dicts_lookup(model, rows, using):
+    # looked up through cacheops.query at call time: tests patch query.invalidate_dict (COMPAT)
+    if len(rows) == 1:
+        query.invalidate_dict(model, rows[0], using=using)
+    else:
+        query.invalidate_dicts(model, rows, using=using)
+
+
+# Deletes
+
+def collector_delete(original):
+    """Collector.delete, reading the rows it deletes as they are when it deletes them.
+
+    Instances may be outdated (loaded before another write moved them), so the rows are
+    read again, locked, inside the deletion's transaction. Auto-created m2m rows get no
+    delete signals: they are invalidated here. They were collected whole, as our
+    receivers rule out fast deletes, so their values are known."""
+    @functools.wraps(original)
+    def delete(self):
+        through_rows = [(model, [obj_dict(obj) for obj in objs]) for model, objs in self.data.items()
+                        if model._meta.auto_created and _tracked(model)]
+        with transaction.atomic(using=self.using, savepoint=False):
+            _read_deleted_rows(self)
+            result = original(self)
+        for model, rows in through_rows:
+            run_safely(invalidate_dicts, model, rows, using=self.using)
+        return result
+    return delete
+
+
+def _read_deleted_rows(collector):
+    using = collector.using
+    vendor = connections[using].vendor
+    for model, instances in collector.data.items():
+        if model._meta.auto_created or not _tracked(model):
+            continue
+        attnames = _granular_attnames(model, vendor)
+        if not attnames:
+            continue
+        rows = locked_rows(model._meta.concrete_model, using, [obj.pk for obj in instances], attnames)
+        for obj in instances:
+            obj._cacheops_old = rows.get(obj.pk)
+
+
+def _post_delete(sender, instance, using, **kwargs):
+    if not _tracked(sender):
+        return
+    # the database's values win over the instance's, which may be outdated
+    row = {**obj_dict(instance), **(instance.__dict__.pop('_cacheops_old', None) or {})}
+    run_safely(_invalidate_dicts_lookup, sender, [row], using=using)
+    run_safely(query.invalidate_m2o, sender, instance, using=using)
+
+
+def invalidate_m2o(model, obj, using=DEFAULT_DB_ALIAS):
+    """Invalidate rows whose foreign keys to obj its deletion changed without model events."""
+    for rel in model._meta.related_objects:
+        if rel.many_to_many or not _tracked(rel.related_model):
+            continue
+        on_delete = rel.on_delete
+        if on_delete in (models.CASCADE, models.PROTECT, models.RESTRICT, models.DO_NOTHING):
+            continue  # cascaded deletes send events; the others change nothing
+        key = getattr(obj, rel.field.target_field.attname)
+        if on_delete is models.SET_NULL:
+            new = None
+        elif on_delete is models.SET_DEFAULT:
+            new = rel.field.get_default()
+        else:  # SET(...), database-level actions, custom handlers: values unknown
+            invalidation.invalidate_model(rel.related_model, using=using)
+            continue
+        # partial rows: any values in the other columns
+        invalidate_dicts(rel.related_model, [{rel.field.attname: key}, {rel.field.attname: new}],
+                         using=using)
+
+
+# Many-to-many
+
+def _m2m_columns(sender, instance, model, reverse):
+    """(column of instance's side, column of the other side) in the through table."""
+    field_owner = model if reverse else type(instance)
+    for field in field_owner._meta.many_to_many:
+        if field.remote_field.through is sender:
+            source, target = field.m2m_column_name(), field.m2m_reverse_name()
+            return (target, source) if reverse else (source, target)
+    raise LookupError('no m2m field with the through model %s' % sender.__name__)
+
+
+def _m2m_changed(sender, instance, action, reverse, model, pk_set, using, **kwargs):
+    if not _tracked(sender) or action not in ('post_add', 'post_remove', 'pre_clear', 'post_clear'):
+        return
+    own, other = _m2m_columns(sender, instance, model, reverse)
+    if action == 'pre_clear':
+        # the rows are gone by post_clear, when invalidation must run: read them now
+        pks = sender._base_manager.using(using).filter(**{own: instance.pk}) \
+            .nocache().values_list(other, flat=True)
+        instance.__dict__.setdefault('_cacheops_cleared', {})[sender] = list(pks)
+        return
+    if action == 'post_clear':
+        pk_set = instance.__dict__.get('_cacheops_cleared', {}).pop(sender, ())
+    rows = [{own: instance.pk, other: pk} for pk in pk_set]
+    if rows:
+        run_safely(_invalidate_dicts_lookup, sender, rows, using=using)
