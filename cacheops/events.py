@@ -17,6 +17,7 @@ writer's update moving the row on, the reader's entry would outlive both writes.
 monkey.py connects the handlers and wraps Model._do_update and Collector.delete.
 """
 import functools
+from operator import attrgetter
 
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 
@@ -105,9 +106,18 @@ def _read_row(model, using, pk, attnames, lock=False):
 
 
 def _orm_row_read(model, using, attnames, **conditions):
-    qs = models.QuerySet(model).using(using).filter(**conditions).values(*attnames)
+    # no ordering: Meta.ordering may join, and FOR UPDATE can't lock an outer join
+    qs = models.QuerySet(model).using(using).filter(**conditions).order_by().values(*attnames)
     qs._cacheconf = query.NO_CACHE  # never through the cache; set in place, sparing a clone
     return qs
+
+
+def _for_update(qs):
+    """qs locking the rows of its model's own table (the whole join where OF isn't supported)."""
+    # (Django 5.2 can't compile OF for a composite primary key)
+    if connections[qs.db].features.has_select_for_update_of and qs.model._meta.pk.column:
+        return qs.select_for_update(of=('self',))
+    return qs.select_for_update()
 
 
 def _pk_param(model, connection, pk):
@@ -139,9 +149,10 @@ def take_write_lock(model, using):
     connection = connections[using]
     if connection.vendor == 'sqlite':
         qn = connection.ops.quote_name
-        table, pk = model._meta.db_table, model._meta.pk.column
+        # any real column: a composite primary key has none of its own
+        column = qn(model._meta.local_concrete_fields[0].column)
         with connection.cursor() as cursor:
-            cursor.execute('UPDATE %s SET %s = %s WHERE 1 = 0' % (qn(table), qn(pk), qn(pk)))
+            cursor.execute('UPDATE %s SET %s = %s WHERE 1 = 0' % (qn(model._meta.db_table), column, column))
 
 
 def locked_rows(model, using, pks, attnames):
@@ -152,7 +163,7 @@ def locked_rows(model, using, pks, attnames):
     rows = {}
     for chunk in chunks(pks, LOCKED_READ_CHUNK):
         qs = _orm_row_read(model, using, ('pk', *attnames), pk__in=chunk)
-        for row in (qs.select_for_update() if lock else qs):
+        for row in (_for_update(qs) if lock else qs):
             rows[row.pop('pk')] = row
     return rows
 
@@ -179,18 +190,15 @@ def _unchanged(model, row, vendor):
     return conditions
 
 
-def _granular_part(model, row, vendor):
-    names = _granular_attnames(model, vendor)
-    return {name: row.get(name) for name in names}
-
-
 def conditional_do_update(original):
     """Model._do_update, conditional on the old values _pre_save read (see the docstring
     of this module); Django's own when nothing was read."""
     @functools.wraps(original)
     def _do_update(self, base_qs, using, pk_val, values, *args, **kwargs):
         old = self.__dict__.get('_cacheops_old', UNKNOWN)
-        if not values or old is UNKNOWN:
+        # select_on_save is for databases whose UPDATE may report 0 rows it changed: a
+        # retry there would apply the update twice, so Django's runs as it is
+        if not values or old is UNKNOWN or self._meta.select_on_save:
             return original(self, base_qs, using, pk_val, values, *args, **kwargs)
         if old is None:  # no row when read: if one appears meanwhile, its values are unknown
             result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
@@ -210,9 +218,13 @@ def conditional_do_update(original):
             current = _db_values(self, using, lock=True)
             if current is None:
                 return result  # the row is gone: Django goes on as it would have (inserts)
-            if _granular_part(type(self), current, vendor) == _granular_part(type(self), old, vendor):
+            # only this table's: a multi-table parent updated before shows our new values
+            # now, and its old ones were confirmed by its own conditional update
+            fresh = {f.attname: current[f.attname] for f in _own_granular_fields(model, vendor)
+                     if f.attname in current}
+            if all(old.get(name, fresh[name]) == fresh[name] for name in fresh):
                 break  # the database doesn't match the values it returned: a custom field?
-            self._cacheops_old = old = current
+            self._cacheops_old = old = {**old, **fresh}
         self._cacheops_old = UNKNOWN
         return original(self, base_qs, using, pk_val, values, *args, **kwargs)
     return _do_update
@@ -282,6 +294,11 @@ def collector_delete(original):
 def _read_deleted_rows(collector):
     using = collector.using
     vendor = connections[using].vendor
+    # rows are locked in the order Django deletes them (dependent models first, pks in
+    # order), as its DELETEs would lock them: another order could deadlock with writers
+    for model, instances in collector.data.items():
+        collector.data[model] = sorted(instances, key=attrgetter('pk'))
+    collector.sort()
     for model, instances in collector.data.items():
         if model._meta.auto_created or not _tracked(model):
             continue

@@ -464,7 +464,8 @@ class QuerySetMixin:
             pks = list(qs.values_list('pk', flat=True))
             if not pks:
                 return 0
-            rows = self.model._base_manager.using(using).filter(pk__in=pks).nocache()
+            # no ordering: Meta.ordering may join, and FOR UPDATE can't lock an outer join
+            rows = self.model._base_manager.using(using).filter(pk__in=pks).nocache().order_by()
             if connections[using].features.has_select_for_update:
                 rows = rows.select_for_update()
             before = [obj_dict(o) for o in rows]

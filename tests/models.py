@@ -254,3 +254,27 @@ class LossyIntegerField(models.IntegerField):
 class Lossy(models.Model):
     num = LossyIntegerField(default=0)
     title = models.CharField(max_length=128, default='')
+
+
+class Note(models.Model):
+    # Meta.ordering through a nullable key: an outer join, which FOR UPDATE can't lock
+    category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL)
+    num = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ['category__title']
+
+
+class SelectOnSave(models.Model):
+    num = models.IntegerField(default=0)
+
+    class Meta:
+        select_on_save = True
+
+
+if hasattr(models, 'CompositePrimaryKey'):  # Django 5.2+
+    class Pair(models.Model):
+        pk = models.CompositePrimaryKey('left', 'right')
+        left = models.IntegerField()
+        right = models.IntegerField()
+        num = models.IntegerField(default=0)

@@ -6,14 +6,15 @@ row and commits; a reader caches B's version; then A writes. A's invalidation mu
 cover the values B left, or the reader's entry outlives both writes.
 """
 import threading
+import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, models, transaction
 from django.db.models.signals import pre_save
 from django.test.utils import CaptureQueriesContext
 
 from cacheops import events
-from tests.models import Assorted, Category, Lossy, Post
+from tests.models import Assorted, Category, Lossy, Media, Movie, Note, Post, SelectOnSave
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,7 +36,8 @@ class _HeldAfterOldValuesRead:
     """Holds a save made in the thread named 'writer A' after cacheops read the row's
     old values (its pre_save receiver ran) and before Django's UPDATE."""
 
-    def __init__(self):
+    def __init__(self, model=Post):
+        self.model = model
         self.read, self.go = threading.Event(), threading.Event()
 
     def __call__(self, sender, instance, **kwargs):
@@ -44,11 +46,11 @@ class _HeldAfterOldValuesRead:
             assert self.go.wait(10), 'the test never let writer A go on'
 
     def __enter__(self):
-        pre_save.connect(self, sender=Post, weak=False)  # after cacheops' receiver
+        pre_save.connect(self, sender=self.model, weak=False)  # after cacheops' receiver
         return self
 
     def __exit__(self, *exc):
-        pre_save.disconnect(self, sender=Post)
+        pre_save.disconnect(self, sender=self.model)
 
 
 def _race(save_a, in_transaction=False):
@@ -114,6 +116,47 @@ def test_without_conditional_updates_the_same_race_leaves_a_stale_entry(monkeypa
     post, (c1, c2, c3) = _race(_move)
     assert _actual(c2) == []
     assert _cached(c2) == [(post.pk, 'moved by B')]  # stale: what the conditions prevent
+
+
+def test_a_retry_on_a_child_table_keeps_the_parent_tables_old_values():
+    """Multi-table inheritance: the parent's UPDATE matched; the child's didn't, as another
+    writer changed it. The retry reads the row again, and sees our own new parent values:
+    the parent's old ones must still be invalidated."""
+    movie = Movie.objects.create(name='n1', year=2000)
+    errors = []
+
+    def writer_a():
+        try:
+            instance = Movie.objects.get(pk=movie.pk)
+            instance.name, instance.year = 'n2', 2001
+            instance.save()
+        except Exception as e:  # reported by the test thread
+            errors.append(e)
+        finally:
+            connection.close()
+
+    with _HeldAfterOldValuesRead(Movie) as held:
+        thread = threading.Thread(target=writer_a, name='writer A')
+        thread.start()
+        assert held.read.wait(10), 'writer A never read the old values'
+        Movie.objects.filter(pk=movie.pk).update(year=1999)  # B, on the child table only
+        assert [m.pk for m in Media.objects.filter(name='n1').cache()] == [movie.pk]
+        held.go.set()
+        thread.join(10)
+    assert not errors, errors
+    assert Movie.objects.nocache().get(pk=movie.pk).year == 2001
+    assert [m.pk for m in Media.objects.filter(name='n1').cache()] == []
+
+
+def test_select_on_save_models_keep_djangos_update():
+    """Their UPDATE may report 0 rows it changed: a retry would apply it twice."""
+    row = SelectOnSave.objects.create(num=1)
+    row.num = 2
+    with CaptureQueriesContext(connection) as queries:
+        row.save()
+    update = next(q['sql'] for q in queries if q['sql'].startswith('UPDATE'))
+    assert 'num' not in update.split('WHERE')[1]
+    assert SelectOnSave.objects.nocache().get(pk=row.pk).num == 2
 
 
 def test_a_save_whose_row_was_deleted_meanwhile_inserts_it_as_django_does():
@@ -227,3 +270,78 @@ def test_invalidated_update_reads_the_rows_locked():
     else:
         assert any(sql.startswith('SELECT') and 'FOR UPDATE' in sql for sql in sqls)
     _assert_cache_matches_database(c1, c2)
+
+
+def test_locked_reads_ignore_ordering_joins():
+    """Meta.ordering through a nullable key would make FOR UPDATE lock an outer join,
+    which PostgreSQL refuses: deletes and invalidated_update() must not order."""
+    c1, c2 = Category.objects.create(title='c1'), Category.objects.create(title='c2')
+    notes = [Note.objects.create(category=c1, num=i) for i in range(3)]
+    assert Note.objects.filter(category=c2).cache().count() == 0
+    assert Note.objects.filter(num=0).invalidated_update(category=c2) == 1
+    assert Note.objects.filter(category=c2).cache().count() == 1
+    notes[0].delete()
+    Note.objects.filter(num=1).delete()
+    assert Note.objects.filter(category=c2).cache().count() == 0
+    assert [n.num for n in Note.objects.cache()] == [2]
+
+
+@pytest.mark.skipif(not hasattr(models, 'CompositePrimaryKey'), reason='Django 5.2+')
+def test_rows_with_a_composite_primary_key_are_deleted():
+    from tests.models import Pair
+    Pair.objects.create(left=1, right=2, num=5)
+    Pair.objects.create(left=1, right=3, num=5)
+    assert Pair.objects.filter(num=5).cache().count() == 2
+    Pair.objects.get(left=1, right=2).delete()
+    assert Pair.objects.filter(num=5).cache().count() == 1
+    Pair.objects.filter(num=5).delete()
+    assert Pair.objects.filter(num=5).cache().count() == 0
+
+
+def _wait_for_a_lock_wait(timeout=10):
+    """Until another connection waits on a row lock (so an interleaving is in place)."""
+    # MariaDB lists a locking read waiting on a primary key lookup in its processlist
+    # only (state 'Statistics'), not as a LOCK WAIT transaction
+    sql = {'postgresql': "SELECT count(*) FROM pg_locks WHERE NOT granted",
+           'mysql': "SELECT count(*) FROM information_schema.processlist "
+                    "WHERE info LIKE '%%FOR UPDATE%%' AND id <> CONNECTION_ID()"}
+    deadline = time.monotonic() + timeout
+    with connections['default'].cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(sql[connection.vendor])
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError("nobody ever waited on a lock")
+
+
+def test_a_delete_locks_rows_in_djangos_order_and_so_does_not_deadlock():
+    """X updates a post, then its category, in one transaction; meanwhile Y deletes the
+    category (cascading to the post). Django deletes (and locks) posts first: locking the
+    category first would deadlock with X."""
+    if connection.vendor == 'sqlite':
+        pytest.skip('SQLite serializes writers: no row locks, no deadlock')
+    category = Category.objects.create(title='c')
+    post = Post.objects.create(title='p', category=category)
+    errors = []
+
+    def deleter():
+        try:
+            Category.objects.get(pk=category.pk).delete()
+        except Exception as e:  # reported by the test thread
+            errors.append(e)
+        finally:
+            connections['default'].close()
+
+    thread = threading.Thread(target=deleter)
+    with transaction.atomic():
+        Post.objects.filter(pk=post.pk).update(title='x')  # X holds the post's row lock
+        thread.start()
+        try:
+            _wait_for_a_lock_wait()  # Y waits on the post...
+        except AssertionError:
+            raise AssertionError(errors or 'Y never waited on a lock')
+        Category.objects.filter(pk=category.pk).update(title='x')  # ...and X gets the category
+    thread.join(30)
+    assert not errors, errors
+    assert not Post.objects.nocache().filter(pk=post.pk).exists()
