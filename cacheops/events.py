@@ -20,6 +20,7 @@ import functools
 from operator import attrgetter
 
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db.models.sql.where import AND, ExtraWhere
 
 from . import invalidation, query
 from .conf import derived, model_profile
@@ -190,6 +191,53 @@ def _unchanged(model, row, vendor):
     return conditions
 
 
+def _while_unchanged(base_qs, row, using):
+    """base_qs narrowed to the rows of its model's own table that still hold row's values
+    (None if that table has no such column).
+
+    filter() would build and compile a lookup per column on every save, which on SQLite
+    takes about as long as the UPDATE. The WHERE clause is compiled once per connection,
+    model, columns and boolean values (Django renders `flag = true` as the bare column),
+    and kept only if it takes exactly the parameters given here."""
+    connection = connections[using]
+    model = base_qs.model
+    conditions = _unchanged(model, row, connection.vendor)
+    if not conditions:
+        return None
+    # the order Q gives keyword conditions, and so their parameters
+    shape = tuple((name, value if isinstance(value, bool) else None)
+                  for name, value in sorted(conditions.items()))
+    statements = connection.__dict__.setdefault('_cacheops_unchanged_where', {})
+    try:
+        statement = statements[model, shape]
+    except KeyError:
+        statement = statements[model, shape] = _where_statement(model, using, conditions, shape)
+    if statement is None:  # values Django prepares in some way we don't mirror: let it
+        return base_qs.filter(**conditions)
+    sql, with_bools = statement
+    params = [model._meta.get_field(name).get_db_prep_value(conditions[name], connection)
+              for name, flag in shape
+              if not name.endswith('__isnull') and (flag is None or with_bools)]
+    qs = base_qs._chain()
+    qs.query.where.add(ExtraWhere([sql], params), AND)
+    return qs
+
+
+def _where_statement(model, using, conditions, shape):
+    """(SQL of filter(**conditions)'s WHERE clause, whether booleans are parameters), or
+    None if its parameters aren't the conditions' values prepared for the database."""
+    connection = connections[using]
+    query = models.QuerySet(model).using(using).filter(**conditions).query
+    sql, where_params = query.get_compiler(using=using).compile(query.where)
+    for with_bools in (False, True):
+        params = [model._meta.get_field(name).get_db_prep_value(conditions[name], connection)
+                  for name, flag in shape
+                  if not name.endswith('__isnull') and (flag is None or with_bools)]
+        if list(where_params) == params:
+            return sql, with_bools
+    return None
+
+
 def conditional_do_update(original):
     """Model._do_update, conditional on the old values _pre_save read (see the docstring
     of this module); Django's own when nothing was read."""
@@ -208,11 +256,10 @@ def conditional_do_update(original):
         vendor = connections[using].vendor
         model = base_qs.model
         for _ in range(UPDATE_ATTEMPTS):
-            conditions = _unchanged(model, old, vendor)
-            if not conditions:
+            narrowed = _while_unchanged(base_qs, old, using)
+            if narrowed is None:
                 return original(self, base_qs, using, pk_val, values, *args, **kwargs)
-            result = original(self, base_qs.filter(**conditions), using, pk_val, values,
-                              *args, **kwargs)
+            result = original(self, narrowed, using, pk_val, values, *args, **kwargs)
             if result:
                 return result
             current = _db_values(self, using, lock=True)

@@ -11,10 +11,11 @@ import time
 import pytest
 from django.db import connection, connections, models, transaction
 from django.db.models.signals import pre_save
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from cacheops import events
-from tests.models import Assorted, Category, Lossy, Media, Movie, Note, Post, SelectOnSave
+from tests.models import Assorted, Category, JsonDoc, Lossy, Media, Movie, Note, Post, SelectOnSave
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -205,6 +206,34 @@ def test_values_of_common_types_make_the_update_conditional_and_it_matches():
     with CaptureQueriesContext(connection) as queries:
         assert Assorted.objects.filter(num=-1).cache().count() == 0
     assert len(queries) == 0  # still cached: the model was not invalidated
+
+
+def test_boolean_conditions_follow_the_value_read():
+    """Django renders a boolean condition without a parameter (the bare column, or NOT it):
+    each value gets its own compiled clause."""
+    category = Category.objects.create(title='c')
+    post = Post.objects.create(title='p', category=category, visible=True)
+    for visible in (False, True, False):
+        assert [p.pk for p in Post.objects.filter(visible=not visible).cache()] == [post.pk]
+        post.visible = visible
+        with CaptureQueriesContext(connection) as queries:
+            post.save()
+        assert len([q for q in queries if q['sql'].startswith('UPDATE')]) == 1  # it matched
+        assert [p.pk for p in Post.objects.filter(visible=not visible).cache()] == []
+        assert [p.pk for p in Post.objects.filter(visible=visible).cache()] == [post.pk]
+
+
+@override_settings(CACHEOPS_SKIP_FIELDS=())
+def test_values_django_prepares_its_own_way_still_make_a_matching_update():
+    """A JSON condition's parameter is an adapter, not the value: filter() is used."""
+    doc = JsonDoc.objects.create(data={'a': [1, 2]})
+    assert JsonDoc.objects.filter(data={'a': [1, 2]}).cache().count() == 1
+    doc.data = {'a': [3]}
+    with CaptureQueriesContext(connection) as queries:
+        doc.save()
+    assert len([q for q in queries if q['sql'].startswith('UPDATE')]) == 1
+    assert JsonDoc.objects.filter(data={'a': [1, 2]}).cache().count() == 0
+    assert JsonDoc.objects.nocache().get(pk=doc.pk).data == {'a': [3]}
 
 
 def test_a_field_the_database_cant_match_falls_back_to_invalidating_the_model():
