@@ -186,6 +186,12 @@ def prefix_func():
 
 
 @derived
+def insideout():
+    """CACHEOPS_INSIDEOUT, read once per setting change: every cache read asks."""
+    return bool(settings.CACHEOPS_INSIDEOUT)
+
+
+@derived
 def serializer():
     """CACHEOPS_SERIALIZER resolved to an object with dumps() and loads()."""
     value = settings.CACHEOPS_SERIALIZER

@@ -14,7 +14,7 @@ import warnings
 import redis
 
 from . import invalidation
-from .conf import serializer, settings
+from .conf import insideout, serializer, settings
 from .keys import conj_key, lock_key, prefix_for, schemes_key, scheme, signal_key
 from .redis import CONNECTION_ERRORS, get_client, run_script
 from .serialization import LayoutChanged
@@ -64,7 +64,7 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None)
         # should have dropped, so only the database can be trusted until it is replayed
         return computed()
     try:
-        if settings.CACHEOPS_INSIDEOUT:
+        if insideout():
             query_dnfs = dnfs()
             if query_dnfs is None:
                 return computed()

@@ -13,7 +13,7 @@ import redis
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from .conf import prefix_func, settings
+from .conf import insideout, prefix_func
 from .keys import PrefixQuery, conj_prefix, prefix_for, prefixed_tables, scan_conj_keys, schemes_key
 from .redis import get_client, is_cluster, run_script
 from .signals import cache_invalidated
@@ -25,7 +25,7 @@ UNLINK_CHUNK = 1000
 
 
 def _mode():
-    return 'insideout' if settings.CACHEOPS_INSIDEOUT else 'conj'
+    return 'insideout' if insideout() else 'conj'
 
 
 def _delete_keys(client, keys):

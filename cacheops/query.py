@@ -3,7 +3,6 @@
 monkey.py grafts QuerySetMixin and ManagerMixin onto Django's classes; nothing here
 patches anything by itself.
 """
-import functools
 import threading
 import weakref
 from typing import NamedTuple
@@ -14,6 +13,7 @@ from django.db.models import Q
 from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 
 from . import chain, invalidation
+from . import fingerprint as fingerprints  # its VERIFY switch, read at call time
 from .conf import ALL_OPS, derived, model_profile, normalize_ops, prefix_func, settings
 from .getset import cached_call
 from .fingerprint import chain_fingerprint, expressions_fingerprint, plain_ordering_name, query_fingerprint
@@ -153,10 +153,25 @@ class QuerySetMixin:
 
     def _cache_key(self, op='', fingerprint=UNSET):
         """The Redis key this queryset's result (or an op on it) is stored at, prefix included."""
-        profile = model_profile(self.model)
         db = self.db
         if fingerprint is UNSET:
             fingerprint = self._fingerprint()
+        if fingerprint is None or prefix_func() is not None:  # a prefix may change by request
+            return self._make_cache_key(op, fingerprint, db)
+        memo = _keys_memo()
+        memo_key = (op, fingerprint, db, self.model, self._iterable_class, self._fields)
+        try:
+            return memo[memo_key]
+        except KeyError:
+            pass
+        key = self._make_cache_key(op, fingerprint, db)
+        if len(memo) >= KEYS_MEMO_SIZE:
+            memo.clear()  # crude, but bounded; a busy process refills it with what it uses
+        memo[memo_key] = key
+        return key
+
+    def _make_cache_key(self, op, fingerprint, db):
+        profile = model_profile(self.model)
         if fingerprint is None:
             sql, params = self.query.get_compiler(using=db).as_sql()
             query = ('s' + sql, repr(params))
@@ -248,13 +263,15 @@ class QuerySetMixin:
     def _fingerprint(self):
         """The fingerprint of this queryset's query: of the recorded calls, if any."""
         pending = self.__dict__.get('_pending')
+        # the database matters to a fingerprint only when verifying it (finding the
+        # database may ask the routers: not on every hit)
+        using = self.db if fingerprints.VERIFY else None
         if pending:
             model, (query, calls) = self.model, pending
-            fingerprint = chain_fingerprint(query, calls, self.db,
-                                            lambda: chain.replay(model, query, calls))
-            if fingerprint is not None:
-                return fingerprint
-        return query_fingerprint(self.query, self.db)
+            made = chain_fingerprint(query, calls, using, lambda: chain.replay(model, query, calls))
+            if made is not None:
+                return made
+        return query_fingerprint(self.query, using)
 
     def _with_conf(self, **changes):
         clone = self._chain()
@@ -335,7 +352,12 @@ class QuerySetMixin:
             return compute(self)
         timeout, lock = cache_settings
         # a miss reads the conditions and evaluates the same built queryset
-        built = functools.cache(self._built)
+        made = []
+
+        def built():
+            if not made:
+                made.append(self._built())
+            return made[0]
         return cached_call(key, lambda: self._cacheable_dnfs(fingerprint, built), timeout,
                            lambda: compute(built()),
                            lock=lock, sender=self.model)
@@ -492,6 +514,17 @@ def collector_related_objects(original):
     def related_objects(self, *args, **kwargs):
         return original(self, *args, **kwargs).nocache()
     return related_objects
+
+
+# Keys of queries seen before in this process, by fingerprint and what else goes in a key:
+# hashing a fingerprint costs a tenth of making the key again
+
+KEYS_MEMO_SIZE = 10000
+
+
+@derived
+def _keys_memo():
+    return {}  # dropped on every setting change: profiles and prefixes go into keys
 
 
 # DNFs of queries seen before in this process, by fingerprint: insideout mode needs them
