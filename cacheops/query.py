@@ -650,15 +650,49 @@ def fast_get(qs, args, kwargs):
         value = field.get_prep_value(value)
     except (TypeError, ValueError):
         return None  # Django raises the proper error
-    profile = model_profile(model)
-    parts = ['get', model._meta.label, '' if profile.db_agnostic else qs.db,
-             field.column, conj_value(value), _field_list(model)]
-    tables = written_tables(model)
-    prefix = '' if prefix_func() is None else prefix_for([qs.db], [t for t, _ in tables])
-    key = '%sq:%s' % (prefix, md5hex('\n'.join(parts)))
+    db = qs.db
+    tables = _written_table_names(model)
+    if prefix_func() is None:  # else a prefix may change by request: no memo
+        memo = _get_keys_memo()
+        try:
+            memo_key = (model, field, type(value), value, db)
+            key = memo.get(memo_key)
+        except TypeError:  # an unhashable value
+            memo_key = key = None
+        if key is None:
+            key = 'q:' + _get_key_digest(model, db, field, value)
+            if memo_key is not None:
+                if len(memo) >= KEYS_MEMO_SIZE:
+                    memo.clear()
+                memo[memo_key] = key
+    else:
+        key = '%sq:%s' % (prefix_for([db], list(tables)), _get_key_digest(model, db, field, value))
     if len(tables) > 1 or value is None:
         return key, None
-    return key, [(qs.db, {tables[0][0]: [{field.column: value}]})]
+    return key, [(db, {tables[0]: [{field.column: value}]})]
+
+
+def _get_key_digest(model, db, field, value):
+    parts = ['get', model._meta.label, '' if model_profile(model).db_agnostic else db,
+             field.column, conj_value(value), _field_list(model)]
+    return md5hex('\n'.join(parts))
+
+
+@derived
+def _get_keys_memo():
+    return {}  # dropped on every setting change: profiles go into keys
+
+
+_table_names = {}
+
+
+def _written_table_names(model):
+    """The tables written_tables() lists, memoized: a get() hit asks."""
+    try:
+        return _table_names[model]
+    except KeyError:
+        value = _table_names[model] = tuple(table for table, _ in written_tables(model))
+        return value
 
 
 def cache_on_save(instance, using):
