@@ -10,6 +10,7 @@ computed is compiled too, and one fingerprint meeting two different SQL statemen
 fails the test that made it.
 """
 import datetime
+import marshal
 import os
 import subprocess
 import sys
@@ -19,15 +20,18 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import (Avg, Count, Exists, F, FilteredRelation, Func, Max, OuterRef, Q,
-                              Subquery, Sum, TextChoices, Value)
+from django.db.models import (Avg, Count, Exists, F, FilteredRelation, FloatField, Func, Max, Min,
+                              OuterRef, Q, StdDev, Subquery, Sum, TextChoices, Value, Variance)
+from django.db.models.expressions import Star
 from django.db.models.functions import Lower
+from django.db.models.lookups import Exact
 from django.db.models.sql.compiler import SQLCompiler
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from cacheops import fingerprint
-from cacheops.fingerprint import query_fingerprint
+from cacheops.fingerprint import expressions_fingerprint, query_fingerprint
 
 from .models import (All, Assorted, Brand, Category, Gadget, Label, Post, ProxyPost, Tag,
                      Task)
@@ -581,3 +585,197 @@ def test_dnfs_are_built_again_after_a_setting_changes(dnfs_built):
     with override_settings(CACHEOPS_LONG_DISJUNCTION=3):
         Post.objects.cache().filter(title='a')._dnfs()
     assert len(dnfs_built) == 2
+
+
+# (d) aggregate()'s expressions: expressions_fingerprint() joins the query's fingerprint
+# in the key. Built-in aggregates of a field name are read directly, as their class and
+# the name; anything else is walked like a query's expressions. VERIFY doesn't see these
+# (nothing compiles an aggregate to make its key): the corpus test runs them instead.
+
+def afp(*args, **kwargs):
+    return expressions_fingerprint(args, kwargs)
+
+
+def tree(fingerprint):
+    return marshal.loads(fingerprint.encode('latin-1'))
+
+
+class MyAvg(Avg):
+    pass
+
+
+class MyStar(Star):
+    pass
+
+
+def with_f_attribute(name, value):
+    f = F('stock')
+    setattr(f, name, value)
+    return Sum(f)
+
+
+def set_after(aggregate, name, value):
+    setattr(aggregate, name, value)
+    return aggregate
+
+
+PLAIN_AGGREGATES = {
+    "Avg('price')": (lambda: Avg('price'), ('Avg(F)', 'price')),
+    "Avg(F('price'))": (lambda: Avg(F('price')), ('Avg(F)', 'price')),
+    "Count('*')": (lambda: Count('*'), ('Count(*)',)),
+    "Count('pk')": (lambda: Count('pk'), ('Count(F)', 'pk')),
+    "Max('rating')": (lambda: Max('rating'), ('Max(F)', 'rating')),
+    "Min('rating')": (lambda: Min('rating'), ('Min(F)', 'rating')),
+    "Sum('stock')": (lambda: Sum('stock'), ('Sum(F)', 'stock')),
+    "StdDev('rating')": (lambda: StdDev('rating'), ('StdDev(F)', 'rating', 'STDDEV_POP')),
+    "Variance('rating', sample=True)": (lambda: Variance('rating', sample=True),
+                                        ('Variance(F)', 'rating', 'VAR_SAMP')),
+}
+
+
+@pytest.mark.parametrize('make, read', PLAIN_AGGREGATES.values(), ids=PLAIN_AGGREGATES.keys())
+def test_plain_aggregates_are_read_directly(make, read):
+    assert tree(afp(make())) == ((read,), ())
+    assert tree(afp(v=make())) == ((), (('v', read),))
+
+
+def test_names_with_a_separator_are_walked():
+    # a transform (__date) may read the current time zone: not for the direct reading
+    assert tree(afp(v=Max('created__date')))[1][0][1][0] == 'Max'
+    assert tree(afp(v=Max('category__title')))[1][0][1][0] == 'Max'
+
+
+SAME_AGGREGATE = {
+    'built twice': (lambda: Avg('price'), lambda: Avg('price')),
+    'a name or an F() of it': (lambda: Avg('price'), lambda: Avg(F('price'))),
+    "'*' or Star()": (lambda: Count('*'), lambda: Count(Star())),
+    'output_field=None': (lambda: Max('rating'), lambda: Max('rating', output_field=None)),
+    'walked, built twice': (lambda: Sum('stock', default=0), lambda: Sum('stock', default=0)),
+}
+
+
+@pytest.mark.parametrize('make_one, make_other', SAME_AGGREGATE.values(), ids=SAME_AGGREGATE.keys())
+def test_aggregates_built_alike_share_a_fingerprint(make_one, make_other):
+    assert afp(v=make_one()) == afp(v=make_other()) is not None
+
+
+# Each pair compiles differently or gives another type: its fingerprints must differ.
+# The first of most is plain; the second is walked, or plain with another class or name.
+DIFFERENT_AGGREGATES = {
+    'Avg vs Sum': (lambda: Avg('price'), lambda: Sum('price')),
+    'Max vs Min': (lambda: Max('rating'), lambda: Min('rating')),
+    'StdDev vs Variance': (lambda: StdDev('rating'), lambda: Variance('rating')),
+    'sample': (lambda: StdDev('rating'), lambda: StdDev('rating', sample=True)),
+    'another name': (lambda: Sum('stock'), lambda: Sum('price')),
+    "pk vs '*'": (lambda: Count('pk'), lambda: Count('*')),
+    'distinct': (lambda: Count('stock'), lambda: Count('stock', distinct=True)),
+    'distinct set after': (lambda: Sum('stock'), lambda: set_after(Sum('stock'), 'distinct', True)),
+    'default': (lambda: Sum('stock'), lambda: Sum('stock', default=0)),
+    'filter': (lambda: Sum('stock'), lambda: Sum('stock', filter=Exact(F('stock'), 1))),
+    'output_field': (lambda: Max('stock'), lambda: Max('stock', output_field=FloatField())),
+    'function set after': (lambda: Max('stock'), lambda: set_after(Max('stock'), 'function', 'MIN')),
+    'an expression': (lambda: Sum('stock'), lambda: Sum(F('stock') * 2)),
+    'a value': (lambda: Count('stock'), lambda: Count(Value(1))),
+    'across a relation': (lambda: Max('title'), lambda: Max('category__title')),
+    'a transform': (lambda: Max('created'), lambda: Max('created__date')),
+}
+
+
+@pytest.mark.parametrize('make_one, make_other', DIFFERENT_AGGREGATES.values(),
+                         ids=DIFFERENT_AGGREGATES.keys())
+def test_aggregate_variations_get_different_fingerprints(make_one, make_other):
+    one, other = afp(v=make_one()), afp(v=make_other())
+    assert one is not None and other is not None
+    assert one != other
+
+
+UNKNOWN_AGGREGATES = {
+    'a filter by Q': lambda: Sum('stock', filter=Q(stock=1)),
+    'a subclass': lambda: MyAvg('price'),
+    'a subclass of Star': lambda: Count(MyStar()),
+    'an OuterRef': lambda: Sum(OuterRef('stock')),
+    'an F() with another attribute': lambda: with_f_attribute('something_new', 1),
+    'an unknown attribute': lambda: set_after(Sum('stock'), 'something_new', 1),
+}
+
+
+@pytest.mark.parametrize('make', UNKNOWN_AGGREGATES.values(), ids=UNKNOWN_AGGREGATES.keys())
+def test_aggregates_not_known_have_no_fingerprint(make):
+    assert afp(v=make()) is None
+
+
+def test_positional_and_named_aggregates_are_told_apart():
+    assert len({afp(Sum('stock')), afp(stock__sum=Sum('stock')), afp(Sum('stock'), Max('stock')),
+                afp(Max('stock'), Sum('stock')), afp(s=Sum('stock'), m=Max('stock')),
+                afp(m=Max('stock'), s=Sum('stock'))}) == 6
+
+
+def aggregated(qs, expression):
+    """What qs.aggregate(v=expression) runs and gives, uncached: (sql, repr(result))."""
+    with CaptureQueriesContext(connection) as ctx:
+        result = qs.nocache().aggregate(v=expression)
+    return tuple(query['sql'] for query in ctx.captured_queries), repr(result)
+
+
+def test_equal_aggregate_fingerprints_mean_equal_sql_and_results(gadgets):
+    qs = Gadget.objects.filter(category=gadgets[0])
+    corpus = [make for pairs in (SAME_AGGREGATE, DIFFERENT_AGGREGATES) for pair in pairs.values()
+              for make in pair] + [make for make, read in PLAIN_AGGREGATES.values()]
+    by_fingerprint = {}
+    for make in corpus:
+        by_fingerprint.setdefault(afp(v=make()), set()).add(aggregated(qs, make()))
+    assert None not in by_fingerprint
+    assert all(len(ran) == 1 for ran in by_fingerprint.values())
+    # and the corpus is right: every pair told apart runs otherwise
+    for make_one, make_other in DIFFERENT_AGGREGATES.values():
+        assert aggregated(qs, make_one()) != aggregated(qs, make_other())
+
+
+def test_aggregate_hits_are_right(gadgets):
+    category, tag, rows = gadgets
+
+    def aggregate():
+        return Gadget.objects.cache().filter(category=category).aggregate(
+            n=Count('*'), pk=Count('pk'), low=Min('price'), spread=Variance('rating'))
+    expected = {'n': 3, 'pk': 3, 'low': Decimal('0.50'), 'spread': pytest.approx(1 / 6)}
+    assert warm(aggregate) == expected
+    assert queries(aggregate) == (expected, 0)
+
+
+def test_aggregates_differing_in_default_or_filter_do_not_share_a_key(gadgets):
+    category, tag, rows = gadgets
+
+    def aggregate(qs, **kwargs):
+        return lambda: qs.cache().aggregate(**kwargs)
+    nothing, some = Gadget.objects.filter(title='none'), Gadget.objects.filter(category=category)
+    # warm() asserts a miss first: the second of each pair isn't served the first's result
+    assert warm(aggregate(nothing, s=Sum('stock'))) == {'s': None}
+    assert warm(aggregate(nothing, s=Sum('stock', default=0))) == {'s': 0}
+    assert warm(aggregate(some, s=Sum('stock'))) == {'s': 3}
+    assert warm(aggregate(some, s=Sum('stock', filter=Exact(F('stock'), 1)))) == {'s': 1}
+    assert warm(aggregate(some, s=Sum('stock', distinct=True))) == {'s': 3}
+    # a Q() has no fingerprint: not cached, and right
+    assert queries(aggregate(some, s=Sum('stock', filter=Q(stock=2)))) == ({'s': 2}, 1)
+
+
+def test_a_hit_keeps_the_order_of_the_names(gadgets):
+    qs = Gadget.objects.cache().filter(category=gadgets[0])
+    one = warm(lambda: qs.aggregate(s=Sum('stock'), m=Max('stock')))
+    other = warm(lambda: qs.aggregate(m=Max('stock'), s=Sum('stock')))
+    assert list(one) == ['s', 'm'] and list(other) == ['m', 's']
+
+
+def test_an_aggregate_over_a_transform_is_cached_per_current_time_zone():
+    """Max('created__date') compiles in the current time zone: a date from another zone's
+    entry would be wrong."""
+    if not connection.features.has_zoneinfo_database:
+        pytest.skip('the database has no time zone definitions (MySQL without its tables)')
+    # 11:00 UTC on the 1st is the 2nd in Auckland (UTC+13 in January)
+    Gadget.objects.create(title='g', category=Category.objects.create(title='c'),
+                          created=datetime.datetime(2024, 1, 1, 11, tzinfo=datetime.timezone.utc))
+    qs = Gadget.objects.cache()
+    assert qs.aggregate(day=Max('created__date')) == {'day': datetime.date(2024, 1, 1)}
+    with timezone.override('Pacific/Auckland'):
+        assert qs.aggregate(day=Max('created__date')) == {'day': datetime.date(2024, 1, 2)}
+    # each zone has its own entry: in UTC again, a hit
+    assert queries(lambda: qs.aggregate(day=Max('created__date'))) == ({'day': datetime.date(2024, 1, 1)}, 0)
