@@ -709,6 +709,32 @@ def _query(query):
     if type(query) is not Query:  # UpdateQuery and friends, custom query classes
         raise Unknown(type(query))
     attrs = query.__dict__
+    # a manager's queryset starts from a fresh Query, and a hit with recorded calls
+    # fingerprints it as it is: comparing its state with a fresh one's is a third of a walk
+    model = attrs.get('model')
+    fresh = _fresh_queries.get(model)
+    if fresh is None and model is not None:
+        fresh = _fresh_query(model)
+    if fresh is not None and fresh[1] is not None and attrs == fresh[0]:
+        return fresh[1]
+    return _walk_query(query, attrs)
+
+
+_fresh_queries = {}  # model: (the state of a fresh Query(model), its fingerprint or None)
+
+
+def _fresh_query(model):
+    fresh = Query(model)
+    try:
+        value = (fresh.__dict__, _walk_query(fresh, fresh.__dict__))
+    except (Unknown, ValueError, RecursionError):  # Meta.ordering that isn't plain...
+        value = (fresh.__dict__, None)
+    if len(_fresh_queries) < 10000:  # models: a handful, unless made on the fly
+        _fresh_queries[model] = value
+    return value
+
+
+def _walk_query(query, attrs):
     names = tuple(attrs)
     plan = _plans.get(names) or _plan(names)
     parts = []

@@ -779,3 +779,14 @@ def test_an_aggregate_over_a_transform_is_cached_per_current_time_zone():
         assert qs.aggregate(day=Max('created__date')) == {'day': datetime.date(2024, 1, 2)}
     # each zone has its own entry: in UTC again, a hit
     assert queries(lambda: qs.aggregate(day=Max('created__date'))) == ({'day': datetime.date(2024, 1, 1)}, 0)
+
+
+def test_a_fresh_query_is_fingerprinted_as_the_walk_would_and_loses_it_when_changed():
+    """A manager's fresh Query is recognized by comparing its state with a fresh one's."""
+    query = Post.objects.all().query
+    assert query_fingerprint(query) == marshal.dumps(
+        (fingerprint._walk_query(query, query.__dict__), fingerprint._settings()), 2).decode('latin-1')
+    fresh = query_fingerprint(query)
+    query.add_q(Q(pk=1))  # the same Query object, changed in place
+    assert query_fingerprint(query) not in (None, fresh)
+    assert query_fingerprint(Category.objects.all().query) != fresh  # per model
