@@ -164,7 +164,7 @@ class _Cacher:
     def call(self, parts, compute):
         """The cached result for these key parts, else compute() stored race-free."""
         settled = self._settle()
-        if transaction_states._states and transaction_states.bypass_cache(settled.dbs):
+        if transaction_states.any_open() and transaction_states.bypass_cache(settled.dbs):
             # a transaction that wrote, or reads a snapshot: don't read or share the cache
             return compute()
         key = '%sas:%s' % (self._prefix(settled.dbs),

@@ -333,7 +333,8 @@ class QuerySetMixin:
         # the Query as it stands: recorded calls never lock rows
         if op not in ops or self._recorded()[0].select_for_update:
             return None
-        if transaction_states._states and transaction_states.bypass_cache([self.db]):
+        # any_open() first: finding this queryset's database may ask the routers
+        if transaction_states.any_open() and transaction_states.bypass_cache([self.db]):
             return None
         return (conf.timeout or profile.timeout,
                 profile.lock if conf.lock is None else conf.lock)

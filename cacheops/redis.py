@@ -81,9 +81,11 @@ redis_client = SimpleLazyObject(make_client)
 
 def get_client():
     """The real client behind redis_client (skips the lazy proxy on hot paths)."""
-    if redis_client._wrapped is empty:
+    client = redis_client.__dict__['_wrapped']  # the proxy's own attribute, read past its hooks
+    if client is empty:
         redis_client._setup()
-    return redis_client._wrapped
+        client = redis_client._wrapped
+    return client
 
 
 def is_cluster():

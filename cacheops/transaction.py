@@ -89,6 +89,10 @@ class TransactionStates(threading.local):
         state = self._states.get(alias)
         return bool(state)
 
+    def any_open(self):
+        """Whether a transaction is open on any database (in this thread)."""
+        return any(self._states.values())
+
     def bypass_cache(self, dbs):
         """Whether reads on these databases must neither use nor fill the cache."""
         states = self._states
