@@ -14,7 +14,7 @@ import warnings
 import redis
 
 from . import invalidation
-from .conf import insideout, serializer, settings
+from .conf import derived, insideout, prefix_func, serializer, settings
 from .keys import conj_key, lock_key, prefix_for, schemes_key, scheme, signal_key
 from .redis import CONNECTION_ERRORS, get_client, run_script
 from .serialization import LayoutChanged
@@ -207,6 +207,32 @@ def _registration(dnfs):
 # Insideout mode
 
 def insideout_conj_keys(dnfs):
+    """The stamp keys of these DNFs' conjunctions. A hit needs them each time: they are
+    kept per DNFs object, which the DNFs memo (query.py) hands out again for the same query
+    (not with a CACHEOPS_PREFIX function, whose prefix may change by request)."""
+    if len(dnfs) != 1 or prefix_func() is not None:
+        return _conj_keys(dnfs)
+    db, tables = dnfs[0]
+    memo = _conj_keys_memo()
+    found = memo.get(id(tables))
+    if found is not None and found[0] is tables and found[1] == db:
+        return found[2]
+    keys = _conj_keys(dnfs)
+    if len(memo) >= CONJ_KEYS_MEMO_SIZE:
+        memo.clear()
+    memo[id(tables)] = (tables, db, keys)  # holding tables keeps its id from being reused
+    return keys
+
+
+CONJ_KEYS_MEMO_SIZE = 10000
+
+
+@derived
+def _conj_keys_memo():
+    return {}  # dropped on every setting change
+
+
+def _conj_keys(dnfs):
     return [conj_key(prefix, table, conj) for prefix, table, conjs in _tables(dnfs) for conj in conjs]
 
 

@@ -151,9 +151,9 @@ class QuerySetMixin:
                 return self._record(call)
         return _django['QuerySet.__getitem__'](self, k)
 
-    def _cache_key(self, op='', fingerprint=UNSET):
+    def _cache_key(self, op='', fingerprint=UNSET, db=None):
         """The Redis key this queryset's result (or an op on it) is stored at, prefix included."""
-        db = self.db
+        db = db or self.db
         if fingerprint is UNSET:
             fingerprint = self._fingerprint()
         if fingerprint is None or prefix_func() is not None:  # a prefix may change by request
@@ -313,15 +313,16 @@ class QuerySetMixin:
     # qs.query in place (qs.query.group_by = ...) or replace it. Within an op, the
     # fingerprint made for the key serves the DNFs too.
 
-    def _dnfs(self, fingerprint=UNSET, built=None):
+    def _dnfs(self, fingerprint=UNSET, built=None, db=None):
         if fingerprint is UNSET:
             fingerprint = self._fingerprint()
-        return _shared_dnfs(self, fingerprint, built or self._built)
+        return _shared_dnfs(self, fingerprint, built or self._built, db or self.db)
 
-    def _cacheable_dnfs(self, fingerprint=UNSET, built=None):
+    def _cacheable_dnfs(self, fingerprint=UNSET, built=None, db=None):
         """[(db, dnfs)] for cached_call, or None when a table's writes are not invalidated."""
-        result = self._dnfs(fingerprint, built)
-        return [(self.db, result)] if tracked_tables().issuperset(result) else None
+        db = db or self.db
+        result = self._dnfs(fingerprint, built, db)
+        return [(db, result)] if tracked_tables().issuperset(result) else None
 
     def _cache_settings(self, op):
         """(timeout, lock) when this op on this queryset should use the cache, else None."""
@@ -341,8 +342,9 @@ class QuerySetMixin:
 
     def _cached(self, op, compute, cache_settings, extra=''):
         fingerprint = self._fingerprint()
+        db = self.db
         try:
-            key = self._cache_key(op + extra, fingerprint)
+            key = self._cache_key(op + extra, fingerprint, db)
         except EmptyResultSet:
             return compute(self)
         except Exception:
@@ -359,7 +361,7 @@ class QuerySetMixin:
             if not made:
                 made.append(self._built())
             return made[0]
-        return cached_call(key, lambda: self._cacheable_dnfs(fingerprint, built), timeout,
+        return cached_call(key, lambda: self._cacheable_dnfs(fingerprint, built, db), timeout,
                            lambda: compute(built()),
                            lock=lock, sender=self.model)
 
@@ -539,13 +541,13 @@ def _dnfs_memo():
     return {}  # dropped on every setting change: skipped fields and such shape DNFs
 
 
-def _shared_dnfs(qs, fingerprint, built):
-    """The DNFs of qs, which built() gives built; memoized by fingerprint."""
+def _shared_dnfs(qs, fingerprint, built, db):
+    """The DNFs of qs on db, which built() gives built; memoized by fingerprint."""
     if fingerprint is None:
         return dnfs(built())
     memo = _dnfs_memo()
-    # a digest: a fingerprint of a long IN list is long, and there may be many of them
-    key = (qs.db, qs.model, md5hex(fingerprint.encode('latin-1')))
+    # a long fingerprint (of a long IN list) by its digest: there may be many of them
+    key = (db, qs.model, fingerprint if len(fingerprint) <= 512 else md5hex(fingerprint.encode('latin-1')))
     try:
         return memo[key]
     except KeyError:
@@ -652,31 +654,33 @@ def fast_get(qs, args, kwargs):
     except (TypeError, ValueError):
         return None  # Django raises the proper error
     db = qs.db
+    if prefix_func() is not None:  # a prefix may change by request: no memo
+        return _fast_get_key(model, db, field, value)
+    # the same (key, dnfs) objects for the same get(): insideout mode keeps the stamp
+    # keys per DNFs object (getset.insideout_conj_keys)
+    memo = _get_keys_memo()
+    try:
+        memo_key = (model, field, type(value), value, db)
+        found = memo.get(memo_key)
+    except TypeError:  # an unhashable value
+        return _fast_get_key(model, db, field, value)
+    if found is None:
+        found = _fast_get_key(model, db, field, value)
+        if len(memo) >= KEYS_MEMO_SIZE:
+            memo.clear()
+        memo[memo_key] = found
+    return found
+
+
+def _fast_get_key(model, db, field, value):
     tables = _written_table_names(model)
-    if prefix_func() is None:  # else a prefix may change by request: no memo
-        memo = _get_keys_memo()
-        try:
-            memo_key = (model, field, type(value), value, db)
-            key = memo.get(memo_key)
-        except TypeError:  # an unhashable value
-            memo_key = key = None
-        if key is None:
-            key = 'q:' + _get_key_digest(model, db, field, value)
-            if memo_key is not None:
-                if len(memo) >= KEYS_MEMO_SIZE:
-                    memo.clear()
-                memo[memo_key] = key
-    else:
-        key = '%sq:%s' % (prefix_for([db], list(tables)), _get_key_digest(model, db, field, value))
+    parts = ['get', model._meta.label, '' if model_profile(model).db_agnostic else db,
+             field.column, conj_value(value), _field_list(model)]
+    prefix = '' if prefix_func() is None else prefix_for([db], list(tables))
+    key = '%sq:%s' % (prefix, md5hex('\n'.join(parts)))
     if len(tables) > 1 or value is None:
         return key, None
     return key, [(db, {tables[0]: [{field.column: value}]})]
-
-
-def _get_key_digest(model, db, field, value):
-    parts = ['get', model._meta.label, '' if model_profile(model).db_agnostic else db,
-             field.column, conj_value(value), _field_list(model)]
-    return md5hex('\n'.join(parts))
 
 
 @derived

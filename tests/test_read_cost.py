@@ -67,3 +67,22 @@ def test_the_condition_keys_of_a_value_live_at_least_as_long_as_it(category):
     assert all(client.ttl(key) <= 60 for key in keys)
     titles(category, timeout=3600)  # a miss on the same condition, with a longer timeout
     assert all(client.ttl(key) > 3000 for key in _condition_keys(category))
+
+
+def test_stamp_keys_are_kept_per_dnfs_object_and_only_for_it():
+    """Insideout hits need their stamp keys every time: kept per DNFs object, which the
+    DNFs memo hands out again for the same query; another object gets its own."""
+    from cacheops.getset import insideout_conj_keys
+    first = [('default', {'tests_post': [{'category_id': 1}]})]
+    keys = insideout_conj_keys(first)
+    assert insideout_conj_keys(first) is keys
+    other = [('default', {'tests_post': [{'category_id': 2}]})]
+    assert insideout_conj_keys(other) != keys
+    assert insideout_conj_keys([('default', {'tests_post': [{'category_id': 1}]})]) == keys
+
+
+def test_equal_querysets_share_their_dnfs_object(category):
+    """What lets the stamp keys be kept per DNFs object."""
+    def dnfs():
+        return Post.objects.cache().filter(category=category)._cacheable_dnfs()
+    assert dnfs()[0][1] is dnfs()[0][1]
