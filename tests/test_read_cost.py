@@ -3,6 +3,7 @@
 the stamps of its conditions exist: the stamps the miss read protect its store. And the
 keys a cached value depends on live at least as long as the value."""
 import pytest
+from django.test import override_settings
 
 from cacheops.conf import settings
 from cacheops.redis import get_client
@@ -69,6 +70,7 @@ def test_the_condition_keys_of_a_value_live_at_least_as_long_as_it(category):
     assert all(client.ttl(key) > 3000 for key in _condition_keys(category))
 
 
+@override_settings(CACHEOPS_PREFIX=None)
 def test_stamp_keys_are_kept_per_dnfs_object_and_only_for_it():
     """Insideout hits need their stamp keys every time: kept per DNFs object, which the
     DNFs memo hands out again for the same query; another object gets its own."""
@@ -86,3 +88,13 @@ def test_equal_querysets_share_their_dnfs_object(category):
     def dnfs():
         return Post.objects.cache().filter(category=category)._cacheable_dnfs()
     assert dnfs()[0][1] is dnfs()[0][1]
+
+
+@override_settings(CACHEOPS_PREFIX=lambda query: 'p:')
+def test_stamp_keys_are_not_kept_with_a_prefix_function():
+    """A prefix function may answer differently by request: its keys are made each time."""
+    from cacheops.getset import insideout_conj_keys
+    dnfs = [('default', {'tests_post': [{'category_id': 1}]})]
+    keys = insideout_conj_keys(dnfs)
+    assert insideout_conj_keys(dnfs) is not keys and insideout_conj_keys(dnfs) == keys
+    assert keys[0].startswith('p:')

@@ -2,6 +2,8 @@
 CACHEOPS_SENTINEL, CACHEOPS_CLIENT_CLASS. The client is created lazily and
 rebuilt when these settings change (override_settings)."""
 import os
+import threading
+from unittest import mock
 
 import pytest
 import redis
@@ -144,3 +146,66 @@ def test_client_class(django_assert_num_queries):
         assert_caching_works(django_assert_num_queries)
         assert cls.calls > 1
     assert not isinstance(client(), cls)
+
+
+# A connection per thread (cacheops.redis.get_client)
+
+def test_each_thread_keeps_a_client_on_a_connection_of_its_own():
+    from cacheops.redis import get_client
+    mine = get_client()
+    assert get_client() is mine and mine.connection is not None
+    assert mine.connection_pool is client().connection_pool  # the shared client's pool
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(get_client()))
+    thread.start()
+    thread.join()
+    assert theirs[0] is not mine and theirs[0].connection is not mine.connection
+    assert mine.ping()
+
+
+def test_the_thread_client_follows_the_settings():
+    from cacheops.redis import get_client
+    before = get_client()
+    with override_settings(CACHEOPS_REDIS={}):
+        assert get_client() is not before
+        assert int(get_client().connection_pool.connection_kwargs.get('db', 0)) == 0
+    after = get_client()
+    assert after is not before and after.ping()
+
+
+def test_a_forked_child_does_not_use_its_parents_connection():
+    from cacheops.redis import get_client
+    parent = get_client()
+    parent.set('cacheops-fork-test', 'parent')
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and exit without running the parent's cleanup
+        try:
+            child = get_client()
+            ok = child is not parent and child.connection is not parent.connection \
+                and child.get('cacheops-fork-test') == b'parent'
+            os.write(write, b'1' if ok else b'0')
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    assert answer == b'1'
+    assert parent.get('cacheops-fork-test') == b'parent'  # the parent's connection still works
+    parent.delete('cacheops-fork-test')
+
+
+def test_with_redis_down_at_first_use_the_shared_client_answers():
+    from cacheops import redis as cacheops_redis
+    error = redis.exceptions.ConnectionError('injected: redis is down')
+    result = []
+
+    def first_use():
+        with mock.patch.object(redis.connection.ConnectionPool, 'get_connection', side_effect=error):
+            result.append(cacheops_redis.get_client())
+        result.append(cacheops_redis.get_client())  # Redis back: a client of its own
+    thread = threading.Thread(target=first_use)
+    thread.start()
+    thread.join()
+    assert result[0] is client()._wrapped
+    assert result[1] is not result[0] and result[1].ping()
