@@ -18,8 +18,7 @@ What is measured, per database and mode:
 
   hit.*     a cache hit of get(pk), a 20-row filter() list, count(), exists() and
             aggregate(); next to it the floor (a raw redis-py GET of the very bytes
-            cacheops stored, plus pickle.loads, on a connection of its own as cacheops
-            reads: not through the pool's checkout) and the same query with the cache off
+            cacheops stored, plus pickle.loads) and the same query with the cache off
   miss.*    a miss + store (a fresh key each op) vs the same query with the cache off
   save.N    save() of a row N cached queries depend on (deleted by its invalidation)
             vs save() with the cache off
@@ -329,8 +328,7 @@ def render_report(results, notes, elapsed):
               'Times are per op: median over rounds [interquartile range]. Ratios are the median of '
               'per-round ratios (each system ran in the same round) [IQR]. floor = a raw redis-py GET '
               'of the bytes cacheops stored for that query + pickle.loads (insideout: minus the '
-              '40-byte checksum), by a client on a connection of its own (single_connection_client), '
-              'as cacheops keeps one per thread: the pool\'s checkout would cost the floor ~15 us more. no cache = CACHEOPS_ENABLED=False (the thin cacheops wrappers still run). '
+              '40-byte checksum). no cache = CACHEOPS_ENABLED=False (the thin cacheops wrappers still run). '
               'Memory = growth of INFO used_memory '
               'of a private redis-server per entry: cache keys, conj sets or stamps, schemes sets and the '
               'keyspace tables together; "keys" is the part MEMORY USAGE gives for the keys. Mixed: '
@@ -616,9 +614,6 @@ class ModeBench:
         import pickle
         self.loads = pickle.loads
         self.mode, self.raw, self.data, self.sizes = mode, raw, data, sizes
-        import redis
-        # cacheops reads on a connection of its own per thread: so does the floor
-        self.floor_client = redis.Redis(connection_pool=raw.connection_pool, single_connection_client=True)
         self.skip = 40 if mode == 'insideout' else 0  # insideout values start with a 40-byte checksum
 
     # Hits
@@ -644,7 +639,7 @@ class ModeBench:
 
     def hit_row(self, key, label, query):
         redis_key = self.stored_key(query)
-        get, loads, raw = self.floor_client.get, self.loads, self.raw
+        get, loads, raw = self.raw.get, self.loads, self.raw
         if self.skip:
             def floor(i):
                 return loads(memoryview(get(redis_key))[40:])

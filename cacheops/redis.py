@@ -1,7 +1,6 @@
 """The Redis client built from settings, degrade-on-failure, and Lua scripts run by SHA."""
 import hashlib
 import os
-import threading
 import warnings
 from functools import wraps
 
@@ -81,52 +80,12 @@ redis_client = SimpleLazyObject(make_client)
 
 
 def get_client():
-    """This thread's client: one connection from redis_client's pool, kept.
-
-    Checking a connection out of redis-py's pool and back costs about a fifth of a
-    cache hit; a connection per thread skips that. The thread's client is made again
-    when redis_client is (a setting changed), and in a forked child (whose parent's
-    connections aren't its own)."""
-    shared = redis_client.__dict__['_wrapped']  # the proxy's own attribute, read past its hooks
-    if shared is empty:
+    """The real client behind redis_client (skips the lazy proxy on hot paths)."""
+    client = redis_client.__dict__['_wrapped']  # the proxy's own attribute, read past its hooks
+    if client is empty:
         redis_client._setup()
-        shared = redis_client._wrapped
-    mine = _thread
-    if mine.shared is shared:
-        return mine.client
-    client = _own_client(shared)
-    if client is not shared:  # kept only once connected (see _own_client)
-        mine.shared, mine.client = shared, client
+        client = redis_client._wrapped
     return client
-
-
-class _ThreadClient(threading.local):
-    shared = None  # the redis_client client this thread's was made from
-    client = None
-
-
-_thread = _ThreadClient()
-
-
-def _own_client(shared):
-    """A client on one connection of its own from shared's pool; shared itself if it can't
-    be made (a client class taking other arguments) or connected (Redis down: the shared
-    client then raises, or degrades, as the caller handles)."""
-    try:
-        return type(shared)(connection_pool=shared.connection_pool, single_connection_client=True)
-    except (TypeError, redis.RedisError):
-        return shared
-
-
-def _forget_thread_client():
-    # the parent's connection is not this process's to use, nor to close
-    client = _thread.client
-    if client is not None and client.connection is not None:
-        client.connection = None
-    _thread.shared = _thread.client = None
-
-
-os.register_at_fork(after_in_child=_forget_thread_client)
 
 
 def is_cluster():

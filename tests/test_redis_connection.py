@@ -3,17 +3,17 @@ CACHEOPS_SENTINEL, CACHEOPS_CLIENT_CLASS. The client is created lazily and
 rebuilt when these settings change (override_settings)."""
 import os
 import threading
-from unittest import mock
 
 import pytest
 import redis
 import redis.sentinel
 from django.conf import settings
+from django.db import connection
 from django.test import override_settings
 from django.utils.module_loading import import_string
 
 import cacheops.redis
-from .models import All
+from .models import All, Category, Post
 
 pytestmark = pytest.mark.django_db
 
@@ -148,64 +148,50 @@ def test_client_class(django_assert_num_queries):
     assert not isinstance(client(), cls)
 
 
-# A connection per thread (cacheops.redis.get_client)
+# What a kept connection would break (a connection per thread was tried and undone)
 
-def test_each_thread_keeps_a_client_on_a_connection_of_its_own():
-    from cacheops.redis import get_client
-    mine = get_client()
-    assert get_client() is mine and mine.connection is not None
-    assert mine.connection_pool is client().connection_pool  # the shared client's pool
-    theirs = []
-    thread = threading.Thread(target=lambda: theirs.append(get_client()))
-    thread.start()
-    thread.join()
-    assert theirs[0] is not mine and theirs[0].connection is not mine.connection
-    assert mine.ping()
+@pytest.mark.django_db(transaction=True)
+def test_idle_threads_hold_no_connection():
+    """Threads that used the cache and sit idle (a thread pool's) leave the pool's
+    connections to others: with max_connections=2, a fifth thread still reads."""
+    url = raw_client().connection_pool.connection_kwargs
+    conf = {k: v for k, v in url.items() if k in ('host', 'port', 'db', 'path', 'password')}
+    obj = All.objects.create(tag=7)
+    idle, results = threading.Event(), []
 
-
-def test_the_thread_client_follows_the_settings():
-    from cacheops.redis import get_client
-    before = get_client()
-    with override_settings(CACHEOPS_REDIS={}):
-        assert get_client() is not before
-        assert int(get_client().connection_pool.connection_kwargs.get('db', 0)) == 0
-    after = get_client()
-    assert after is not before and after.ping()
-
-
-def test_a_forked_child_does_not_use_its_parents_connection():
-    from cacheops.redis import get_client
-    parent = get_client()
-    parent.set('cacheops-fork-test', 'parent')
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, and exit without running the parent's cleanup
+    def read_then_idle(wait):
         try:
-            child = get_client()
-            ok = child is not parent and child.connection is not parent.connection \
-                and child.get('cacheops-fork-test') == b'parent'
-            os.write(write, b'1' if ok else b'0')
-        finally:
-            os._exit(0)
-    os.close(write)
-    answer = os.read(read, 1)
-    os.waitpid(pid, 0)
-    assert answer == b'1'
-    assert parent.get('cacheops-fork-test') == b'parent'  # the parent's connection still works
-    parent.delete('cacheops-fork-test')
+            results.append([o.pk for o in All.objects.filter(tag=7)])
+        except Exception as e:  # reported by the test thread
+            results.append(e)
+        if wait:
+            idle.wait(10)
+            connection.close()
+
+    with override_settings(CACHEOPS_REDIS={**conf, 'max_connections': 2}):
+        threads = [threading.Thread(target=read_then_idle, args=(True,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+            while len(results) < threads.index(thread) + 1:
+                threading.Event().wait(0.01)
+        read_then_idle(False)
+        idle.set()
+        for thread in threads:
+            thread.join(10)
+    assert results == [[obj.pk]] * 5
 
 
-def test_with_redis_down_at_first_use_the_shared_client_answers():
-    from cacheops import redis as cacheops_redis
-    error = redis.exceptions.ConnectionError('injected: redis is down')
-    result = []
-
-    def first_use():
-        with mock.patch.object(redis.connection.ConnectionPool, 'get_connection', side_effect=error):
-            result.append(cacheops_redis.get_client())
-        result.append(cacheops_redis.get_client())  # Redis back: a client of its own
-    thread = threading.Thread(target=first_use)
-    thread.start()
-    thread.join()
-    assert result[0] is client()._wrapped
-    assert result[1] is not result[0] and result[1].ping()
+def test_a_connection_the_server_closed_is_replaced():
+    """After a Redis restart or an idle timeout, reads and invalidations go on."""
+    from cacheops import invalidation
+    category = Category.objects.create(title='c')
+    assert list(Post.objects.cache().filter(category=category)) == []
+    raw = raw_client()
+    db = run_redis_db()
+    mine = raw.client_id()
+    for info in raw.client_list():
+        if int(info['db']) == db and int(info['id']) != mine:
+            raw.client_kill_filter(_id=info['id'])
+    Post.objects.create(title='p', category=category)  # invalidates
+    assert not invalidation.failed
+    assert [p.title for p in Post.objects.cache().filter(category=category)] == ['p']
