@@ -215,12 +215,17 @@ def _while_unchanged(base_qs, row, using):
     if statement is None:  # values Django prepares in some way we don't mirror: let it
         return base_qs.filter(**conditions)
     sql, with_bools = statement
-    params = [model._meta.get_field(name).get_db_prep_value(conditions[name], connection)
-              for name, flag in shape
-              if not name.endswith('__isnull') and (flag is None or with_bools)]
     qs = base_qs._chain()
-    qs.query.where.add(ExtraWhere([sql], params), AND)
+    qs.query.where.add(ExtraWhere([sql], _params(model, conditions, shape, with_bools, connection)), AND)
     return qs
+
+
+def _params(model, conditions, shape, with_bools, connection):
+    """The parameters of the conditions' WHERE clause: their values prepared for the
+    database, in shape's order; booleans too if with_bools (isnull takes none)."""
+    return [model._meta.get_field(name).get_db_prep_value(conditions[name], connection)
+            for name, flag in shape
+            if not name.endswith('__isnull') and (flag is None or with_bools)]
 
 
 def _where_statement(model, using, conditions, shape):
@@ -230,10 +235,7 @@ def _where_statement(model, using, conditions, shape):
     query = models.QuerySet(model).using(using).filter(**conditions).query
     sql, where_params = query.get_compiler(using=using).compile(query.where)
     for with_bools in (False, True):
-        params = [model._meta.get_field(name).get_db_prep_value(conditions[name], connection)
-                  for name, flag in shape
-                  if not name.endswith('__isnull') and (flag is None or with_bools)]
-        if list(where_params) == params:
+        if list(where_params) == _params(model, conditions, shape, with_bools, connection):
             return sql, with_bools
     return None
 
