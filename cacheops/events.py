@@ -26,7 +26,7 @@ from . import invalidation, query
 from .conf import derived, model_profile
 from .invalidation import invalidate_dicts, obj_dict, run_safely
 from .signals import cache_invalidated
-from .utils import chunks, is_granular_field, written_granular_columns
+from .utils import chunks, written_granular_columns
 
 # how often a save's update is retried when its old values keep changing under it
 UPDATE_ATTEMPTS = 5
@@ -173,9 +173,10 @@ def locked_rows(model, using, pks, attnames):
 
 @derived
 def _own_granular_fields(model, vendor):
-    """The non-pk fields of model's own table that invalidation reads of an old row."""
-    return tuple(f for f in model._meta.local_concrete_fields
-                 if not f.primary_key and is_granular_field(f, vendor))
+    """The non-pk fields of model's own table that invalidation reads of an old row (the
+    first table written_granular_columns() lists is the model's own)."""
+    _, columns = written_granular_columns(model, vendor)[0]
+    return tuple(field for _, _, field in columns if not field.primary_key)
 
 
 def _unchanged(model, row, vendor):

@@ -18,6 +18,7 @@ from .conf import derived, insideout, prefix_func, serializer, settings
 from .keys import conj_key, lock_key, prefix_for, schemes_key, scheme, signal_key
 from .redis import CONNECTION_ERRORS, get_client, run_script
 from .serialization import LayoutChanged
+from .utils import remember
 from .signals import cache_read
 
 PENDING = b'\x00cacheops:pending:'  # 18 bytes, see lua/prepare.lua
@@ -218,13 +219,8 @@ def insideout_conj_keys(dnfs):
     if found is not None and found[0] is tables and found[1] == db:
         return found[2]
     keys = _conj_keys(dnfs)
-    if len(memo) >= CONJ_KEYS_MEMO_SIZE:
-        memo.clear()
-    memo[id(tables)] = (tables, db, keys)  # holding tables keeps its id from being reused
+    remember(memo, id(tables), (tables, db, keys))  # holding tables keeps its id from being reused
     return keys
-
-
-CONJ_KEYS_MEMO_SIZE = 10000
 
 
 @derived

@@ -22,7 +22,7 @@ from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safel
 from .keys import prefix_for
 from .transaction import transaction_states
 from .tree import dnfs
-from .utils import conj_value, md5hex, tracked_tables, written_tables
+from .utils import conj_value, md5hex, remember, tracked_tables, written_tables
 
 _django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
 
@@ -164,11 +164,7 @@ class QuerySetMixin:
             return memo[memo_key]
         except KeyError:
             pass
-        key = self._make_cache_key(op, fingerprint, db)
-        if len(memo) >= KEYS_MEMO_SIZE:
-            memo.clear()  # crude, but bounded; a busy process refills it with what it uses
-        memo[memo_key] = key
-        return key
+        return remember(memo, memo_key, self._make_cache_key(op, fingerprint, db))
 
     def _make_cache_key(self, op, fingerprint, db):
         profile = model_profile(self.model)
@@ -522,9 +518,6 @@ def collector_related_objects(original):
 # Keys of queries seen before in this process, by fingerprint and what else goes in a key:
 # hashing a fingerprint costs a tenth of making the key again
 
-KEYS_MEMO_SIZE = 10000
-
-
 @derived
 def _keys_memo():
     return {}  # dropped on every setting change: profiles and prefixes go into keys
@@ -532,9 +525,6 @@ def _keys_memo():
 
 # DNFs of queries seen before in this process, by fingerprint: insideout mode needs them
 # on every hit, and a miss would otherwise build them from a clone of the query
-
-DNFS_MEMO_SIZE = 10000
-
 
 @derived
 def _dnfs_memo():
@@ -552,11 +542,7 @@ def _shared_dnfs(qs, fingerprint, built, db):
         return memo[key]
     except KeyError:
         pass
-    value = dnfs(built())
-    if len(memo) >= DNFS_MEMO_SIZE:
-        memo.clear()  # crude, but bounded; a busy process refills it with what it uses
-    memo[key] = value
-    return value
+    return remember(memo, key, dnfs(built()))
 
 
 # local_get: simple gets kept in this process's memory, never invalidated (as documented)
@@ -665,10 +651,7 @@ def fast_get(qs, args, kwargs):
     except TypeError:  # an unhashable value
         return _fast_get_key(model, db, field, value)
     if found is None:
-        found = _fast_get_key(model, db, field, value)
-        if len(memo) >= KEYS_MEMO_SIZE:
-            memo.clear()
-        memo[memo_key] = found
+        found = remember(memo, memo_key, _fast_get_key(model, db, field, value))
     return found
 
 

@@ -110,6 +110,18 @@ def written_granular_columns(model, vendor):
             for table, columns in written_tables(model)]
 
 
+MEMO_SIZE = 10000  # entries per per-process memo of queries seen before
+
+
+def remember(memo, key, value):
+    """Store value in a memo of queries seen before, and return it. Crude, but bounded: a
+    full memo is emptied, and a busy process refills it with what it uses."""
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 def chunks(iterable, size):
     """Lists of up to size items of an iterable, consumed lazily."""
     chunk = []
