@@ -16,7 +16,7 @@ import redis
 from . import invalidation
 from .conf import derived, insideout, prefix_func, serializer, settings
 from .keys import conj_key, lock_key, prefix_for, schemes_key, scheme, signal_key
-from .redis import CONNECTION_ERRORS, get_client, run_script
+from .redis import CONNECTION_ERRORS, get_client, run_script, send_script
 from .serialization import LayoutChanged
 from .utils import remember
 from .signals import cache_read
@@ -177,7 +177,7 @@ def _wait_for_owner(client, key):
 
 
 def _store(key, marker, value, lock):
-    run_script('store', [key, signal_key(key)], [marker, _dumps(value), '1' if lock else '0'])
+    send_script('store', [key, signal_key(key)], [marker, _dumps(value), '1' if lock else '0'])
 
 
 def _prepare(key, keys, args, timeout):
@@ -285,7 +285,7 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
                 .rpush(signal_key(key), 1).expire(signal_key(key), 30).execute()
         raise
 
-    run_script('store_insideout', [key, lock_key(key), signal_key(key), *conj_keys],
+    send_script('store_insideout', [key, lock_key(key), signal_key(key), *conj_keys],
                [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
                 settings.CACHEOPS_LOCK_WAIT])
     return value

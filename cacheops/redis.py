@@ -1,7 +1,9 @@
-"""The Redis client built from settings, degrade-on-failure, and Lua scripts run by SHA."""
+"""The Redis client built from settings, degrade-on-failure, and Lua scripts run by SHA
+or sent without waiting for their reply."""
 import hashlib
 import os
 import warnings
+import weakref
 from functools import wraps
 
 import redis
@@ -125,3 +127,76 @@ def run_script(name, keys=(), args=(), client=None):
     except redis.exceptions.NoScriptError:
         client.script_load(code)
         return client.evalsha(sha, len(keys), *keys, *args)
+
+
+# Scripts whose reply nobody needs: a store after a miss. Losing one is harmless (the
+# next read misses again), so it is sent with CLIENT REPLY SKIP and nobody waits for
+# Redis: a round trip less per miss. As EVAL with the code, not EVALSHA, so that no
+# NOSCRIPT can go unseen. Commands on one connection run in order, so this thread's
+# next read sees the store. Invalidations are never sent this way: one that failed
+# unseen (a busy or read-only server) would leave stale entries.
+
+_SKIP_REPLY = ('CLIENT', 'REPLY', 'SKIP')
+_skips_replies = weakref.WeakKeyDictionary()  # connection pool -> whether its server can
+
+
+def send_script(name, keys=(), args=()):
+    """Run cacheops/lua/<name>.lua without waiting for its reply, where the client and
+    the server allow; else as run_script() does."""
+    client = get_client()
+    pool = _plain_pool(client)
+    if pool is None or not _can_skip_replies(pool):
+        run_script(name, keys, args, client)
+        return
+    code = _script(name)[0]
+    connection = _connection(pool)
+    try:
+        # send_packed_command drops a connection it failed to write to
+        connection.send_packed_command(connection.pack_commands(
+            [_SKIP_REPLY, ('EVAL', code, len(keys), *keys, *args)]))
+    finally:
+        pool.release(connection)
+
+
+def _plain_pool(client):
+    """The client's connection pool if its commands can be sent past it: a plain
+    redis.Redis (or a Sentinel master), not a cluster, no commands intercepted."""
+    if not isinstance(client, redis.Redis) or \
+            type(client).execute_command is not redis.Redis.execute_command:
+        return None
+    return getattr(client, 'connection_pool', None)
+
+
+def _connection(pool):
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py < 6 wants a command name
+        return pool.get_connection('EVAL')
+
+
+def _can_skip_replies(pool):
+    """Whether the server honours CLIENT REPLY SKIP (a proxy or an ACL may refuse it),
+    asked once per pool: SKIP, ECHO 1, ECHO 2 give one reply, 2, only if it skipped."""
+    known = _skips_replies.get(pool)
+    if known is not None:
+        return known
+    connection = _connection(pool)
+    try:
+        connection.send_packed_command(connection.pack_commands(
+            [_SKIP_REPLY, ('ECHO', '1'), ('ECHO', '2')]))
+        replies = 0
+        while True:
+            replies += 1
+            try:
+                reply = connection.read_response()
+            except redis.ResponseError:  # CLIENT REPLY refused
+                continue
+            if reply in (b'2', '2'):
+                break
+    except BaseException:
+        connection.disconnect()  # replies may be left unread on it
+        raise
+    finally:
+        pool.release(connection)
+    _skips_replies[pool] = skips = replies == 1
+    return skips

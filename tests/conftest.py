@@ -102,3 +102,18 @@ def round_trips(monkeypatch):
 
     monkeypatch.setattr(AbstractConnection, 'send_packed_command', counting)
     return sent
+
+
+@pytest.fixture
+def awaited_replies(monkeypatch):
+    """How many replies cacheops waits for from Redis while the test runs."""
+    read = []
+    original = AbstractConnection.read_response
+
+    def counting(self, *args, **kwargs):
+        response = original(self, *args, **kwargs)
+        read.append(response)
+        return response
+
+    monkeypatch.setattr(AbstractConnection, 'read_response', counting)
+    return read

@@ -45,6 +45,20 @@ def test_a_cold_miss_makes_three_requests(category, round_trips):
     assert len(round_trips) == 3
 
 
+def test_a_miss_waits_for_no_reply_to_its_store(category, round_trips, awaited_replies):
+    other = Category.objects.create(title='other')
+    warm(lambda: titles(other))  # scripts loaded, connection open
+    round_trips.clear()
+    awaited_replies.clear()
+    assert titles(category) == ['a']
+    # the store is sent, but only the read and the marker (or the stamps) are waited for
+    assert len(round_trips) == 3
+    assert len(awaited_replies) == 2
+    # and it was stored all the same
+    _, count = queries(lambda: titles(category))
+    assert count == 0
+
+
 def test_a_miss_on_conditions_already_cached_makes_three_requests_or_two_in_insideout_mode(
         category, round_trips):
     warm(lambda: Post.objects.cache().filter(category=category).count())  # the same condition

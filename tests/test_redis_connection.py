@@ -195,3 +195,70 @@ def test_a_connection_the_server_closed_is_replaced():
     Post.objects.create(title='p', category=category)  # invalidates
     assert not invalidation.failed
     assert [p.title for p in Post.objects.cache().filter(category=category)] == ['p']
+
+
+# Stores are sent without waiting for their reply (CLIENT REPLY SKIP)
+
+MARKER = b'\x00cacheops:pending:' + b'0' * 16
+
+
+def _store_by_script(key, value, marked=False):
+    """Store value at key the way a miss does, through the marker placed before it."""
+    if not marked:
+        raw_client().set(key, MARKER, ex=60)
+    cacheops.redis.send_script('store', [key, key + ':signal'], [MARKER, value, '0'])
+
+
+def test_a_store_returns_while_redis_holds_it_back():
+    """Redis holding writes back (CLIENT PAUSE) doesn't hold back the read that stores:
+    the store runs when Redis lets it, and this thread's next command sees it."""
+    raw = raw_client()
+    _store_by_script('tests:paused', b'before')  # the probe, before writes are paused
+    raw.set('tests:paused', MARKER, ex=60)
+    raw.execute_command('CLIENT', 'PAUSE', 10000, 'WRITE')
+    try:
+        _store_by_script('tests:paused', b'value', marked=True)
+        assert raw.get('tests:paused') == MARKER  # not stored yet
+    finally:
+        raw.execute_command('CLIENT', 'UNPAUSE')
+    assert client().get('tests:paused') == b'value'
+
+
+@pytest.fixture
+def user_without_client_reply():
+    """CACHEOPS_REDIS as a user who may not use CLIENT REPLY, as some proxies refuse it."""
+    raw = raw_client()
+    name = 'cacheops-tests-no-client-reply-%d' % os.getpid()
+    raw.acl_setuser(name, enabled=True, nopass=True, keys=['*'], channels=['*'],
+                    commands=['+@all', '-client|reply'])
+    kwargs = run_redis_kwargs()
+    conf = {k: v for k, v in kwargs.items() if k in ('host', 'port', 'db', 'path')}
+    if 'path' in conf:
+        conf['unix_socket_path'] = conf.pop('path')
+    try:
+        with override_settings(CACHEOPS_REDIS={**conf, 'username': name}):
+            yield
+    finally:
+        raw.acl_deluser(name)
+
+
+def test_stores_wait_for_their_reply_where_client_reply_is_refused(
+        user_without_client_reply, django_assert_num_queries, awaited_replies):
+    with pytest.raises(redis.ResponseError):  # the user can't, indeed
+        client().execute_command('CLIENT', 'REPLY', 'ON')
+    _store_by_script('tests:refused', b'value')
+    assert not cacheops.redis._skips_replies[client().connection_pool]
+    assert client().get('tests:refused') == b'value'
+    awaited_replies.clear()
+    assert_caching_works(django_assert_num_queries)
+    assert client().ping()  # no reply was left unread on the connection
+
+
+def test_a_custom_client_class_sees_the_store():
+    cls = CountingRedis
+    with override_settings(CACHEOPS_CLIENT_CLASS=__name__ + '.CountingRedis'):
+        client().ping()
+        cls.calls = 0
+        _store_by_script('tests:counted', b'value')
+        assert cls.calls == 1
+        assert client().get('tests:counted') == b'value'
