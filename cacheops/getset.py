@@ -4,7 +4,9 @@ Conj-set mode: before querying, a pending marker is put at the key and the key i
 registered in its conjunction sets; the result is stored only if the marker is still
 there. The marker doubles as the dog-pile lock.
 Insideout mode: the conjunction stamps are read before querying and the value is stored
-with their checksum; a read validates the checksum against the current stamps.
+with their checksum; a read validates the checksum against the current stamps. Stamps
+missing at the read are made by the store, which drops the value if an invalidation
+replaced the epoch of one of its tables meanwhile.
 """
 import hashlib
 import os
@@ -15,7 +17,7 @@ import redis
 
 from . import invalidation
 from .conf import derived, insideout, prefix_func, serializer, settings
-from .keys import conj_key, lock_key, prefix_for, schemes_key, scheme, signal_key
+from .keys import conj_key, epoch_key, lock_key, prefix_for, schemes_key, scheme, signal_key
 from .redis import CONNECTION_ERRORS, get_client, run_script, send_script
 from .serialization import LayoutChanged
 from .utils import remember
@@ -207,49 +209,54 @@ def _registration(dnfs):
 
 # Insideout mode
 
-def insideout_conj_keys(dnfs):
-    """The stamp keys of these DNFs' conjunctions. A hit needs them each time: they are
-    kept per DNFs object, which the DNFs memo (query.py) hands out again for the same query
-    (not with a CACHEOPS_PREFIX function, whose prefix may change by request)."""
+def insideout_keys(dnfs):
+    """(stamp keys of these DNFs' conjunctions, epoch keys of their tables). A hit needs
+    them each time: they are kept per DNFs object, which the DNFs memo (query.py) hands
+    out again for the same query (not with a CACHEOPS_PREFIX function, whose prefix may
+    change by request)."""
     if len(dnfs) != 1 or prefix_func() is not None:
-        return _conj_keys(dnfs)
+        return _insideout_keys(dnfs)
     db, tables = dnfs[0]
-    memo = _conj_keys_memo()
+    memo = _insideout_keys_memo()
     found = memo.get(id(tables))
     if found is not None and found[0] is tables and found[1] == db:
         return found[2]
-    keys = _conj_keys(dnfs)
+    keys = _insideout_keys(dnfs)
     remember(memo, id(tables), (tables, db, keys))  # holding tables keeps its id from being reused
     return keys
 
 
 @derived
-def _conj_keys_memo():
+def _insideout_keys_memo():
     return {}  # dropped on every setting change
 
 
-def _conj_keys(dnfs):
-    return [conj_key(prefix, table, conj) for prefix, table, conjs in _tables(dnfs) for conj in conjs]
+def _insideout_keys(dnfs):
+    tables = list(_tables(dnfs))
+    return ([conj_key(prefix, table, conj) for prefix, table, conjs in tables for conj in conjs],
+            [epoch_key(prefix, table) for prefix, table, _ in tables])
 
 
 def _checksum(stamps):
     return hashlib.sha1(b' '.join(stamps)).hexdigest().encode()
 
 
-def _read_insideout(client, key, conj_keys):
+def _read_insideout(client, key, conj_keys, epoch_keys):
     """(the value stored at key if the stamps of its conjunctions are all there and
-    unchanged since it was computed, else None; the stamps). One MGET reads them all at
-    once: a plain command costs Redis a tenth of what a script does."""
-    value, *stamps = client.mget([key, *conj_keys])
+    unchanged since it was computed, else None; the stamps; the tables' epochs). One
+    MGET reads them all at once: a plain command costs Redis a tenth of what a script does."""
+    value, *stamps = client.mget([key, *conj_keys, *epoch_keys])
+    epochs = stamps[len(conj_keys):]
+    del stamps[len(conj_keys):]
     if value is None or None in stamps or value[:40] != _checksum(stamps):
-        return None, stamps
-    return value[40:], stamps
+        return None, stamps, epochs
+    return value[40:], stamps, epochs
 
 
 def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     client = get_client()
-    conj_keys = insideout_conj_keys(dnfs)
-    data, stamps = _read_insideout(client, key, conj_keys)
+    conj_keys, epoch_keys = insideout_keys(dnfs)
+    data, stamps, epochs = _read_insideout(client, key, conj_keys, epoch_keys)
     if data is not None:
         value = _load(data)  # a stale one is computed and stored over below
         if value is not STALE:
@@ -260,7 +267,7 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     if lock and not _acquire_lock(client, key):
         # Somebody is computing it: wait for their result, bounded, blocking in Redis.
         _wait_for_owner(client, key)
-        data, stamps = _read_insideout(client, key, conj_keys)
+        data, stamps, epochs = _read_insideout(client, key, conj_keys, epoch_keys)
         if data is not None:
             value = _load(data)
             if value is not STALE:
@@ -268,17 +275,24 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
         lock = False  # the owner failed or was invalidated: compute, without the lock
 
     try:
-        if PROTECT_STORES:
+        if not PROTECT_STORES:
+            value = computed()
+            stamps = _prepare_insideout(dnfs, conj_keys, epoch_keys, timeout)
+        elif None not in stamps:
             # Stamps read before the query protect the store as well as fresh ones: an
-            # invalidation since deletes one, and the checksum never validates. Only
-            # missing ones need the script, which creates them and records the schemes
-            # (every stamp was made together with its scheme).
-            if None in stamps:
-                stamps = _prepare_insideout(dnfs, conj_keys, timeout)
+            # invalidation since deletes one, and the checksum never validates.
             value = computed()
-        else:
+        elif None not in epochs:
+            # Missing stamps have nothing for an invalidation to delete, but the
+            # invalidation replaces its tables' epochs: the store checks them, and
+            # makes the stamps itself.
             value = computed()
-            stamps = _prepare_insideout(dnfs, conj_keys, timeout)
+            _store_insideout_fresh(key, dnfs, conj_keys, epoch_keys, stamps, epochs,
+                                   value, timeout, lock)
+            return value
+        else:  # a table without an epoch yet: make the stamps, and the epochs, first
+            stamps = _prepare_insideout(dnfs, conj_keys, epoch_keys, timeout)
+            value = computed()
     except BaseException:
         if lock:  # don't leave waiters waiting for a value that won't come
             client.pipeline(transaction=False).delete(lock_key(key)) \
@@ -286,20 +300,31 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
         raise
 
     send_script('store_insideout', [key, lock_key(key), signal_key(key), *conj_keys],
-               [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
-                settings.CACHEOPS_LOCK_WAIT])
+                [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
+                 settings.CACHEOPS_LOCK_WAIT])
     return value
 
 
-def _prepare_insideout(dnfs, conj_keys, timeout):
-    """The stamps of these conjunctions, created where missing, with the schemes recorded."""
+def _prepare_insideout(dnfs, conj_keys, epoch_keys, timeout):
+    """The stamps of these conjunctions, created where missing, with the schemes recorded
+    and the tables' epochs created where missing."""
     args = [os.urandom(8).hex(), timeout, len(conj_keys)]
     schemes_keys = []
     for prefix, table, conjs in _tables(dnfs):
         schemes_keys.append(schemes_key(prefix, table))
         args.append(len(conjs))
         args.extend(scheme(conj) for conj in conjs)
-    return run_script('prepare_insideout', [*conj_keys, *schemes_keys], args)
+    return run_script('prepare_insideout', [*conj_keys, *schemes_keys, *epoch_keys], args)
+
+
+def _store_insideout_fresh(key, dnfs, conj_keys, epoch_keys, stamps, epochs, value, timeout, lock):
+    keys, args = [key, lock_key(key), signal_key(key), *conj_keys], []
+    for (prefix, table, conjs), epoch_key_, epoch in zip(_tables(dnfs), epoch_keys, epochs):
+        keys += [epoch_key_, schemes_key(prefix, table)]
+        args += [epoch, len(conjs), *(scheme(conj) for conj in conjs)]
+    send_script('store_insideout_fresh', keys,
+                [_dumps(value), timeout, '1' if lock else '0', settings.CACHEOPS_LOCK_WAIT,
+                 os.urandom(8).hex(), len(conj_keys), *(stamp or b'' for stamp in stamps), *args])
 
 
 def _acquire_lock(client, key):

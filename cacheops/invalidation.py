@@ -6,6 +6,7 @@ the invalidation to retry before this process next uses the cache.
 """
 import json
 import logging
+import os
 import threading
 from functools import wraps
 
@@ -14,7 +15,8 @@ import redis
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from .conf import insideout, prefix_func
-from .keys import PrefixQuery, conj_prefix, prefix_for, prefixed_tables, scan_conj_keys, schemes_key
+from .keys import (PrefixQuery, conj_prefix, epoch_key, prefix_for, prefixed_tables, scan_conj_keys,
+                   schemes_key)
 from .redis import get_client, is_cluster, run_script
 from .signals import cache_invalidated
 from .transaction import queue_when_in_transaction
@@ -66,17 +68,37 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
     cluster = is_cluster()
     batches = [[t] for t in tables] if cluster else [tables]
     budget = 0 if cluster else SERVER_DELETE_BUDGET
+    mode = _mode()
     for batch in batches:
-        keys, args = [], [_mode(), budget]
+        keys, epochs, args = [], [], [mode, budget, new_epoch()]
         for table, rows in batch:
             prefix = prefix_for([using], [table])
             keys.append(schemes_key(prefix, table))
+            if mode == 'insideout':
+                epochs.append(epoch_key(prefix, table))
             args += [conj_prefix(prefix, table), json.dumps(rows)]
-        members, patterns = run_script('invalidate', keys, args)
+        members, patterns = run_script('invalidate', keys + epochs, args)
         if members:
             _delete_dropped_keys(client, members)
         for pattern in patterns:
             invalidate_conjs(client, _scan(client, pattern))
+
+
+def new_epoch():
+    return os.urandom(8).hex()
+
+
+def _replace_epochs(client, prefixed):
+    """Give these (prefix, table) pairs new epochs (insideout mode), before their conj keys
+    are scanned for: a miss that read the old ones drops its store; one that stored
+    before has its stamps where the scan finds them."""
+    if _mode() != 'insideout':
+        return
+    epoch = new_epoch()
+    pipe = client.pipeline(transaction=False)
+    for prefix, table in prefixed:
+        pipe.set(epoch_key(prefix, table), epoch, xx=True)  # no epoch: no miss read one
+    pipe.execute()
 
 
 def invalidate_conjs(client, conjs):
@@ -157,8 +179,9 @@ def invalidate_model(model, using=DEFAULT_DB_ALIAS):
 @queue_when_in_transaction
 def _invalidate_model(model, using=DEFAULT_DB_ALIAS):
     client = get_client()
-    for table, _ in written_tables(model):
-        prefix = prefix_for([using], [table])
+    prefixed = [(prefix_for([using], [table]), table) for table, _ in written_tables(model)]
+    _replace_epochs(client, prefixed)
+    for prefix, table in prefixed:
         invalidate_conjs(client, _scan(client, glob_escape(conj_prefix(prefix, table)) + '*'))
     if cache_invalidated.receivers:
         cache_invalidated.send(sender=model, obj_dict=None)
@@ -179,11 +202,14 @@ def invalidate_all():
         client.flushdb()
     else:
         by_prefix = prefixed_tables()
+        _replace_epochs(client, [(prefix, table) for prefix, tables in by_prefix.items()
+                                 for table in sorted(tables)])
         for conjs in scan_conj_keys(client, UNLINK_CHUNK):
             invalidate_conjs(client, conjs)
         for prefix in _whole_prefixes(by_prefix):
             _delete_keys(client, client.scan_iter(match=glob_escape(prefix) + '*', count=UNLINK_CHUNK))
-        _delete_keys(client, [schemes_key('', table) for table in by_prefix.get('', ())])
+        _delete_keys(client, [key for table in by_prefix.get('', ())
+                              for key in (schemes_key('', table), epoch_key('', table))])
     if cache_invalidated.receivers:
         cache_invalidated.send(sender=None, obj_dict=None)
 

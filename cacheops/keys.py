@@ -1,8 +1,8 @@
-"""The Redis key layout: prefixes, conjunction keys, scheme sets.
+"""The Redis key layout: prefixes, conjunction keys, scheme sets, epochs.
 
-On one Redis (or Sentinel): <prefix>conj:<table>:<f>=<v>&... and <prefix>schemes:<table>.
-On a cluster the table is a hash tag, <prefix>conj:{<table>}:..., so that one table's
-invalidation runs on one shard.
+On one Redis (or Sentinel): <prefix>conj:<table>:<f>=<v>&..., <prefix>schemes:<table>
+and, in insideout mode, <prefix>epoch:<table>. On a cluster the table is a hash tag,
+<prefix>conj:{<table>}:..., so that one table's invalidation runs on one shard.
 """
 from collections import defaultdict
 
@@ -68,6 +68,12 @@ def conj_key(prefix, table, conj):
 def schemes_key(prefix, table):
     """Key of the set of column combinations used in a table's conjunctions."""
     return '%sschemes:%s' % (prefix, table_tag(table))
+
+
+def epoch_key(prefix, table):
+    """Key of a table's epoch (insideout mode): a random token replaced by every
+    invalidation of the table, so that a miss can tell none happened since its read."""
+    return '%sepoch:%s' % (prefix, table_tag(table))
 
 
 def scheme(conj):

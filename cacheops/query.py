@@ -643,7 +643,7 @@ def fast_get(qs, args, kwargs):
     if prefix_func() is not None:  # a prefix may change by request: no memo
         return _fast_get_key(model, db, field, value)
     # the same (key, dnfs) objects for the same get(): insideout mode keeps the stamp
-    # keys per DNFs object (getset.insideout_conj_keys)
+    # keys per DNFs object (getset.insideout_keys)
     memo = _get_keys_memo()
     try:
         memo_key = (model, field, type(value), value, db)

@@ -18,7 +18,7 @@ from unittest import mock
 import pytest
 from django.db import connection, connections
 
-from cacheops import getset
+from cacheops import getset, invalidate_all, invalidate_model
 from tests.models import Category, Post
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,13 +46,37 @@ def _hold_reader_after_select(selected, go):
     return mock.patch.object(getset._Computed, '__call__', call)
 
 
-def _interleave_reader_and_writer(conditions_cached):
-    """A reader misses and SELECTs; a writer commits and invalidates; then the reader stores.
-    With conditions_cached, another query on the same condition is cached first: then the
-    reader's miss finds its conj set or stamps there (insideout mode takes another path)."""
+def _save(post):
+    post.title = 'new'
+    post.save()  # autocommit: committed, then invalidated
+
+
+def _update_then_invalidate_model(post):
+    Post.objects.filter(pk=post.pk).update(title='new')
+    invalidate_model(Post)
+
+
+def _update_then_invalidate_all(post):
+    Post.objects.filter(pk=post.pk).update(title='new')
+    invalidate_all()
+
+
+WRITES = {'save': _save, 'invalidate_model': _update_then_invalidate_model,
+          'invalidate_all': _update_then_invalidate_all}
+
+# What Redis knows of the reader's condition before it reads: nothing; in insideout mode
+# the table's epoch, as another query on it was cached (the store makes the missing
+# stamps); the condition itself, as another query on it was cached
+STATES = ['cold', 'table known', 'conditions cached']
+
+
+def _interleave_reader_and_writer(state, write=_save):
+    """A reader misses and SELECTs; a writer commits and invalidates; then the reader stores."""
     category = Category.objects.create(title='c')
     post = Post.objects.create(title='old', category=category)
-    if conditions_cached:
+    if state == 'table known':
+        assert Post.objects.cache().filter(title='unrelated').count() == 0
+    elif state == 'conditions cached':
         assert Post.objects.cache().filter(category=category).count() == 1
     selected, go = threading.Event(), threading.Event()
     read = []
@@ -67,24 +91,24 @@ def _interleave_reader_and_writer(conditions_cached):
         thread = threading.Thread(target=reader, name='reader')
         thread.start()
         assert selected.wait(10), 'the reader never queried'
-        post.title = 'new'
-        post.save()  # autocommit: committed, then invalidated
+        write(post)
         go.set()
         thread.join(10)
     assert read == [['old']]
     return category
 
 
-@pytest.mark.parametrize('conditions_cached', [False, True], ids=['cold', 'conditions cached'])
-def test_reader_storing_after_a_write_leaves_no_stale_entry(conditions_cached):
-    category = _interleave_reader_and_writer(conditions_cached)
+@pytest.mark.parametrize('state', STATES)
+@pytest.mark.parametrize('write', list(WRITES))
+def test_reader_storing_after_a_write_leaves_no_stale_entry(state, write):
+    category = _interleave_reader_and_writer(state, WRITES[write])
     assert _cached_titles(category) == _db_titles(category) == ['new']
 
 
-@pytest.mark.parametrize('conditions_cached', [False, True], ids=['cold', 'conditions cached'])
-def test_without_protection_the_same_interleaving_leaves_a_stale_entry(monkeypatch, conditions_cached):
+@pytest.mark.parametrize('state', STATES)
+def test_without_protection_the_same_interleaving_leaves_a_stale_entry(monkeypatch, state):
     monkeypatch.setattr(getset, 'PROTECT_STORES', False)
-    category = _interleave_reader_and_writer(conditions_cached)
+    category = _interleave_reader_and_writer(state)
     assert _db_titles(category) == ['new']
     assert _cached_titles(category) == ['old']  # stale: what the protection prevents
 

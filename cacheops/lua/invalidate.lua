@@ -10,21 +10,25 @@
 -- The conjunction keys are derived from the schemes sets, and carry the same table tag
 -- as their table's schemes set, so they live in its slot on a cluster.
 --
--- KEYS: the schemes set of each table
--- ARGV: mode ('conj' or 'insideout'), the most cache keys to delete here,
---       then for each table: its conj key prefix, a JSON list of rows, each a
+-- In insideout mode each table's epoch is replaced too (where there is one): a miss that found stamps
+-- missing, and so had nothing here to delete, drops its store (store_insideout_fresh.lua).
+--
+-- KEYS: the schemes set of each table, then in insideout mode the epoch key of each table
+-- ARGV: mode ('conj' or 'insideout'), the most cache keys to delete here, a fresh
+--       epoch, then for each table: its conj key prefix, a JSON list of rows, each a
 --       {column: canonical value string} object
 -- Returns {cache keys left to delete, SCAN patterns of conj keys}.
 local mode, budget = ARGV[1], tonumber(ARGV[2])
+local ntables = (#ARGV - 3) / 2
 
 local function glob_escape(s)
     return (string.gsub(s, '[%*%?%[%]\\]', '\\%0'))
 end
 
 local conj_keys, seen, patterns = {}, {}, {}
-for t = 1, #KEYS do
-    local conj_prefix = ARGV[1 + 2 * t]
-    local rows = cjson.decode(ARGV[2 + 2 * t])
+for t = 1, ntables do
+    local conj_prefix = ARGV[2 + 2 * t]
+    local rows = cjson.decode(ARGV[3 + 2 * t])
     for _, scheme in ipairs(redis.call('smembers', KEYS[t])) do
         local columns = {}
         for column in string.gmatch(scheme, '[^,]+') do
@@ -57,6 +61,10 @@ for t = 1, #KEYS do
             end
         end
     end
+end
+
+for e = ntables + 1, #KEYS do
+    redis.call('set', KEYS[e], ARGV[3], 'XX')  -- no epoch: no miss read one
 end
 
 local members = {}

@@ -36,4 +36,7 @@ while a <= #ARGV do
     end
     k = k + 1
 end
+for e = k, #KEYS do
+    redis.call('set', KEYS[e], fresh, 'NX')
+end
 return stamps

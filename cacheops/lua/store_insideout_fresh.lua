@@ -1,0 +1,65 @@
+-- Insideout mode, after the database was queried, when some of the query's stamps were
+-- missing at the read: store the value only if no invalidation of its tables happened
+-- since (each table's epoch is as read), creating the missing stamps and recording the
+-- schemes; the value is prefixed with the checksum of the stamps. An invalidation in
+-- between, which had no stamp to delete, replaced an epoch, and the value is dropped.
+-- A stamp that was there at the read and is gone or changed drops it too.
+--
+-- KEYS: cache key, lock key, signal list key, then n conjunction stamp keys, then
+--       for each table: its epoch key, its schemes set
+-- ARGV: serialized value, timeout (seconds), '1' to release the dog-pile lock and wake
+--       its waiters, how long the wake-up signal lasts (seconds), a fresh random stamp,
+--       n, then the n stamps as read ('' when missing), then for each table: its
+--       epoch as read, the number m of its conjunctions, then m schemes
+-- Returns 1 when stored, 0 when dropped.
+local timeout, fresh, n = tonumber(ARGV[2]), ARGV[5], tonumber(ARGV[6])
+
+local function stored(result)
+    if ARGV[3] == '1' then
+        redis.call('del', KEYS[2])
+        redis.call('rpush', KEYS[3], '1')
+        redis.call('expire', KEYS[3], ARGV[4])
+    end
+    return result
+end
+
+-- the epochs first: nothing may change before the store is known to be safe
+local k, a = 4 + n, 7 + n
+while a <= #ARGV do
+    if redis.call('get', KEYS[k]) ~= ARGV[a] then
+        return stored(0)
+    end
+    k, a = k + 2, a + 2 + tonumber(ARGV[a + 1])
+end
+
+local stamps = {}
+for i = 1, n do
+    local conj, read = KEYS[3 + i], ARGV[6 + i]
+    local stamp = redis.pcall('get', conj)
+    if type(stamp) == 'table' then  -- a set left by conj-set mode
+        redis.call('del', conj)
+        stamp = false
+    end
+    if read ~= '' and stamp ~= read then
+        return stored(0)
+    end
+    if not stamp then
+        stamp = fresh
+        redis.call('set', conj, stamp, 'EX', timeout)
+    elseif redis.call('ttl', conj) < timeout then
+        redis.call('expire', conj, timeout)
+    end
+    stamps[i] = stamp
+end
+
+k, a = 4 + n, 7 + n
+while a <= #ARGV do
+    local schemes_key, m = KEYS[k + 1], tonumber(ARGV[a + 1])
+    for i = 1, m do
+        redis.call('sadd', schemes_key, ARGV[a + 1 + i])
+    end
+    k, a = k + 2, a + 2 + m
+end
+
+redis.call('set', KEYS[1], redis.sha1hex(table.concat(stamps, ' ')) .. ARGV[1], 'EX', timeout)
+return stored(1)
