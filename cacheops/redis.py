@@ -154,6 +154,10 @@ def send_script(name, keys=(), args=()):
         # send_packed_command drops a connection it failed to write to
         connection.send_packed_command(connection.pack_commands(
             [_SKIP_REPLY, ('EVAL', code, len(keys), *keys, *args)]))
+    except CONNECTION_ERRORS:
+        # again with the client's retries, as any command (a store that ran twice
+        # finds its marker gone, or stores the same value again)
+        run_script(name, keys, args, client)
     finally:
         pool.release(connection)
 

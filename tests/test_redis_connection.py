@@ -262,3 +262,26 @@ def test_a_custom_client_class_sees_the_store():
         _store_by_script('tests:counted', b'value')
         assert cls.calls == 1
         assert client().get('tests:counted') == b'value'
+
+
+def test_a_store_whose_sending_failed_is_sent_again(monkeypatch):
+    """A connection that fails as the store is written (the server went away) is
+    replaced, and the store sent again, as any command is."""
+    from redis.connection import AbstractConnection
+    _store_by_script('tests:warm', b'v')  # the probe done
+    original = AbstractConnection.send_packed_command
+    failures = []
+
+    def fail_once(self, command, *args, **kwargs):
+        if not failures:
+            failures.append(command)
+            self.disconnect()
+            raise redis.ConnectionError('injected')
+        return original(self, command, *args, **kwargs)
+
+    raw_client().set('tests:resent', MARKER, ex=60)
+    monkeypatch.setattr(AbstractConnection, 'send_packed_command', fail_once)
+    _store_by_script('tests:resent', b'value', marked=True)
+    monkeypatch.undo()
+    assert failures
+    assert client().get('tests:resent') == b'value'
