@@ -245,7 +245,7 @@ def _read_insideout(client, key, conj_keys, epoch_keys):
     """(the value stored at key if the stamps of its conjunctions are all there and
     unchanged since it was computed, else None; the stamps; the tables' epochs). One
     MGET reads them all at once: a plain command costs Redis a tenth of what a script does."""
-    value, *stamps = client.mget([key, *conj_keys, *epoch_keys])
+    value, *stamps = client.execute_command('MGET', key, *conj_keys, *epoch_keys)
     epochs = stamps[len(conj_keys):]
     del stamps[len(conj_keys):]
     if value is None or None in stamps or value[:40] != _checksum(stamps):
