@@ -18,7 +18,7 @@ import redis
 from . import invalidation
 from .conf import derived, insideout, prefix_func, serializer, settings
 from .keys import conj_key, epoch_key, lock_key, prefix_for, schemes_key, scheme, signal_key
-from .redis import CONNECTION_ERRORS, get_client, run_script, send_script
+from .redis import CONNECTION_ERRORS, get_client, read_command, run_script, send_script
 from .serialization import LayoutChanged
 from .utils import remember
 from .signals import cache_read
@@ -113,7 +113,7 @@ def _dumps(value):
 
 def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
     client = get_client()
-    data = client.get(key)
+    data = read_command(client, 'GET', key)
     if is_value(data):
         value = _load(data, key)
         if value is not STALE:
@@ -245,7 +245,7 @@ def _read_insideout(client, key, conj_keys, epoch_keys):
     """(the value stored at key if the stamps of its conjunctions are all there and
     unchanged since it was computed, else None; the stamps; the tables' epochs). One
     MGET reads them all at once: a plain command costs Redis a tenth of what a script does."""
-    value, *stamps = client.execute_command('MGET', key, *conj_keys, *epoch_keys)
+    value, *stamps = read_command(client, 'MGET', key, *conj_keys, *epoch_keys)
     epochs = stamps[len(conj_keys):]
     del stamps[len(conj_keys):]
     if value is None or None in stamps or value[:40] != _checksum(stamps):

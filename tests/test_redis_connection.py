@@ -285,3 +285,43 @@ def test_a_store_whose_sending_failed_is_sent_again(monkeypatch):
     monkeypatch.undo()
     assert failures
     assert client().get('tests:resent') == b'value'
+
+
+# Hits read on a pooled connection directly (cacheops.redis.read_command)
+
+def test_a_read_whose_connection_failed_is_retried(monkeypatch, django_assert_num_queries):
+    from redis.connection import AbstractConnection
+    qs = assert_caching_works(django_assert_num_queries)
+    original = AbstractConnection.read_response
+    failures = []
+
+    def fail_once(self, *args, **kwargs):
+        if not failures:
+            failures.append(self)
+            self.disconnect()
+            raise redis.ConnectionError('injected')
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, 'read_response', fail_once)
+    with django_assert_num_queries(0):
+        assert list(All.objects.filter(tag=42)) == list(qs)
+    assert failures
+
+
+def test_a_custom_client_class_sees_the_reads(django_assert_num_queries):
+    with override_settings(CACHEOPS_CLIENT_CLASS=__name__ + '.CountingRedis'):
+        assert_caching_works(django_assert_num_queries)
+        CountingRedis.calls = 0
+        with django_assert_num_queries(0):
+            list(All.objects.filter(tag=42))
+        assert CountingRedis.calls == 1
+
+
+def test_a_single_connection_client(django_assert_num_queries):
+    kwargs = run_redis_kwargs()
+    conf = {k: v for k, v in kwargs.items() if k in ('host', 'port', 'db', 'password')}
+    if 'path' in kwargs:
+        conf['unix_socket_path'] = kwargs['path']
+    with override_settings(CACHEOPS_REDIS={**conf, 'single_connection_client': True}):
+        assert client().connection is not None
+        assert_caching_works(django_assert_num_queries)
