@@ -7,32 +7,47 @@ before another process changed them: with two writers, one reading the old value
 the other committing a change, a reader caching the change and then the first
 writer's update moving the row on, the reader's entry would outlive both writes.
 
-- A save reads the old values first (one SELECT by pk) and makes Django's UPDATE
-  conditional on them; if another writer changed them meanwhile the UPDATE matches
-  nothing, and the values are read again and the update retried. No lock, and no
-  extra round trip when nobody races.
+- On PostgreSQL a save is one statement: Django's UPDATE, taking the row from a
+  subquery that reads it locked and returning the values it overwrote (UPDATE ... FROM
+  (SELECT ... FOR NO KEY UPDATE) ... RETURNING). The lock makes the subquery see the
+  newest committed version, the one the UPDATE replaces: no race, nothing to retry.
+  Not for multi-table children, select_on_save and composite primary keys, nor where the
+  statement can't be built from Django's: those go on as below.
+- Elsewhere a save reads the old values first (one SELECT by pk) and makes Django's
+  UPDATE conditional on them; if another writer changed them meanwhile the UPDATE
+  matches nothing, and the values are read again and the update retried. No lock, and
+  no extra round trip when nobody races.
 - A delete is a transaction already (Django's Collector): the rows are read there,
   locked (SELECT ... FOR UPDATE, or on SQLite the write lock taken first).
 
 monkey.py connects the handlers and wraps Model._do_update and Collector.delete.
 """
+import datetime
+import decimal
 import functools
+import inspect
+import uuid
 from operator import attrgetter
 
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db.models.sql import UpdateQuery
 from django.db.models.sql.where import AND, ExtraWhere
 
 from . import invalidation, query
 from .conf import derived, model_profile
 from .invalidation import invalidate_dicts, obj_dict, run_safely
 from .signals import cache_invalidated
-from .utils import chunks, written_granular_columns
+from .utils import chunks, remember, written_granular_columns
 
 # how often a save's update is retried when its old values keep changing under it
 UPDATE_ATTEMPTS = 5
 
 # _cacheops_old when the old values could not be known: the save invalidates the model
 UNKNOWN = 'unknown'
+
+# _cacheops_old until the save's UPDATE returns the old values itself (PostgreSQL)
+RETURNING = 'returning'
 
 LOCKED_READ_CHUNK = 500  # pks per locked read: under every backend's parameter limit
 
@@ -50,24 +65,33 @@ def _db_values(instance, using, lock=False):
     listeners, whichever the instance has loaded); the primary key, which an update
     never changes, is known. One cheap SELECT, with no Redis round trip before it.
     """
-    model = type(instance)
-    if cache_invalidated.receivers:
+    attnames = _old_attnames(instance, using)
+    row = _pk_row(instance)
+    if not attnames:
+        return row
+    values = _read_row(instance._meta.concrete_model, using, instance.pk, attnames, lock)
+    return None if values is None else {**row, **values}
+
+
+def _old_attnames(instance, using):
+    """Attnames of the non-pk columns whose old values a save of instance needs."""
+    if cache_invalidated.receivers:  # listeners get the whole row, as far as it is loaded
         deferred = instance.get_deferred_fields()
-        attnames = tuple(f.attname for f in model._meta.concrete_fields
-                         if not f.primary_key and f.attname not in deferred)
-    else:
-        attnames = _granular_attnames(model, connections[using].vendor)
-    # primary keys, of the model and its multi-table parents, are never updated; a second
-    # concrete parent's differs from instance.pk
+        return tuple(f.attname for f in instance._meta.concrete_fields
+                     if not f.primary_key and f.attname not in deferred)
+    return _granular_attnames(type(instance), connections[using].vendor)
+
+
+def _pk_row(instance):
+    """{attname: value} of instance's primary keys, which an update never changes."""
+    # the model's and its multi-table parents': a second concrete parent's differs from
+    # instance.pk
     row = {}
-    for field in model._meta.concrete_fields:
+    for field in instance._meta.concrete_fields:
         if field.primary_key:
             value = instance.__dict__.get(field.attname)
             row[field.attname] = instance.pk if value is None else value
-    if not attnames:
-        return row
-    values = _read_row(model._meta.concrete_model, using, instance.pk, attnames, lock)
-    return None if values is None else {**row, **values}
+    return row
 
 
 @derived
@@ -242,11 +266,24 @@ def _where_statement(model, using, conditions, shape):
 
 
 def conditional_do_update(original):
-    """Model._do_update, conditional on the old values _pre_save read (see the docstring
-    of this module); Django's own when nothing was read."""
+    """Model._do_update, returning the old values from the same statement where _pre_save
+    left that to it (PostgreSQL), else conditional on the old values _pre_save read (see
+    the docstring of this module); Django's own when nothing was read."""
+    # Django 6.0+ passes returning_fields and takes the rows of their new values back
+    returns_rows = 'returning_fields' in inspect.signature(original).parameters
+
     @functools.wraps(original)
     def _do_update(self, base_qs, using, pk_val, values, *args, **kwargs):
         old = self.__dict__.get('_cacheops_old', UNKNOWN)
+        if old is RETURNING:
+            if values:
+                new_fields = tuple(_returning_fields(args, kwargs) or ()) if returns_rows \
+                    else _refreshed_fields(base_qs.model, values)
+                rows = _update_returning(self, base_qs, using, pk_val, values, new_fields)
+                if rows is not None:
+                    return rows if returns_rows else bool(rows)
+            # no UPDATE to return them, or one we can't build: read them as elsewhere
+            old = self._cacheops_old = _read_old_values(self, using)
         # select_on_save is for databases whose UPDATE may report 0 rows it changed: a
         # retry there would apply the update twice, so Django's runs as it is
         if not values or old is UNKNOWN or self._meta.select_on_save:
@@ -280,29 +317,176 @@ def conditional_do_update(original):
     return _do_update
 
 
+def _returning_fields(args, kwargs):
+    # Django 6's _do_update(..., update_fields, forced_update, returning_fields)
+    return args[2] if len(args) > 2 else kwargs.get('returning_fields')
+
+
+# One statement (PostgreSQL)
+
+@derived
+def _saves_in_one_statement(model, vendor):
+    """Whether a save of model can update its row and return the old values in one
+    statement: on PostgreSQL, for a model of one table and a one-column primary key whose
+    UPDATE row counts are trusted (no select_on_save)."""
+    meta = model._meta
+    return (vendor == 'postgresql' and not meta.concrete_model._meta.parents
+            and not meta.select_on_save and meta.pk.column is not None)
+
+
+def _update_returning(instance, base_qs, using, pk_val, values, new_fields):
+    """Django's UPDATE of instance's row, made to return the values it overwrote too: the
+    rows (one or none) of new_fields' new values, as Django 6's _do_update returns them,
+    or None if the statement can't be built (then nothing ran).
+
+    Sets instance._cacheops_old to the old row (None if no row matched) and
+    instance._cacheops_new to new_fields' new values. The UPDATE is Django's own (its SET
+    clause, expressions and field preparation), its WHERE clause moved into a subquery
+    that locks the row."""
+    attnames = _old_attnames(instance, using)
+    if not attnames:
+        return None
+    query = base_qs.filter(pk=pk_val).query.chain(UpdateQuery)
+    query.add_update_fields(values)
+    query.annotations = {}  # as QuerySet._update(): not to end up in subqueries
+    compiler = query.get_compiler(using)
+    try:
+        update_sql, params = compiler.as_sql()
+        where_sql, where_params = compiler.compile(query.where)
+    except (EmptyResultSet, FullResultSet):
+        return None
+    where = ' WHERE ' + where_sql
+    # the WHERE clause, and its parameters, must be what ends Django's statement
+    if (query.get_related_updates() or not update_sql.endswith(where)
+            or tuple(params[len(params) - len(where_params):]) != tuple(where_params)):
+        return None
+    connection = connections[using]
+    tail, converters = _returning_tail(
+        connection, compiler, base_qs.model, attnames, new_fields, where_sql)
+    with connection.cursor() as cursor:
+        cursor.execute(update_sql[:-len(where)] + tail, params)
+        rows = cursor.fetchall()
+    if not rows:
+        instance._cacheops_old = None  # Django inserts: there was no old row
+        return rows
+    raw = rows[0]
+    if converters:
+        rows = list(compiler.apply_converters(rows, converters))
+    count = len(attnames)
+    if _converted_faithfully(connection, base_qs.model, attnames, converters, raw, rows[0]):
+        instance._cacheops_old = {**_pk_row(instance), **dict(zip(attnames, rows[0][:count]))}
+    else:
+        instance._cacheops_old = UNKNOWN
+    if new_fields:
+        instance._cacheops_new = {f.attname: v for f, v in zip(new_fields, rows[0][count:])}
+    return [tuple(row[count:]) for row in rows]
+
+
+# what a field's get_db_prep_value() gives that Python can compare with a column's value
+PLAIN_TYPES = (str, int, float, decimal.Decimal, bytes, datetime.date, datetime.time,
+               datetime.timedelta, uuid.UUID, list, type(None))
+
+
+def _converted_faithfully(connection, model, attnames, converters, raw, converted):
+    """Whether the old values, as converted from the database's, prepare back to them.
+
+    A field whose from_db_value() doesn't (a custom one, say) would name the row by a
+    value it doesn't hold: the save invalidates the model instead, as where the
+    conditional UPDATE fails to match. Only converted columns can differ; an adapter
+    (JSON's) isn't compared."""
+    for index in converters:
+        if index < len(attnames) and converted[index] != raw[index]:
+            field = model._meta.get_field(attnames[index])
+            prepared = field.get_db_prep_value(converted[index], connection)
+            if isinstance(prepared, PLAIN_TYPES) and prepared != raw[index]:
+                return False
+    return True
+
+
+def _refreshed_fields(model, values):
+    """Django < 6: the fields whose new values an update of these values leaves unknown to
+    the instance, those set to an expression (F(), a database default) and the generated
+    ones, returned for invalidation only (Django 6 returns such fields itself)."""
+    return (*(field for field, _, value in values if hasattr(value, 'resolve_expression')),
+            *(field for field in model._meta.local_concrete_fields
+              if getattr(field, 'generated', False)))
+
+
+def _returning_tail(connection, compiler, model, attnames, new_fields, where_sql):
+    """(SQL replacing ' WHERE <where_sql>' at the end of model's UPDATE, converters of the
+    columns it returns), compiled once per connection, model, columns and WHERE clause.
+
+    The subquery reads the row locked, which under READ COMMITTED gives the newest
+    committed version, the one the UPDATE then replaces: the old values are exactly the
+    ones it overwrote. FOR NO KEY UPDATE is the lock the UPDATE takes itself (unless it
+    changes a key, when it takes a stronger one): rows inserted meanwhile with a foreign key
+    to this one don't wait. Old columns are aliased, apart from the SET clause's names."""
+    key = (model, attnames, tuple(f.attname for f in new_fields), where_sql)
+    statements = connection.__dict__.setdefault('_cacheops_update_returning', {})
+    try:
+        return statements[key]
+    except KeyError:
+        pass
+    qn = connection.ops.quote_name
+    meta = model._meta
+    table, source = qn(meta.db_table), qn('cacheops_old')
+    by_attname = {f.attname: f for f in meta.concrete_fields}
+    old_fields = [by_attname[name] for name in attnames]
+    aliases = [qn('cacheops_%d' % i) for i in range(len(old_fields))]
+    pk, pk_alias = '%s.%s' % (table, qn(meta.pk.column)), qn('cacheops_pk')
+    selected = ', '.join('%s.%s AS %s' % (table, qn(f.column), alias)
+                         for f, alias in zip(old_fields, aliases))
+    returned = ', '.join(['%s.%s' % (source, alias) for alias in aliases]
+                         + ['%s.%s' % (table, qn(f.column)) for f in new_fields])
+    tail = (' FROM (SELECT %s AS %s, %s FROM %s WHERE %s FOR NO KEY UPDATE) AS %s'
+            ' WHERE %s = %s.%s RETURNING %s') % (
+        pk, pk_alias, selected, table, where_sql, source, pk, source, pk_alias, returned)
+    columns = [f.get_col(meta.db_table) for f in (*old_fields, *new_fields)]
+    converters = compiler.get_converters(columns)
+    return remember(statements, key, (tail, converters))
+
+
+# Save events
+
+def _read_old_values(instance, using):
+    """_db_values(), or UNKNOWN if it fails: a failing read must not break the save (the
+    save invalidates the model instead)."""
+    try:
+        return _db_values(instance, using)
+    except Exception:
+        invalidation.logger.exception('cacheops: could not read old values before save')
+        return UNKNOWN
+
+
 def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
+    instance.__dict__.pop('_cacheops_new', None)
     # an unsaved instance with a pk may still update an existing row
     if not _tracked(sender) or instance.pk is None:
         return
-    try:
-        instance._cacheops_old = _db_values(instance, using)
-    except Exception:  # a failing read must not break the save: invalidate it all after
-        instance._cacheops_old = UNKNOWN
-        invalidation.logger.exception('cacheops: could not read old values before save')
+    vendor = connections[using].vendor
+    if _saves_in_one_statement(sender, vendor) and _old_attnames(instance, using):
+        instance._cacheops_old = RETURNING  # the UPDATE will return them
+    else:
+        instance._cacheops_old = _read_old_values(instance, using)
 
 
 def _post_save(sender, instance, using, created, update_fields, **kwargs):
     if not _tracked(sender):
         return
     old = instance.__dict__.pop('_cacheops_old', None)
-    if old is UNKNOWN:
+    if old is RETURNING:  # Django inserted without trying an update: there was no row
+        old = None
+    elif old is UNKNOWN:
         run_safely(invalidation.invalidate_model, sender, using=using)
         old = None
+    refreshed = instance.__dict__.pop('_cacheops_new', None)
     new = obj_dict(instance)
     if old:
         written = {instance._meta.get_field(name).attname for name in update_fields} \
             if update_fields else set(new)
         new = {**old, **{k: v for k, v in new.items() if k in written or k not in old}}
+    if refreshed:  # what the database made of expressions and generated fields
+        new.update(refreshed)
     rows = [new] if not old or old == new else [old, new]
     run_safely(_invalidate_dicts_lookup, sender, rows, using=using)
     # after the invalidation, and outside transactions only. A write by another process

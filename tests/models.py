@@ -278,3 +278,13 @@ if hasattr(models, 'CompositePrimaryKey'):  # Django 5.2+
         left = models.IntegerField()
         right = models.IntegerField()
         num = models.IntegerField(default=0)
+
+
+if hasattr(models, 'GeneratedField'):  # Django 5.0+
+    class Priced(models.Model):
+        """Values the database computes on save: a generated column and a database default."""
+        price = models.IntegerField(default=0)
+        quantity = models.IntegerField(default=1)
+        total = models.GeneratedField(expression=models.F('price') * models.F('quantity'),
+                                      output_field=models.IntegerField(), db_persist=True)
+        code = models.IntegerField(db_default=7)

@@ -1,7 +1,10 @@
-"""What a write costs the cache: a save reads the row's old values with one SELECT and
-invalidates with one Redis round trip; an invalidation deletes a bounded number of
-cache keys inside Redis and the rest from the client."""
+"""What a write costs the cache: a save reads the row's old values with one SELECT (on
+PostgreSQL its UPDATE returns them: one statement) and invalidates with one Redis round
+trip; an invalidation deletes a bounded number of cache keys inside Redis and the rest
+from the client."""
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from cacheops import invalidation
 from cacheops.conf import settings
@@ -36,9 +39,27 @@ def test_a_save_makes_one_round_trip_to_redis(post, redis_commands, round_trips)
 
 
 def test_a_save_reads_the_old_values_with_one_select(post):
+    if connection.vendor == 'postgresql':
+        pytest.skip('PostgreSQL: the UPDATE returns them (the next test)')
     post.title = 'b'
     _, count = queries(post.save)
     assert count == 2  # the old values, the UPDATE
+
+
+def test_a_save_on_postgresql_is_one_statement_returning_the_old_values(post):
+    if connection.vendor != 'postgresql':
+        pytest.skip('a save is one statement on PostgreSQL only')
+    old, new, other = (Category.objects.create(title=t) for t in ('old', 'new', 'other'))
+    Post.objects.filter(pk=post.pk).update(category=old)  # only the database knows: no invalidation
+    for category in (old, new, other):
+        warm(lambda: titles(category.pk))
+    post.category = new
+    with CaptureQueriesContext(connection) as ctx:
+        post.save()
+    assert len(ctx) == 1 and 'RETURNING' in ctx[0]['sql'], [q['sql'] for q in ctx]
+    assert queries(lambda: titles(old.pk)) == ([], 1)  # invalidated by the value returned
+    assert queries(lambda: titles(new.pk)) == (['a'], 1)
+    assert queries(lambda: titles(other.pk)) == ([], 0)  # still a hit
 
 
 def test_a_stale_instance_still_invalidates_by_the_values_in_the_database(post):

@@ -4,20 +4,48 @@ a row had when it was written, not those an instance or an earlier read had.
 The interleaving that matters: writer A reads a row's old values; writer B moves the
 row and commits; a reader caches B's version; then A writes. A's invalidation must
 cover the values B left, or the reader's entry outlives both writes.
+
+On PostgreSQL a save's UPDATE returns the old values itself (one statement); elsewhere,
+and for the models it can't serve, the UPDATE is conditional on the values read before.
+The conditional_updates fixture makes PostgreSQL take that path too.
 """
 import threading
 import time
 
+import django
 import pytest
-from django.db import connection, connections, models, transaction
+from django.db import OperationalError, connection, connections, models, transaction
+from django.db.models import F
 from django.db.models.signals import pre_save
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from cacheops import events
-from tests.models import Assorted, Category, JsonDoc, Lossy, Media, Movie, Note, Post, SelectOnSave
+from tests.models import (Assorted, Category, Gadget, JsonDoc, Lossy, Media, Movie, Note, Post,
+                          ProxyPost, SelectOnSave)
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def conditional_updates(monkeypatch):
+    """Saves read the old values first and make the UPDATE conditional on them, on
+    PostgreSQL too (where they would otherwise be one statement)."""
+    monkeypatch.setattr(events, '_saves_in_one_statement', lambda model, vendor: False)
+
+
+@pytest.fixture(params=['as configured', 'conditional update'])
+def either_save_path(request):
+    """The test twice on PostgreSQL: saves in one statement, and conditional updates."""
+    if request.param == 'conditional update':
+        if connection.vendor != 'postgresql':
+            pytest.skip('conditional updates are what runs anyway off PostgreSQL')
+        request.getfixturevalue('conditional_updates')
+
+
+def _skip_unless_one_statement():
+    if connection.vendor != 'postgresql':
+        pytest.skip('a save is one statement on PostgreSQL only')
 
 
 def _cached(category):
@@ -34,8 +62,9 @@ def _assert_cache_matches_database(*categories):
 
 
 class _HeldAfterOldValuesRead:
-    """Holds a save made in the thread named 'writer A' after cacheops read the row's
-    old values (its pre_save receiver ran) and before Django's UPDATE."""
+    """Holds a save made in the thread named 'writer A' after cacheops' pre_save receiver
+    ran (which reads the row's old values, or on PostgreSQL leaves them to the UPDATE) and
+    before Django's UPDATE."""
 
     def __init__(self, model=Post):
         self.model = model
@@ -98,7 +127,8 @@ def _retitle(instance, category):
 
 
 @pytest.mark.parametrize('in_transaction', [False, True], ids=['autocommit', 'in a transaction'])
-def test_a_save_racing_another_invalidates_the_values_the_other_left(in_transaction):
+def test_a_save_racing_another_invalidates_the_values_the_other_left(in_transaction,
+                                                                     either_save_path):
     if in_transaction and connection.vendor == 'sqlite':
         pytest.skip("SQLite can't interleave so: A's read in a transaction blocks B's commit")
     post, (c1, c2, c3) = _race(_move, in_transaction)
@@ -112,7 +142,8 @@ def test_a_save_of_other_fields_racing_a_move_invalidates_where_the_row_is():
     _assert_cache_matches_database(c1, c2, c3)
 
 
-def test_without_conditional_updates_the_same_race_leaves_a_stale_entry(monkeypatch):
+def test_without_conditional_updates_the_same_race_leaves_a_stale_entry(conditional_updates,
+                                                                        monkeypatch):
     monkeypatch.setattr(events, '_unchanged', lambda model, row, vendor: {})
     post, (c1, c2, c3) = _race(_move)
     assert _actual(c2) == []
@@ -190,7 +221,7 @@ def test_a_save_of_a_row_created_meanwhile_invalidates_the_model():
     _assert_cache_matches_database(c1, c2)
 
 
-def test_values_of_common_types_make_the_update_conditional_and_it_matches():
+def test_values_of_common_types_make_the_update_conditional_and_it_matches(conditional_updates):
     """Nothing falls back to invalidating the model: the conditions match the values read."""
     row = Assorted.objects.create(
         label='a', decimal='12.30', date='2024-05-17', num=7,
@@ -208,7 +239,7 @@ def test_values_of_common_types_make_the_update_conditional_and_it_matches():
     assert len(queries) == 0  # still cached: the model was not invalidated
 
 
-def test_boolean_conditions_follow_the_value_read():
+def test_boolean_conditions_follow_the_value_read(conditional_updates):
     """Django renders a boolean condition without a parameter (the bare column, or NOT it):
     each value gets its own compiled clause."""
     category = Category.objects.create(title='c')
@@ -224,29 +255,284 @@ def test_boolean_conditions_follow_the_value_read():
 
 
 @override_settings(CACHEOPS_SKIP_FIELDS=())
-def test_values_django_prepares_its_own_way_still_make_a_matching_update():
-    """A JSON condition's parameter is an adapter, not the value: filter() is used."""
+def test_values_django_prepares_its_own_way_still_make_a_matching_update(either_save_path):
+    """A JSON condition's parameter is an adapter, not the value: filter() is used (and
+    the one statement's old value, converted from the database's, isn't taken for one a
+    custom field spoiled)."""
     doc = JsonDoc.objects.create(data={'a': [1, 2]})
     assert JsonDoc.objects.filter(data={'a': [1, 2]}).cache().count() == 1
+    assert JsonDoc.objects.filter(data={'b': 1}).cache().count() == 0  # no row's values touch it
     doc.data = {'a': [3]}
     with CaptureQueriesContext(connection) as queries:
         doc.save()
     assert len([q for q in queries if q['sql'].startswith('UPDATE')]) == 1
     assert JsonDoc.objects.filter(data={'a': [1, 2]}).cache().count() == 0
     assert JsonDoc.objects.nocache().get(pk=doc.pk).data == {'a': [3]}
+    with CaptureQueriesContext(connection) as queries:
+        assert JsonDoc.objects.filter(data={'b': 1}).cache().count() == 0
+    assert len(queries) == 0  # still cached: the model was not invalidated
 
 
-def test_a_field_the_database_cant_match_falls_back_to_invalidating_the_model():
+def test_a_field_the_database_cant_match_falls_back_to_invalidating_the_model(either_save_path):
     row = Lossy.objects.create(num=5, title='mine')
     row = Lossy.objects.get(pk=row.pk)  # reads num as 1005, the database holds 5
     other = Lossy.objects.create(title='theirs')
     assert Lossy.objects.filter(title='other').cache().count() == 0
     Lossy.objects.filter(pk=other.pk).update(title='other')  # a mass update: no invalidation
     row.title = 'saved'
-    row.save()  # the conditional update can't match: Django's, unconditional, runs
+    # the conditional update can't match: Django's, unconditional, runs; the values the
+    # one statement returns don't prepare back to the database's
+    row.save()
     assert Lossy.objects.nocache().get(pk=row.pk).title == 'saved'
     # its old values unknown, the save dropped every entry of the model, this one too
     assert Lossy.objects.filter(title='other').cache().count() == 1
+
+
+# One statement (PostgreSQL): the UPDATE returns the values it overwrote
+
+def _statements(func):
+    with CaptureQueriesContext(connection) as queries:
+        func()
+    return [q['sql'] for q in queries]
+
+
+def _move_while_a_waits_on_the_row_lock(post, to, holding_the_lock=True):
+    """Writer A moves post to `to` in a transaction, its UPDATE waiting on the row lock that
+    B holds while it moves the post to c2 and commits; a reader caches B's version before
+    A commits (and invalidates)."""
+    errors, updated, go = [], threading.Event(), threading.Event()
+
+    def writer_a():
+        try:
+            instance = Post.objects.get(pk=post.pk)
+            with transaction.atomic():  # its invalidation waits for the commit
+                _move(instance, to)
+                updated.set()
+                assert go.wait(10), 'the test never let writer A go on'
+        except Exception as e:  # reported by the test thread
+            errors.append(e)
+        finally:
+            updated.set()
+            connection.close()
+
+    thread = threading.Thread(target=writer_a, name='writer A')
+    with transaction.atomic():  # B
+        moved = Post.objects.select_for_update().get(pk=post.pk)
+        thread.start()
+        try:
+            _wait_for_a_lock_wait()
+        except AssertionError:
+            go.set()
+            thread.join(10)
+            raise AssertionError(errors or 'writer A never waited on the row lock')
+        moved.category, moved.title = Category.objects.get(title='c2'), 'moved by B'
+        moved.save()
+    assert updated.wait(10), 'writer A never updated'
+    assert _cached(moved.category) == [(post.pk, 'moved by B')]  # the reader caches B's version
+    go.set()
+    thread.join(10)
+    assert not errors, errors
+
+
+def test_one_statement_returns_the_values_a_writer_committed_while_it_waited_for_the_row():
+    _skip_unless_one_statement()
+    c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
+    post = Post.objects.create(title='p', category=c1)
+    _move_while_a_waits_on_the_row_lock(post, c3)
+    assert Post.objects.nocache().get(pk=post.pk).category_id == c3.pk
+    _assert_cache_matches_database(c1, c2, c3)
+
+
+def test_one_statement_reading_the_row_unlocked_would_leave_a_stale_entry(monkeypatch):
+    """What the row lock in the statement's subquery is for: without it, the subquery reads
+    the version of the statement's snapshot, older than the one its UPDATE replaces."""
+    _skip_unless_one_statement()
+    original = events._returning_tail
+
+    def unlocked(*args):
+        tail, converters = original(*args)
+        return tail.replace(' FOR NO KEY UPDATE', ''), converters
+    monkeypatch.setattr(events, '_returning_tail', unlocked)
+    c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
+    post = Post.objects.create(title='p', category=c1)
+    _move_while_a_waits_on_the_row_lock(post, c3)
+    assert _actual(c2) == []
+    assert _cached(c2) == [(post.pk, 'moved by B')]  # stale: what the lock prevents
+
+
+def test_one_statement_locks_no_more_than_djangos_update():
+    """A row inserted (not committed yet) with a foreign key to the saved row holds a key
+    share lock on it once the key is checked: Django's UPDATE doesn't wait for it, nor
+    does the statement's read (FOR UPDATE would)."""
+    _skip_unless_one_statement()
+    category = Category.objects.create(title='c')
+    errors, inserted, go = [], threading.Event(), threading.Event()
+
+    def inserter():
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:  # Django's are deferred to the commit
+                    cursor.execute('SET CONSTRAINTS ALL IMMEDIATE')
+                Post.objects.create(title='p', category_id=category.pk)
+                inserted.set()
+                assert go.wait(10), 'the test never let the inserter go on'
+        except Exception as e:  # reported by the test thread
+            errors.append(e)
+        finally:
+            inserted.set()
+            connection.close()
+
+    thread = threading.Thread(target=inserter)
+    thread.start()
+    try:
+        assert inserted.wait(10)
+        category.title = 'renamed'
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+            try:
+                category.save()
+            except OperationalError as e:
+                raise AssertionError('the save waited for the inserter: %s' % e)
+    finally:
+        go.set()
+        thread.join(10)
+    assert not errors, errors
+    assert Category.objects.nocache().get(pk=category.pk).title == 'renamed'
+
+
+def test_a_save_is_one_update_that_invalidates_by_the_values_it_overwrote():
+    _skip_unless_one_statement()
+    c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
+    post = Post.objects.create(title='p', category=c1)
+    stale = Post.objects.get(pk=post.pk)
+    Post.objects.filter(pk=post.pk).update(category=c2)  # a mass update: no invalidation
+    assert _cached(c2) == [(post.pk, 'p')]
+    stale.category = c3
+    sqls = _statements(stale.save)
+    assert len(sqls) == 1 and sqls[0].startswith('UPDATE') and 'RETURNING' in sqls[0], sqls
+    _assert_cache_matches_database(c1, c2, c3)
+
+
+def test_a_save_of_some_fields_invalidates_where_the_database_has_the_row():
+    _skip_unless_one_statement()
+    c1, c2 = Category.objects.create(title='c1'), Category.objects.create(title='c2')
+    post = Post.objects.create(title='p', category=c1)
+    stale = Post.objects.get(pk=post.pk)
+    Post.objects.filter(pk=post.pk).update(category=c2)  # a mass update: no invalidation
+    assert _cached(c2) == [(post.pk, 'p')]
+    stale.title = 'retitled'
+    assert len(_statements(lambda: stale.save(update_fields=['title']))) == 1
+    assert _actual(c2) == [(post.pk, 'retitled')]
+    _assert_cache_matches_database(c1, c2)
+
+
+def test_an_f_expression_save_invalidates_by_the_value_the_database_computed():
+    """Before Django 6 the instance keeps the expression: the statement returns the value."""
+    _skip_unless_one_statement()
+    category = Category.objects.create(title='c')
+    gadget = Gadget.objects.create(category=category, stock=5)
+    Gadget.objects.filter(pk=gadget.pk).update(stock=10)  # a mass update: no invalidation
+    assert Gadget.objects.filter(stock=10).cache().count() == 1
+    assert Gadget.objects.filter(stock=11).cache().count() == 0
+    assert Gadget.objects.filter(stock=12).cache().count() == 0
+    gadget.stock = F('stock') + 1
+    assert len(_statements(gadget.save)) == 1
+    assert Gadget.objects.filter(stock=10).cache().count() == 0
+    assert Gadget.objects.filter(stock=11).cache().count() == 1
+    with CaptureQueriesContext(connection) as queries:
+        assert Gadget.objects.filter(stock=12).cache().count() == 0
+    assert len(queries) == 0  # another value: still cached
+
+
+@pytest.mark.skipif(not hasattr(models, 'GeneratedField'), reason='Django 5.0+')
+def test_values_the_database_computes_on_save_are_invalidated_by_and_refreshed():
+    """Django 6 refreshes a generated field and a field set to its database default from
+    the UPDATE's own RETURNING: the one statement returns them after the old values."""
+    _skip_unless_one_statement()
+    from tests.models import Priced
+    row = Priced.objects.create(price=2, quantity=3)
+    assert (row.total, row.code) == (6, 7)
+    for total in (6, 8):
+        Priced.objects.filter(total=total).cache().count()
+    row.quantity = 4
+    assert len(_statements(row.save)) == 1
+    if django.VERSION >= (6, 0):
+        assert row.total == 8
+    assert [Priced.objects.filter(total=total).cache().count() for total in (6, 8)] == [0, 1]
+
+    Priced.objects.filter(pk=row.pk).update(code=1)  # a mass update: no invalidation
+    assert [Priced.objects.filter(code=code).cache().count() for code in (1, 7)] == [1, 0]
+    again = Priced(pk=row.pk, price=2, quantity=4)  # code left to the database: DEFAULT
+    assert len(_statements(again.save)) == 1
+    if django.VERSION >= (6, 0):
+        assert again.code == 7
+    assert [Priced.objects.filter(code=code).cache().count() for code in (1, 7)] == [0, 1]
+
+
+def test_a_row_deleted_meanwhile_makes_the_update_return_nothing_and_django_insert():
+    _skip_unless_one_statement()
+    c1, c2 = Category.objects.create(title='c1'), Category.objects.create(title='c2')
+    post = Post.objects.create(title='p', category=c1)
+    instance = Post.objects.get(pk=post.pk)
+    Post.objects.filter(pk=post.pk).delete()
+    assert _cached(c2) == []
+    instance.category = c2
+    sqls = _statements(instance.save)
+    assert [sql.split()[0] for sql in sqls] == ['UPDATE', 'INSERT'], sqls
+    _assert_cache_matches_database(c1, c2)
+
+
+def test_a_statement_that_cant_be_built_falls_back_to_reading_the_old_values(monkeypatch):
+    _skip_unless_one_statement()
+    monkeypatch.setattr(events, '_update_returning', lambda *args: None)
+    c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
+    post = Post.objects.create(title='p', category=c1)
+    stale = Post.objects.get(pk=post.pk)
+    Post.objects.filter(pk=post.pk).update(category=c2)  # a mass update: no invalidation
+    assert _cached(c2) == [(post.pk, 'p')]
+    stale.category = c3
+    sqls = _statements(stale.save)
+    assert [sql.split()[0] for sql in sqls] == ['SELECT', 'UPDATE'], sqls
+    assert 'category_id' in sqls[1].split('WHERE')[1]  # conditional on the values read
+    _assert_cache_matches_database(c1, c2, c3)
+
+
+def _composite_pk_model():
+    if not hasattr(models, 'CompositePrimaryKey'):
+        pytest.skip('Django 5.2+')
+    from tests.models import Pair
+    return Pair
+
+
+@pytest.mark.parametrize('make', [
+    lambda: Movie.objects.create(name='n1', year=2000),
+    lambda: SelectOnSave.objects.create(num=1),
+    lambda: _composite_pk_model().objects.create(left=1, right=2, num=1),
+], ids=['multi-table child', 'select_on_save', 'composite primary key'])
+def test_models_one_statement_cant_serve_read_the_old_values_first(make):
+    _skip_unless_one_statement()
+    row = make()
+    sqls = _statements(row.save)
+    assert sqls[0].startswith('SELECT') and not any('RETURNING' in sql for sql in sqls), sqls
+
+
+def test_a_proxy_model_is_served_by_one_statement():
+    _skip_unless_one_statement()
+    post = ProxyPost.objects.create(title='p', category=Category.objects.create(title='c'))
+    post.title = 'q'
+    sqls = _statements(post.save)
+    assert len(sqls) == 1 and 'RETURNING' in sqls[0], sqls
+
+
+@pytest.mark.skipif(not hasattr(models, 'CompositePrimaryKey'), reason='Django 5.2+')
+def test_a_save_of_a_row_with_a_composite_primary_key_invalidates_old_and_new_values():
+    from tests.models import Pair
+    pair = Pair.objects.create(left=1, right=2, num=5)
+    assert [Pair.objects.filter(num=num).cache().count() for num in (5, 6)] == [1, 0]
+    pair.num = 6
+    pair.save()
+    assert [Pair.objects.filter(num=num).cache().count() for num in (5, 6)] == [0, 1]
 
 
 # Deletes
