@@ -487,12 +487,32 @@ def _post_save(sender, instance, using, created, update_fields, **kwargs):
         new = {**old, **{k: v for k, v in new.items() if k in written or k not in old}}
     if refreshed:  # what the database made of expressions and generated fields
         new.update(refreshed)
+    computed = tuple(name for name, value in new.items() if hasattr(value, 'resolve_expression'))
+    if computed:  # an expression the instance still holds (F('stock') + 1): ask the database
+        new.update(_computed_values(sender, instance, using, computed))
     rows = [new] if not old or old == new else [old, new]
     run_safely(_invalidate_dicts_lookup, sender, rows, using=using)
     # after the invalidation, and outside transactions only. A write by another process
     # committed and invalidated between ours and this store would be overwritten: the one
     # window cacheops accepts, for this opt-in feature (see the README)
     run_safely(query.cache_on_save, instance, using)
+
+
+def _computed_values(model, instance, using, attnames):
+    """{attname: value} the database holds for these columns of instance's row, read just
+    after its save; {} when it can't tell, and then the model is invalidated.
+
+    Another writer may have moved the values on since: its own invalidation covered the
+    values in between, and these are invalidated too, which is only one more."""
+    try:
+        values = _read_row(model._meta.concrete_model, using, instance.pk, attnames)
+    except Exception:
+        invalidation.logger.exception('cacheops: could not read the values a save computed')
+        values = None
+    if values is None:
+        run_safely(invalidation.invalidate_model, model, using=using)
+        return {name: None for name in attnames}  # no condition can match an expression
+    return values
 
 
 def _invalidate_dicts_lookup(model, rows, using):

@@ -427,9 +427,9 @@ def test_a_save_of_some_fields_invalidates_where_the_database_has_the_row():
     _assert_cache_matches_database(c1, c2)
 
 
-def test_an_f_expression_save_invalidates_by_the_value_the_database_computed():
-    """Before Django 6 the instance keeps the expression: the statement returns the value."""
-    _skip_unless_one_statement()
+def test_an_f_expression_save_invalidates_by_the_value_the_database_computed(either_save_path):
+    """The instance may keep the expression (before Django 6; on MySQL): the one statement
+    returns the value, elsewhere the save reads it after its UPDATE."""
     category = Category.objects.create(title='c')
     gadget = Gadget.objects.create(category=category, stock=5)
     Gadget.objects.filter(pk=gadget.pk).update(stock=10)  # a mass update: no invalidation
@@ -437,7 +437,7 @@ def test_an_f_expression_save_invalidates_by_the_value_the_database_computed():
     assert Gadget.objects.filter(stock=11).cache().count() == 0
     assert Gadget.objects.filter(stock=12).cache().count() == 0
     gadget.stock = F('stock') + 1
-    assert len(_statements(gadget.save)) == 1
+    gadget.save()
     assert Gadget.objects.filter(stock=10).cache().count() == 0
     assert Gadget.objects.filter(stock=11).cache().count() == 1
     with CaptureQueriesContext(connection) as queries:
