@@ -25,10 +25,10 @@ monkey.py connects the handlers and wraps Model._do_update and Collector.delete.
 import datetime
 import decimal
 import functools
-import inspect
 import uuid
 from operator import attrgetter
 
+import django
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models.sql import UpdateQuery
@@ -270,7 +270,7 @@ def conditional_do_update(original):
     left that to it (PostgreSQL), else conditional on the old values _pre_save read (see
     the docstring of this module); Django's own when nothing was read."""
     # Django 6.0+ passes returning_fields and takes the rows of their new values back
-    returns_rows = 'returning_fields' in inspect.signature(original).parameters
+    returns_rows = django.VERSION >= (6, 0)
 
     @functools.wraps(original)
     def _do_update(self, base_qs, using, pk_val, values, *args, **kwargs):
@@ -325,12 +325,13 @@ def _returning_fields(args, kwargs):
 # One statement (PostgreSQL)
 
 @derived
-def _saves_in_one_statement(model, vendor):
+def _saves_in_one_statement(model, database):
     """Whether a save of model can update its row and return the old values in one
-    statement: on PostgreSQL, for a model of one table and a one-column primary key whose
-    UPDATE row counts are trusted (no select_on_save)."""
+    statement: on PostgreSQL itself (a display name, as backends of other databases
+    speaking its protocol take its vendor), for a model of one table and a one-column
+    primary key whose UPDATE row counts are trusted (no select_on_save)."""
     meta = model._meta
-    return (vendor == 'postgresql' and not meta.concrete_model._meta.parents
+    return (database == 'PostgreSQL' and not meta.concrete_model._meta.parents
             and not meta.select_on_save and meta.pk.column is not None)
 
 
@@ -344,8 +345,8 @@ def _update_returning(instance, base_qs, using, pk_val, values, new_fields):
     clause, expressions and field preparation), its WHERE clause moved into a subquery
     that locks the row."""
     attnames = _old_attnames(instance, using)
-    if not attnames:
-        return None
+    if not attnames or type(base_qs)._update is not models.QuerySet._update:
+        return None  # (a queryset class of the base manager's that updates its own way)
     query = base_qs.filter(pk=pk_val).query.chain(UpdateQuery)
     query.add_update_fields(values)
     query.annotations = {}  # as QuerySet._update(): not to end up in subqueries
@@ -369,17 +370,31 @@ def _update_returning(instance, base_qs, using, pk_val, values, new_fields):
     if not rows:
         instance._cacheops_old = None  # Django inserts: there was no old row
         return rows
-    raw = rows[0]
-    if converters:
-        rows = list(compiler.apply_converters(rows, converters))
     count = len(attnames)
-    if _converted_faithfully(connection, base_qs.model, attnames, converters, raw, rows[0]):
-        instance._cacheops_old = {**_pk_row(instance), **dict(zip(attnames, rows[0][:count]))}
-    else:
-        instance._cacheops_old = UNKNOWN
+    old_converters = {i: c for i, c in converters.items() if i < count}
+    new_converters = {i - count: c for i, c in converters.items() if i >= count}
+    new_rows = [row[count:] for row in rows]
+    if new_converters:  # Django's own: failing, they fail its save as they would anyway
+        new_rows = list(compiler.apply_converters(new_rows, new_converters))
+    new_rows = [tuple(row) for row in new_rows]
+    instance._cacheops_old = _old_row(instance, connection, compiler, attnames, old_converters,
+                                      rows[0][:count])
     if new_fields:
-        instance._cacheops_new = {f.attname: v for f, v in zip(new_fields, rows[0][count:])}
-    return [tuple(row[count:]) for row in rows]
+        instance._cacheops_new = {f.attname: v for f, v in zip(new_fields, new_rows[0])}
+    return new_rows
+
+
+def _old_row(instance, connection, compiler, attnames, converters, raw):
+    """The old row as _db_values() gives it, from the values the UPDATE returned; UNKNOWN
+    (the save invalidates the model) if converting them fails or doesn't give them back:
+    the row is written by now, and the save must not fail."""
+    try:
+        converted = next(iter(compiler.apply_converters([raw], converters))) if converters else raw
+        if _converted_faithfully(connection, type(instance), attnames, converters, raw, converted):
+            return {**_pk_row(instance), **dict(zip(attnames, converted))}
+    except Exception:
+        invalidation.logger.exception('cacheops: could not convert the old values a save returned')
+    return UNKNOWN
 
 
 # what a field's get_db_prep_value() gives that Python can compare with a column's value
@@ -463,8 +478,8 @@ def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
     # an unsaved instance with a pk may still update an existing row
     if not _tracked(sender) or instance.pk is None:
         return
-    vendor = connections[using].vendor
-    if _saves_in_one_statement(sender, vendor) and _old_attnames(instance, using):
+    if _saves_in_one_statement(sender, connections[using].display_name) \
+            and _old_attnames(instance, using):
         instance._cacheops_old = RETURNING  # the UPDATE will return them
     else:
         instance._cacheops_old = _read_old_values(instance, using)
@@ -568,7 +583,8 @@ def _post_delete(sender, instance, using, **kwargs):
     if not _tracked(sender):
         return
     # the database's values win over the instance's, which may be outdated
-    row = {**obj_dict(instance), **(instance.__dict__.pop('_cacheops_old', None) or {})}
+    old = instance.__dict__.pop('_cacheops_old', None)  # a failed save's marker: not a row
+    row = {**obj_dict(instance), **(old if isinstance(old, dict) else {})}
     run_safely(_invalidate_dicts_lookup, sender, [row], using=using)
     run_safely(query.invalidate_m2o, sender, instance, using=using)
 

@@ -145,6 +145,14 @@ def read_command(client, *args):
         return connection.read_response()
     except CONNECTION_ERRORS:  # the connection was dropped: it is reconnected on next use
         return client.execute_command(*args)
+    except redis.ResponseError:
+        # A GET or MGET of ours never fails, unless its reply is an error meant for a
+        # store sent before, whose CLIENT REPLY SKIP the server refused (a script busy
+        # for long, an ACL changed since the probe): drop the connection with the
+        # replies left on it, stop skipping replies, and ask again.
+        connection.disconnect()
+        _skips_replies[pool] = False
+        return client.execute_command(*args)
     finally:
         pool.release(connection)
 
@@ -200,27 +208,26 @@ def _connection(pool):
 
 def _can_skip_replies(pool):
     """Whether the server honours CLIENT REPLY SKIP (a proxy or an ACL may refuse it),
-    asked once per pool: SKIP, ECHO 1, ECHO 2 give one reply, 2, only if it skipped."""
+    asked once per pool: SKIP, ECHO 1, ECHO 2 give one reply, 2, only if it skipped.
+    Any other first reply leaves an unknown number behind: the connection is dropped."""
     known = _skips_replies.get(pool)
     if known is not None:
         return known
     connection = _connection(pool)
+    skips = False
     try:
         connection.send_packed_command(connection.pack_commands(
             [_SKIP_REPLY, ('ECHO', '1'), ('ECHO', '2')]))
-        replies = 0
-        while True:
-            replies += 1
-            try:
-                reply = connection.read_response()
-            except redis.ResponseError:  # CLIENT REPLY refused
-                continue
-            if reply in (b'2', '2'):
-                break
+        try:
+            skips = connection.read_response() in (b'2', '2')
+        except redis.ResponseError:  # CLIENT REPLY refused, or ECHO: don't find out which
+            pass
+        if not skips:
+            connection.disconnect()
     except BaseException:
         connection.disconnect()  # replies may be left unread on it
         raise
     finally:
         pool.release(connection)
-    _skips_replies[pool] = skips = replies == 1
+    _skips_replies[pool] = skips
     return skips

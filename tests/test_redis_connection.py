@@ -325,3 +325,57 @@ def test_a_single_connection_client(django_assert_num_queries):
     with override_settings(CACHEOPS_REDIS={**conf, 'single_connection_client': True}):
         assert client().connection is not None
         assert_caching_works(django_assert_num_queries)
+
+
+@pytest.fixture
+def private_server():
+    from tools.redis_server import private_redis
+    with private_redis() as port:
+        yield port
+
+
+def test_the_probe_gives_up_skipping_where_echo_is_refused(private_server):
+    """The probe's replies can't be counted then: the connection is dropped instead."""
+    raw = redis.Redis(port=private_server)
+    raw.acl_setuser('noecho', enabled=True, nopass=True, keys=['*'], channels=['*'],
+                    commands=['+@all', '-echo'])
+    with override_settings(CACHEOPS_REDIS={'port': private_server, 'username': 'noecho',
+                                           'socket_timeout': 5}):
+        raw.set('k', MARKER)
+        cacheops.redis.send_script('store', ['k', 'k:signal'], [MARKER, 'v', '0'])
+        assert not cacheops.redis._skips_replies[client().connection_pool]
+        assert client().get('k') == b'v'
+
+
+BUSY_LOOP = 'local x = 0 for i = 1, tonumber(ARGV[1]) do x = x + i end return 1'
+
+
+def test_replies_to_stores_a_busy_server_refused_reach_no_read(private_server):
+    """A script running past busy-reply-threshold makes Redis refuse CLIENT REPLY SKIP and
+    answer the store after all: no read takes those replies for its own."""
+    raw = redis.Redis(port=private_server)
+    raw.config_set('busy-reply-threshold', 50)
+    keys = 500
+    for i in range(keys):
+        raw.set('k%d' % i, 'v%d' % i)
+    with override_settings(CACHEOPS_REDIS={'port': private_server}):
+        client_ = cacheops.redis.get_client()
+        cacheops.redis.send_script('store', ['x', 'x:signal'], [MARKER, 'v', '0'])
+        assert cacheops.redis._skips_replies[client_.connection_pool]
+        busy = threading.Thread(target=lambda: redis.Redis(port=private_server).eval(BUSY_LOOP, 0, 10 ** 8))
+        busy.start()
+        wrong, i = [], 0
+        while busy.is_alive() or i < 200:
+            try:
+                cacheops.redis.send_script('store', ['x', 'x:signal'], [MARKER, 'v', '0'])
+                value = cacheops.redis.read_command(client_, 'GET', 'k%d' % (i % keys))
+            except redis.ResponseError as e:  # busy: the store or the read refused
+                assert str(e).startswith('BUSY'), e
+            else:
+                if value != b'v%d' % (i % keys):
+                    wrong.append(value)
+            i += 1
+        busy.join()
+        assert not wrong, 'a read took the reply meant for another command'
+        assert [cacheops.redis.read_command(client_, 'GET', 'k%d' % i) for i in range(3)] == \
+            [b'v0', b'v1', b'v2']

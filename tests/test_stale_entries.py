@@ -202,3 +202,30 @@ def test_readers_and_writers_in_several_processes_leave_no_stale_entry(monkeypat
         monkeypatch.setattr(getset, 'PROTECT_STORES', False)
     stale = run_readers_and_writers()
     assert stale == [], '%d stale entries, e.g. %r' % (len(stale), stale[:3])
+
+
+def test_a_miss_dropped_for_a_write_to_another_row_is_cached_by_the_next(django_assert_num_queries):
+    """Insideout mode: a miss whose stamps were missing drops its store when its table is
+    written meanwhile, but leaves the stamps, so that the next miss, protected by them,
+    stores: a busy table still gets cached."""
+    category = Category.objects.create(title='c')
+    Post.objects.create(title='old', category=category)
+    other = Post.objects.create(title='x', category=Category.objects.create(title='d'))
+    assert Post.objects.cache().filter(title='unrelated').count() == 0  # the table known
+    compute_once = getset._Computed.__call__
+    writes = []
+
+    def write_during_query(self):
+        first = not self.done
+        value = compute_once(self)
+        if first:  # another row of the same table is written while the query runs
+            writes.append(1)
+            other.text = str(len(writes))
+            other.save()
+        return value
+
+    with mock.patch.object(getset._Computed, '__call__', write_during_query):
+        for _ in range(2):
+            assert _cached_titles(category) == ['old']
+    with django_assert_num_queries(0):
+        assert _cached_titles(category) == ['old']

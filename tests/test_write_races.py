@@ -21,8 +21,8 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from cacheops import events
-from tests.models import (Assorted, Category, Gadget, JsonDoc, Lossy, Media, Movie, Note, Post,
-                          ProxyPost, SelectOnSave)
+from tests.models import (Assorted, Category, Gadget, JsonDoc, Lossy, LossyIntegerField, Media,
+                          Movie, Note, Post, ProxyPost, SelectOnSave)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -660,3 +660,25 @@ def test_a_delete_locks_rows_in_djangos_order_and_so_does_not_deadlock():
     thread.join(30)
     assert not errors, errors
     assert not Post.objects.nocache().filter(pk=post.pk).exists()
+
+
+def test_a_converter_failing_on_the_old_value_neither_fails_the_save_nor_leaves_it_stale(
+        monkeypatch, either_save_path):
+    """A custom field whose from_db_value() rejects a value already in the column: the row
+    is written (PostgreSQL's one statement returned it), so the save succeeds and
+    invalidates the model instead."""
+    obj = Lossy.objects.create(num=13, title='a')
+    titles = lambda: list(Lossy.objects.filter(title='a').cache().values_list('title', flat=True))
+    assert titles() == ['a']
+    original = LossyIntegerField.from_db_value
+
+    def from_db_value(self, value, expression, connection):
+        if value == 13:
+            raise ValueError('a legacy value')
+        return original(self, value, expression, connection)
+
+    monkeypatch.setattr(LossyIntegerField, 'from_db_value', from_db_value)
+    obj = Lossy.objects.only('title').nocache().get(pk=obj.pk)
+    obj.title = 'b'
+    obj.save()
+    assert titles() == []

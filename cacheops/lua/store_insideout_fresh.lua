@@ -1,9 +1,11 @@
 -- Insideout mode, after the database was queried, when some of the query's stamps were
 -- missing at the read: store the value only if no invalidation of its tables happened
--- since (each table's epoch is as read), creating the missing stamps and recording the
--- schemes; the value is prefixed with the checksum of the stamps. An invalidation in
--- between, which had no stamp to delete, replaced an epoch, and the value is dropped.
--- A stamp that was there at the read and is gone or changed drops it too.
+-- since (each table's epoch is as read); the value is prefixed with the checksum of the
+-- stamps. An invalidation in between, which had no stamp to delete, replaced an epoch,
+-- and the value is dropped; a stamp that was there at the read and is gone or changed
+-- drops it too. The missing stamps are made and the schemes recorded either way: the
+-- next miss then reads them before its query, and is not dropped for a write to another
+-- row of a busy table.
 --
 -- KEYS: cache key, lock key, signal list key, then n conjunction stamp keys, then
 --       for each table: its epoch key, its schemes set
@@ -23,11 +25,11 @@ local function stored(result)
     return result
 end
 
--- the epochs first: nothing may change before the store is known to be safe
+local ok = true
 local k, a = 4 + n, 7 + n
 while a <= #ARGV do
     if redis.call('get', KEYS[k]) ~= ARGV[a] then
-        return stored(0)
+        ok = false
     end
     k, a = k + 2, a + 2 + tonumber(ARGV[a + 1])
 end
@@ -41,7 +43,7 @@ for i = 1, n do
         stamp = false
     end
     if read ~= '' and stamp ~= read then
-        return stored(0)
+        ok = false
     end
     if not stamp then
         stamp = fresh
@@ -61,5 +63,8 @@ while a <= #ARGV do
     k, a = k + 2, a + 2 + m
 end
 
+if not ok then
+    return stored(0)
+end
 redis.call('set', KEYS[1], redis.sha1hex(table.concat(stamps, ' ')) .. ARGV[1], 'EX', timeout)
 return stored(1)
