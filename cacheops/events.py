@@ -474,9 +474,16 @@ def _read_old_values(instance, using):
 
 
 def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
-    instance.__dict__.pop('_cacheops_new', None)
+    if not _tracked(sender):
+        return
+    state = instance.__dict__
+    if '_cacheops_old' in state or '_cacheops_new' in state:
+        # a save inside a save (a post_save receiver that runs before ours saving again):
+        # the outer one's values are kept aside until this one is done
+        state.setdefault('_cacheops_outer', []).append(
+            (state.pop('_cacheops_old', None), state.pop('_cacheops_new', None)))
     # an unsaved instance with a pk may still update an existing row
-    if not _tracked(sender) or instance.pk is None:
+    if instance.pk is None:
         return
     if _saves_in_one_statement(sender, connections[using].display_name) \
             and _old_attnames(instance, using):
@@ -488,13 +495,12 @@ def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
 def _post_save(sender, instance, using, created, update_fields, **kwargs):
     if not _tracked(sender):
         return
-    old = instance.__dict__.pop('_cacheops_old', None)
+    old, refreshed = _pop_save_state(instance)
     if old is RETURNING:  # Django inserted without trying an update: there was no row
         old = None
     elif old is UNKNOWN:
         run_safely(invalidation.invalidate_model, sender, using=using)
         old = None
-    refreshed = instance.__dict__.pop('_cacheops_new', None)
     new = obj_dict(instance)
     if old:
         written = {instance._meta.get_field(name).attname for name in update_fields} \
@@ -511,6 +517,23 @@ def _post_save(sender, instance, using, created, update_fields, **kwargs):
     # committed and invalidated between ours and this store would be overwritten: the one
     # window cacheops accepts, for this opt-in feature (see the README)
     run_safely(query.cache_on_save, instance, using)
+
+
+def _pop_save_state(instance):
+    """(old values, values the database computed) of the save ending, giving back those
+    of a save it ran inside."""
+    state = instance.__dict__
+    current = state.pop('_cacheops_old', None), state.pop('_cacheops_new', None)
+    outer = state.get('_cacheops_outer')
+    if outer:
+        old, new = outer.pop()
+        if not outer:
+            del state['_cacheops_outer']
+        if old is not None:
+            state['_cacheops_old'] = old
+        if new is not None:
+            state['_cacheops_new'] = new
+    return current
 
 
 def _computed_values(model, instance, using, attnames):
@@ -576,15 +599,14 @@ def _read_deleted_rows(collector):
             continue
         rows = locked_rows(model._meta.concrete_model, using, [obj.pk for obj in instances], attnames)
         for obj in instances:
-            obj._cacheops_old = rows.get(obj.pk)
+            obj._cacheops_deleted = rows.get(obj.pk)
 
 
 def _post_delete(sender, instance, using, **kwargs):
     if not _tracked(sender):
         return
     # the database's values win over the instance's, which may be outdated
-    old = instance.__dict__.pop('_cacheops_old', None)  # a failed save's marker: not a row
-    row = {**obj_dict(instance), **(old if isinstance(old, dict) else {})}
+    row = {**obj_dict(instance), **(instance.__dict__.pop('_cacheops_deleted', None) or {})}
     run_safely(_invalidate_dicts_lookup, sender, [row], using=using)
     run_safely(query.invalidate_m2o, sender, instance, using=using)
 

@@ -16,7 +16,7 @@ import django
 import pytest
 from django.db import OperationalError, connection, connections, models, transaction
 from django.db.models import F
-from django.db.models.signals import pre_save
+from django.db.models.signals import post_save, pre_save
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -682,3 +682,29 @@ def test_a_converter_failing_on_the_old_value_neither_fails_the_save_nor_leaves_
     obj.title = 'b'
     obj.save()
     assert titles() == []
+
+
+def test_a_save_inside_a_save_keeps_the_outer_saves_old_values(either_save_path):
+    """A post_save receiver connected before cacheops' (at import, as in a models.py)
+    saves the instance again: the outer save still invalidates by the values it moved
+    the row from."""
+    c1, c2 = Category.objects.create(title='c1'), Category.objects.create(title='c2')
+    post = Post.objects.create(title='p', category=c1)
+    in_c1 = lambda: [p.title for p in Post.objects.filter(category=c1).cache()]
+    assert in_c1() == ['p']
+
+    def save_again(sender, instance, created, **kwargs):
+        if not created and instance.title == 'p':
+            instance.title = 'p2'
+            instance.save(update_fields=['title'])
+
+    post_save.connect(save_again, sender=Post, weak=False, dispatch_uid='tests-save-again')
+    post_save.receivers.insert(0, post_save.receivers.pop())  # before cacheops' receiver
+    post_save.sender_receivers_cache.clear()
+    try:
+        post.category = c2
+        post.save()
+    finally:
+        post_save.disconnect(sender=Post, dispatch_uid='tests-save-again')
+    assert in_c1() == []
+    assert [p.title for p in Post.objects.filter(category=c2).cache()] == ['p2']
