@@ -477,14 +477,19 @@ def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
     if not _tracked(sender):
         return
     state = instance.__dict__
-    if '_cacheops_old' in state or '_cacheops_new' in state:
+    if any(key in state for key in SAVE_STATE):
         # a save inside a save (a post_save receiver that runs before ours saving again):
         # the outer one's values are kept aside until this one is done
-        state.setdefault('_cacheops_outer', []).append(
-            (state.pop('_cacheops_old', None), state.pop('_cacheops_new', None)))
+        state.setdefault('_cacheops_outer', []).append(tuple(state.pop(key, None) for key in SAVE_STATE))
     # an unsaved instance with a pk may still update an existing row
     if instance.pk is None:
         return
+    # fields set to an expression (F('stock') + 1): what the database makes of them is
+    # known after the save only, and only from the database if Django defers them then
+    expressions = tuple(f.attname for f in instance._meta.concrete_fields
+                        if hasattr(state.get(f.attname), 'resolve_expression'))
+    if expressions:
+        state['_cacheops_expressions'] = expressions
     if _saves_in_one_statement(sender, connections[using].display_name) \
             and _old_attnames(instance, using):
         instance._cacheops_old = RETURNING  # the UPDATE will return them
@@ -495,21 +500,24 @@ def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
 def _post_save(sender, instance, using, created, update_fields, **kwargs):
     if not _tracked(sender):
         return
-    old, refreshed = _pop_save_state(instance)
+    old, refreshed, expressions = _pop_save_state(instance)
     if old is RETURNING:  # Django inserted without trying an update: there was no row
         old = None
     elif old is UNKNOWN:
         run_safely(invalidation.invalidate_model, sender, using=using)
         old = None
-    new = obj_dict(instance)
+    loaded = new = obj_dict(instance)
     if old:
         written = {instance._meta.get_field(name).attname for name in update_fields} \
             if update_fields else set(new)
         new = {**old, **{k: v for k, v in new.items() if k in written or k not in old}}
-    if refreshed:  # what the database made of expressions and generated fields
-        new.update(refreshed)
-    computed = tuple(name for name, value in new.items() if hasattr(value, 'resolve_expression'))
-    if computed:  # an expression the instance still holds (F('stock') + 1): ask the database
+    refreshed = refreshed or {}
+    new.update(refreshed)  # what the database made of expressions and generated fields
+    # expressions the instance still holds, or that Django deferred after the save (with
+    # no RETURNING to refresh them): ask the database
+    computed = tuple(name for name in expressions or () if name not in refreshed and (
+        name not in loaded or hasattr(loaded[name], 'resolve_expression')))
+    if computed:
         new.update(_computed_values(sender, instance, using, computed))
     rows = [new] if not old or old == new else [old, new]
     run_safely(_invalidate_dicts_lookup, sender, rows, using=using)
@@ -519,20 +527,23 @@ def _post_save(sender, instance, using, created, update_fields, **kwargs):
     run_safely(query.cache_on_save, instance, using)
 
 
+# What a save keeps on its instance from pre_save to post_save: the old values, the
+# values the database computed (returned by PostgreSQL's one statement), the fields set
+# to expressions
+SAVE_STATE = ('_cacheops_old', '_cacheops_new', '_cacheops_expressions')
+
+
 def _pop_save_state(instance):
-    """(old values, values the database computed) of the save ending, giving back those
-    of a save it ran inside."""
+    """The SAVE_STATE values of the save ending, giving back those of a save it ran inside."""
     state = instance.__dict__
-    current = state.pop('_cacheops_old', None), state.pop('_cacheops_new', None)
+    current = tuple(state.pop(key, None) for key in SAVE_STATE)
     outer = state.get('_cacheops_outer')
     if outer:
-        old, new = outer.pop()
+        for key, value in zip(SAVE_STATE, outer.pop()):
+            if value is not None:
+                state[key] = value
         if not outer:
             del state['_cacheops_outer']
-        if old is not None:
-            state['_cacheops_old'] = old
-        if new is not None:
-            state['_cacheops_new'] = new
     return current
 
 
