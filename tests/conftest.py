@@ -90,30 +90,27 @@ def redis_commands(monkeypatch):
     return sent
 
 
+def _recorded(monkeypatch, method, record):
+    """A list that gets record(args, result) of every call to AbstractConnection.<method>."""
+    calls = []
+    original = getattr(AbstractConnection, method)
+
+    def recording(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        calls.append(record(args, result))
+        return result
+
+    monkeypatch.setattr(AbstractConnection, method, recording)
+    return calls
+
+
 @pytest.fixture
 def round_trips(monkeypatch):
     """How many times a request (a command or a whole pipeline) is sent to Redis."""
-    sent = []
-    original = AbstractConnection.send_packed_command
-
-    def counting(self, command, *args, **kwargs):
-        sent.append(command)
-        return original(self, command, *args, **kwargs)
-
-    monkeypatch.setattr(AbstractConnection, 'send_packed_command', counting)
-    return sent
+    return _recorded(monkeypatch, 'send_packed_command', lambda args, result: args[0])
 
 
 @pytest.fixture
 def awaited_replies(monkeypatch):
     """How many replies cacheops waits for from Redis while the test runs."""
-    read = []
-    original = AbstractConnection.read_response
-
-    def counting(self, *args, **kwargs):
-        response = original(self, *args, **kwargs)
-        read.append(response)
-        return response
-
-    monkeypatch.setattr(AbstractConnection, 'read_response', counting)
-    return read
+    return _recorded(monkeypatch, 'read_response', lambda args, result: result)
