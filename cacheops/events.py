@@ -506,17 +506,17 @@ def _post_save(sender, instance, using, created, update_fields, **kwargs):
     elif old is UNKNOWN:
         run_safely(invalidation.invalidate_model, sender, using=using)
         old = None
-    loaded = new = obj_dict(instance)
+    new = obj_dict(instance)
+    refreshed = refreshed or {}
+    # expressions the instance still holds, or that Django deferred after the save (with
+    # no RETURNING to refresh them): ask the database
+    computed = tuple(name for name in expressions or () if name not in refreshed and (
+        name not in new or hasattr(new[name], 'resolve_expression')))
     if old:
         written = {instance._meta.get_field(name).attname for name in update_fields} \
             if update_fields else set(new)
         new = {**old, **{k: v for k, v in new.items() if k in written or k not in old}}
-    refreshed = refreshed or {}
     new.update(refreshed)  # what the database made of expressions and generated fields
-    # expressions the instance still holds, or that Django deferred after the save (with
-    # no RETURNING to refresh them): ask the database
-    computed = tuple(name for name in expressions or () if name not in refreshed and (
-        name not in loaded or hasattr(loaded[name], 'resolve_expression')))
     if computed:
         new.update(_computed_values(sender, instance, using, computed))
     rows = [new] if not old or old == new else [old, new]
