@@ -15,8 +15,8 @@ import redis
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from .conf import insideout, prefix_func
-from .keys import (PrefixQuery, conj_prefix, epoch_key, prefix_for, prefixed_tables, scan_conj_keys,
-                   schemes_key)
+from .keys import (PrefixQuery, conj_prefix, epoch_key, is_conj_key, prefix_for, prefixed_tables,
+                   scan_conj_keys, schemes_key)
 from .redis import get_client, is_cluster, run_script
 from .signals import cache_invalidated
 from .transaction import queue_when_in_transaction
@@ -194,6 +194,10 @@ def invalidate_all():
     the entries registered in conj keys go first (a callable prefix may give a query on
     several tables a prefix no single table has), then every key under a prefix cacheops
     computes; keys with an empty prefix are deleted only if they are cacheops' own.
+    Readers keep registering meanwhile: the schemes sets of known tables are kept, or a
+    value registered after the scan would be out of reach of later writes, and a conj
+    key found under a prefix is dropped with the values it references, as it may
+    reference one stored after the scan passed it.
     """
     if no_invalidation.active:
         return
@@ -206,10 +210,18 @@ def invalidate_all():
                                  for table in sorted(tables)])
         for conjs in scan_conj_keys(client, UNLINK_CHUNK):
             invalidate_conjs(client, conjs)
+        kept = {form for prefix, tables in by_prefix.items() for table in tables
+                for form in (schemes_key(prefix, table), schemes_key(prefix, table).encode())}
+        conj_prefixes = {conj_prefix(prefix, table) for prefix, tables in by_prefix.items()
+                         for table in tables}
         for prefix in _whole_prefixes(by_prefix):
-            _delete_keys(client, client.scan_iter(match=glob_escape(prefix) + '*', count=UNLINK_CHUNK))
-        _delete_keys(client, [key for table in by_prefix.get('', ())
-                              for key in (schemes_key('', table), epoch_key('', table))])
+            found = client.scan_iter(match=glob_escape(prefix) + '*', count=UNLINK_CHUNK)
+            for keys in chunks(found, UNLINK_CHUNK):
+                conjs = [key for key in keys if is_conj_key(key, conj_prefixes)]
+                invalidate_conjs(client, conjs)
+                dropped = kept.union(conjs)
+                _delete_keys(client, [key for key in keys if key not in dropped])
+        _delete_keys(client, [epoch_key('', table) for table in by_prefix.get('', ())])
     if cache_invalidated.receivers:
         cache_invalidated.send(sender=None, obj_dict=None)
 

@@ -134,12 +134,12 @@ def scan_conj_keys(client, count=1000):
     """Lists of cacheops' conjunction keys (sets or stamps), found with SCAN, up to count at a time."""
     for pattern, own_prefixes in conj_patterns():
         for keys in chunks(client.scan_iter(match=pattern, count=count), count):
-            keys = [key for key in keys if _is_conj_key(key, own_prefixes)]
+            keys = [key for key in keys if is_conj_key(key, own_prefixes)]
             if keys:
                 yield keys
 
 
-def _is_conj_key(key, own_prefixes):
+def is_conj_key(key, own_prefixes):
     """Whether a key starts with one of these '<prefix>conj:<table>:' strings."""
     text = key.decode(errors='replace') if isinstance(key, bytes) else key
     colon = text.find(':')

@@ -266,3 +266,52 @@ def test_invalidate_all_with_a_callable_prefix(prefix, cat):
         invalidate_all()
         assert queries(lambda: titles(category=cat)) == (['b'], 1)
     assert_other_data_kept()
+
+
+# invalidate_all() with a prefix scans, while readers keep registering: what a reader
+# registers meanwhile must stay within reach of later writes.
+
+def empty_prefix(query):
+    return ''
+
+
+def test_a_reader_registering_during_invalidate_all_is_invalidated_by_later_writes(monkeypatch, cat):
+    """Under an empty prefix its keys can't be deleted wholesale: the schemes set that
+    tells writes which conj keys to delete must outlive invalidate_all()."""
+    from cacheops import invalidation
+    Post.objects.create(title='a', category=cat)
+    whole_prefixes = invalidation._whole_prefixes
+
+    def reading_meanwhile(by_prefix):
+        assert queries(lambda: titles(category=cat)) == (['a'], 1)  # registers and stores
+        return whole_prefixes(by_prefix)
+    with override_settings(CACHEOPS_PREFIX=empty_prefix):
+        monkeypatch.setattr(invalidation, '_whole_prefixes', reading_meanwhile)
+        invalidate_all()
+        monkeypatch.undo()
+        assert queries(lambda: titles(category=cat)) == (['a'], 0)
+        Post.objects.create(title='b', category=cat)
+        assert titles(category=cat) == ['a', 'b']
+
+
+def test_a_conj_key_found_by_invalidate_all_goes_with_the_values_it_references(monkeypatch, cat):
+    """The scan under a prefix may find a conj key a reader registered after the scan
+    passed the reader's value: deleting the conj key alone would leave the value out
+    of reach of later writes."""
+    Post.objects.create(title='a', category=cat)
+    scan_iter = redis_client.scan_iter
+
+    def scan_reaching_a_new_conj_key_only(match=None, **kwargs):
+        found = list(scan_iter(match=match, **kwargs))
+        if match != 'path:*':
+            return iter(found)
+        assert queries(lambda: titles(category=cat)) == (['a'], 1)  # registers and stores
+        new_conjs = [key for key in scan_iter(match='path:conj:*') if key not in found]
+        assert new_conjs
+        return iter(found + new_conjs)
+    with override_settings(CACHEOPS_PREFIX='tests.test_prefix.string_path_prefix'):
+        monkeypatch.setattr(redis_client, 'scan_iter', scan_reaching_a_new_conj_key_only)
+        invalidate_all()
+        monkeypatch.undo()
+        Post.objects.create(title='b', category=cat)
+        assert titles(category=cat) == ['a', 'b']
