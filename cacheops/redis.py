@@ -2,6 +2,7 @@
 or sent without waiting for their reply."""
 import hashlib
 import os
+import time
 import warnings
 import weakref
 from functools import wraps
@@ -151,7 +152,7 @@ def read_command(client, *args):
         # for long, an ACL changed since the probe): drop the connection with the
         # replies left on it, stop skipping replies, and ask again.
         connection.disconnect()
-        _skips_replies[pool] = False
+        _stop_skipping_replies(pool)
         return client.execute_command(*args)
     finally:
         pool.release(connection)
@@ -165,7 +166,14 @@ def read_command(client, *args):
 # unseen (a busy or read-only server) would leave stale entries.
 
 _SKIP_REPLY = ('CLIENT', 'REPLY', 'SKIP')
-_skips_replies = weakref.WeakKeyDictionary()  # connection pool -> whether its server can
+# connection pool -> True if its server skips replies, else when to ask it again (a
+# server that was busy, or whose ACL changed, may skip them again later)
+_skips_replies = weakref.WeakKeyDictionary()
+ASK_AGAIN_AFTER = 60  # seconds
+
+
+def _stop_skipping_replies(pool):
+    _skips_replies[pool] = time.monotonic() + ASK_AGAIN_AFTER
 
 
 def send_script(name, keys=(), args=()):
@@ -211,8 +219,8 @@ def _can_skip_replies(pool):
     asked once per pool: SKIP, ECHO 1, ECHO 2 give one reply, 2, only if it skipped.
     Any other first reply leaves an unknown number behind: the connection is dropped."""
     known = _skips_replies.get(pool)
-    if known is not None:
-        return known
+    if known is True or known is not None and time.monotonic() < known:
+        return known is True
     connection = _connection(pool)
     skips = False
     try:
@@ -229,5 +237,8 @@ def _can_skip_replies(pool):
         raise
     finally:
         pool.release(connection)
-    _skips_replies[pool] = skips
+    if skips:
+        _skips_replies[pool] = True
+    else:
+        _stop_skipping_replies(pool)
     return skips

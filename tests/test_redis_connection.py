@@ -3,6 +3,7 @@ CACHEOPS_SENTINEL, CACHEOPS_CLIENT_CLASS. The client is created lazily and
 rebuilt when these settings change (override_settings)."""
 import os
 import threading
+import time
 
 import pytest
 import redis
@@ -247,11 +248,47 @@ def test_stores_wait_for_their_reply_where_client_reply_is_refused(
     with pytest.raises(redis.ResponseError):  # the user can't, indeed
         client().execute_command('CLIENT', 'REPLY', 'ON')
     _store_by_script('tests:refused', b'value')
-    assert not cacheops.redis._skips_replies[client().connection_pool]
+    assert cacheops.redis._skips_replies[client().connection_pool] is not True
     assert client().get('tests:refused') == b'value'
     awaited_replies.clear()
     assert_caching_works(django_assert_num_queries)
     assert client().ping()  # no reply was left unread on the connection
+
+
+def _replies_a_store_waits_for(awaited_replies, key, value):
+    raw_client().set(key, MARKER, ex=60)
+    awaited_replies.clear()
+    _store_by_script(key, value, marked=True)
+    count = len(awaited_replies)
+    assert client().get(key) == value
+    return count
+
+
+def test_a_pool_that_stopped_skipping_replies_asks_the_server_again_later(
+        user_without_client_reply, awaited_replies):
+    """After a refusal (an ACL, a server busy for a while) stores wait for their replies,
+    and the server is asked again some time later."""
+    pool = client().connection_pool
+    _store_by_script('tests:again', b'v')
+    ask_again = cacheops.redis._skips_replies[pool]
+    assert ask_again is not True and ask_again > time.monotonic() + 50
+    # the store's own reply, no probe meanwhile
+    assert _replies_a_store_waits_for(awaited_replies, 'tests:again', b'w') == 1
+    cacheops.redis._skips_replies[pool] = time.monotonic() - 1  # time to ask again
+    _store_by_script('tests:again', b'x')
+    assert cacheops.redis._skips_replies[pool] > ask_again  # asked: refused again
+
+
+def test_a_server_that_skips_replies_again_is_found_to(awaited_replies):
+    pool = client().connection_pool
+    _store_by_script('tests:again', b'v')
+    assert cacheops.redis._skips_replies[pool] is True
+    cacheops.redis._stop_skipping_replies(pool)  # as after a busy server's refusal
+    assert _replies_a_store_waits_for(awaited_replies, 'tests:again', b'w') == 1
+    cacheops.redis._skips_replies[pool] = time.monotonic() - 1  # time to ask again
+    _store_by_script('tests:again', b'x')
+    assert cacheops.redis._skips_replies[pool] is True
+    assert _replies_a_store_waits_for(awaited_replies, 'tests:again', b'y') == 0
 
 
 def test_a_custom_client_class_sees_the_store():
@@ -343,7 +380,7 @@ def test_the_probe_gives_up_skipping_where_echo_is_refused(private_server):
                                            'socket_timeout': 5}):
         raw.set('k', MARKER)
         cacheops.redis.send_script('store', ['k', 'k:signal'], [MARKER, 'v', '0'])
-        assert not cacheops.redis._skips_replies[client().connection_pool]
+        assert cacheops.redis._skips_replies[client().connection_pool] is not True
         assert client().get('k') == b'v'
 
 
@@ -361,7 +398,7 @@ def test_replies_to_stores_a_busy_server_refused_reach_no_read(private_server):
     with override_settings(CACHEOPS_REDIS={'port': private_server}):
         client_ = cacheops.redis.get_client()
         cacheops.redis.send_script('store', ['x', 'x:signal'], [MARKER, 'v', '0'])
-        assert cacheops.redis._skips_replies[client_.connection_pool]
+        assert cacheops.redis._skips_replies[client_.connection_pool] is True
         busy = threading.Thread(target=lambda: redis.Redis(port=private_server).eval(BUSY_LOOP, 0, 10 ** 8))
         busy.start()
         wrong, i = [], 0
