@@ -545,7 +545,8 @@ def _shared_dnfs(qs, fingerprint, built, db):
     return remember(memo, key, dnfs(built()))
 
 
-# local_get: simple gets kept in this process's memory, never invalidated (as documented)
+# local_get: simple gets kept in this process's memory, never invalidated (as documented);
+# bounded as the memos are, lookups may come from requests
 _local_gets = {}
 
 
@@ -558,8 +559,7 @@ def _local_get(qs, kwargs):
     try:
         return _local_gets[key]
     except KeyError:
-        obj = _local_gets[key] = _django['QuerySet.get'](qs.nocache(), **kwargs)
-        return obj
+        return remember(_local_gets, key, _django['QuerySet.get'](qs.nocache(), **kwargs))
 
 
 # Keys of get() by a unique column, computed without building or compiling a query
