@@ -14,7 +14,7 @@ import redis
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from .conf import insideout, prefix_func
+from .conf import prefix_func
 from .keys import (PrefixQuery, conj_prefix, epoch_key, is_conj_key, prefix_for, prefixed_tables,
                    scan_conj_keys, schemes_key)
 from .redis import get_client, is_cluster, run_script
@@ -24,10 +24,6 @@ from .utils import chunks, conj_value, glob_escape, written_granular_columns, wr
 
 logger = logging.getLogger('cacheops')
 UNLINK_CHUNK = 1000
-
-
-def _mode():
-    return 'insideout' if insideout() else 'conj'
 
 
 def _delete_keys(client, keys):
@@ -68,14 +64,13 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
     cluster = is_cluster()
     batches = [[t] for t in tables] if cluster else [tables]
     budget = 0 if cluster else SERVER_DELETE_BUDGET
-    mode = _mode()
     for batch in batches:
-        keys, epochs, args = [], [], [mode, budget, new_epoch()]
+        # epochs and stamps in conj-set mode too: a deploy switching modes runs both
+        keys, epochs, args = [], [], [budget, new_epoch()]
         for table, rows in batch:
             prefix = prefix_for([using], [table])
             keys.append(schemes_key(prefix, table))
-            if mode == 'insideout':
-                epochs.append(epoch_key(prefix, table))
+            epochs.append(epoch_key(prefix, table))
             args += [conj_prefix(prefix, table), json.dumps(rows)]
         members, patterns = run_script('invalidate', keys + epochs, args)
         if members:
@@ -89,11 +84,10 @@ def new_epoch():
 
 
 def _replace_epochs(client, prefixed):
-    """Give these (prefix, table) pairs new epochs (insideout mode), before their conj keys
-    are scanned for: a miss that read the old ones drops its store; one that stored
-    before has its stamps where the scan finds them."""
-    if _mode() != 'insideout':
-        return
+    """Give these (prefix, table) pairs new epochs (insideout mode; in conj-set mode too,
+    for a deploy switching modes), before their conj keys are scanned for: a miss that
+    read the old ones drops its store; one that stored before has its stamps where the
+    scan finds them."""
     epoch = new_epoch()
     pipe = client.pipeline(transaction=False)
     for prefix, table in prefixed:
@@ -104,7 +98,7 @@ def _replace_epochs(client, prefixed):
 def invalidate_conjs(client, conjs):
     """Delete these conjunction keys and the cache keys they reference."""
     for chunk in chunks(conjs, UNLINK_CHUNK):
-        members = run_script('invalidate_conjs', chunk, [_mode()])
+        members = run_script('invalidate_conjs', chunk)
         if members:
             _delete_dropped_keys(client, members)
 

@@ -17,8 +17,10 @@ from unittest import mock
 
 import pytest
 from django.db import connection, connections
+from django.test import override_settings
 
 from cacheops import getset, invalidate_all, invalidate_model
+from cacheops.conf import settings
 from tests.models import Category, Post
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,6 +110,34 @@ def _interleave_reader_and_writer(state, write=_save, asked_before=False):
 def test_reader_storing_after_a_write_leaves_no_stale_entry(state, write, asked_before):
     category = _interleave_reader_and_writer(state, WRITES[write], asked_before)
     assert _cached_titles(category) == _db_titles(category) == ['new']
+
+
+# A deploy switching storage modes runs both for a while: a writer in the other mode
+# must reach what readers in this one cached.
+
+def _in_the_other_mode(write):
+    def written(post):
+        with override_settings(CACHEOPS_INSIDEOUT=not settings.CACHEOPS_INSIDEOUT):
+            write(post)
+    return written
+
+
+@pytest.mark.parametrize('state', STATES)
+@pytest.mark.parametrize('write', list(WRITES))
+def test_a_writer_in_the_other_storage_mode_leaves_no_stale_entry(state, write):
+    category = _interleave_reader_and_writer(state, _in_the_other_mode(WRITES[write]))
+    assert _cached_titles(category) == _db_titles(category) == ['new']
+
+
+@pytest.mark.parametrize('write', list(WRITES))
+def test_a_writer_in_the_other_storage_mode_invalidates_what_is_cached(write):
+    category = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=category)
+    assert _cached_titles(category) == ['old']
+    assert Post.objects.cache().get(pk=post.pk).title == 'old'
+    _in_the_other_mode(WRITES[write])(post)
+    assert _cached_titles(category) == _db_titles(category) == ['new']
+    assert Post.objects.cache().get(pk=post.pk).title == 'new'
 
 
 @pytest.mark.parametrize('state', STATES)

@@ -10,16 +10,20 @@
 -- The conjunction keys are derived from the schemes sets, and carry the same table tag
 -- as their table's schemes set, so they live in its slot on a cluster.
 --
--- In insideout mode each table's epoch is replaced too (where there is one): a miss that found stamps
--- missing, and so had nothing here to delete, drops its store (store_insideout_fresh.lua).
+-- Each table's epoch is replaced too (where there is one): an insideout miss that found
+-- stamps missing, and so had nothing here to delete, drops its store
+-- (store_insideout_fresh.lua).
+-- Both storage modes are handled whichever is configured here (a deploy switching modes
+-- runs both for a while): a conj key that is a set has its cache keys deleted, one that
+-- is a stamp is deleted, and epochs are replaced.
 --
--- KEYS: the schemes set of each table, then in insideout mode the epoch key of each table
--- ARGV: mode ('conj' or 'insideout'), the most cache keys to delete here, a fresh
---       epoch, then for each table: its conj key prefix, a JSON list of rows, each a
---       {column: canonical value string} object
+-- KEYS: the schemes set of each table, then the epoch key of each table
+-- ARGV: the most cache keys to delete here, a fresh epoch, then for each table: its
+--       conj key prefix, a JSON list of rows, each a {column: canonical value string}
+--       object
 -- Returns {cache keys left to delete, SCAN patterns of conj keys}.
-local mode, budget = ARGV[1], tonumber(ARGV[2])
-local ntables = (#ARGV - 3) / 2
+local budget = tonumber(ARGV[1])
+local ntables = (#ARGV - 2) / 2
 
 local function glob_escape(s)
     return (string.gsub(s, '[%*%?%[%]\\]', '\\%0'))
@@ -27,8 +31,8 @@ end
 
 local conj_keys, seen, patterns = {}, {}, {}
 for t = 1, ntables do
-    local conj_prefix = ARGV[2 + 2 * t]
-    local rows = cjson.decode(ARGV[3 + 2 * t])
+    local conj_prefix = ARGV[1 + 2 * t]
+    local rows = cjson.decode(ARGV[2 + 2 * t])
     for _, scheme in ipairs(redis.call('smembers', KEYS[t])) do
         local columns = {}
         for column in string.gmatch(scheme, '[^,]+') do
@@ -64,17 +68,15 @@ for t = 1, ntables do
 end
 
 for e = ntables + 1, #KEYS do
-    redis.call('set', KEYS[e], ARGV[3], 'XX')  -- no epoch: no miss read one
+    redis.call('set', KEYS[e], ARGV[2], 'XX')  -- no epoch: no miss read one
 end
 
 local members = {}
-if mode == 'conj' then
-    for _, conj in ipairs(conj_keys) do
-        local set = redis.pcall('smembers', conj)  -- an error: a stamp left by insideout mode
-        if not set['err'] then
-            for _, member in ipairs(set) do
-                members[#members + 1] = member
-            end
+for _, conj in ipairs(conj_keys) do
+    local set = redis.pcall('smembers', conj)  -- an error: a stamp (insideout mode)
+    if not set['err'] then
+        for _, member in ipairs(set) do
+            members[#members + 1] = member
         end
     end
 end
