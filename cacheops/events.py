@@ -30,7 +30,7 @@ from operator import attrgetter
 
 import django
 from django.core.exceptions import EmptyResultSet, FullResultSet
-from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, models, transaction
 from django.db.models.sql import UpdateQuery
 from django.db.models.sql.where import AND, ExtraWhere
 
@@ -284,10 +284,17 @@ def conditional_do_update(original):
                     return rows if returns_rows else bool(rows)
             # no UPDATE to return them, or one we can't build: read them as elsewhere
             old = self._cacheops_old = _read_old_values(self, using)
-        # select_on_save is for databases whose UPDATE may report 0 rows it changed: a
-        # retry there would apply the update twice, so Django's runs as it is
-        if not values or old is UNKNOWN or self._meta.select_on_save:
+        if not values or old is UNKNOWN:
             return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+        if self._meta.select_on_save:
+            # for databases whose UPDATE may report 0 rows it changed: a conditional one
+            # can't tell a mismatch then. The row is read again locked, and stays so
+            # until Django's update is done (not a multi-table row: the race stays open).
+            if self._meta.parents:
+                return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+            with transaction.atomic(using=using, savepoint=False):
+                self._cacheops_old = _locked_old_values(self, using)
+                return original(self, base_qs, using, pk_val, values, *args, **kwargs)
         if old is None:  # no row when read: if one appears meanwhile, its values are unknown
             result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
             if result:
@@ -315,6 +322,22 @@ def conditional_do_update(original):
         self._cacheops_old = UNKNOWN
         return original(self, base_qs, using, pk_val, values, *args, **kwargs)
     return _do_update
+
+
+def _locked_old_values(instance, using):
+    """_db_values() of a single-table model, read locked (in a transaction)."""
+    attnames = _old_attnames(instance, using)
+    row = _pk_row(instance)
+    if not attnames:
+        return row
+    try:
+        values = locked_rows(type(instance)._meta.concrete_model, using, [instance.pk], attnames)
+    except DatabaseError:
+        raise  # the transaction can't go on, nor could the save
+    except Exception:  # a converter, say: the save must not fail (it invalidates the model)
+        invalidation.logger.exception('cacheops: could not read old values before save')
+        return UNKNOWN
+    return None if instance.pk not in values else {**row, **values[instance.pk]}
 
 
 def _returning_fields(args, kwargs):

@@ -11,6 +11,7 @@ The conditional_updates fixture makes PostgreSQL take that path too.
 """
 import threading
 import time
+from contextlib import contextmanager
 
 import django
 import pytest
@@ -83,36 +84,50 @@ class _HeldAfterOldValuesRead:
         pre_save.disconnect(self, sender=self.model)
 
 
-def _race(save_a, in_transaction=False):
-    """Writer A saves with save_a(post) while B moves the post to c2 and a reader caches c2."""
-    c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
-    post = Post.objects.create(title='p', category=c1)
+@contextmanager
+def _writer_a_held(save, model=Post):
+    """Runs save() in a thread named 'writer A', held after its old values were read while
+    the with block runs (the other writer's turn), then let go; its errors fail the test."""
     errors = []
 
     def writer_a():
         try:
-            instance = Post.objects.get(pk=post.pk)
-            if in_transaction:
-                with transaction.atomic():
-                    save_a(instance, c3)
-            else:
-                save_a(instance, c3)
+            save()
         except Exception as e:  # reported by the test thread
             errors.append(e)
         finally:
             connection.close()
 
-    with _HeldAfterOldValuesRead() as held:
+    with _HeldAfterOldValuesRead(model) as held:
         thread = threading.Thread(target=writer_a, name='writer A')
         thread.start()
-        assert held.read.wait(10), 'writer A never read the old values'
+        try:
+            assert held.read.wait(10), 'writer A never read the old values'
+            yield
+        finally:
+            held.go.set()
+            thread.join(10)
+    assert not errors, errors
+
+
+def _race(save_a, in_transaction=False):
+    """Writer A saves with save_a(post) while B moves the post to c2 and a reader caches c2."""
+    c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
+    post = Post.objects.create(title='p', category=c1)
+
+    def writer_a():
+        instance = Post.objects.get(pk=post.pk)
+        if in_transaction:
+            with transaction.atomic():
+                save_a(instance, c3)
+        else:
+            save_a(instance, c3)
+
+    with _writer_a_held(writer_a):
         moved = Post.objects.get(pk=post.pk)
         moved.category, moved.title = c2, 'moved by B'
         moved.save()
         assert _cached(c2) == [(post.pk, 'moved by B')]  # the reader caches B's version
-        held.go.set()
-        thread.join(10)
-    assert not errors, errors
     return post, (c1, c2, c3)
 
 
@@ -155,27 +170,15 @@ def test_a_retry_on_a_child_table_keeps_the_parent_tables_old_values():
     writer changed it. The retry reads the row again, and sees our own new parent values:
     the parent's old ones must still be invalidated."""
     movie = Movie.objects.create(name='n1', year=2000)
-    errors = []
 
     def writer_a():
-        try:
-            instance = Movie.objects.get(pk=movie.pk)
-            instance.name, instance.year = 'n2', 2001
-            instance.save()
-        except Exception as e:  # reported by the test thread
-            errors.append(e)
-        finally:
-            connection.close()
+        instance = Movie.objects.get(pk=movie.pk)
+        instance.name, instance.year = 'n2', 2001
+        instance.save()
 
-    with _HeldAfterOldValuesRead(Movie) as held:
-        thread = threading.Thread(target=writer_a, name='writer A')
-        thread.start()
-        assert held.read.wait(10), 'writer A never read the old values'
+    with _writer_a_held(writer_a, Movie):
         Movie.objects.filter(pk=movie.pk).update(year=1999)  # B, on the child table only
         assert [m.pk for m in Media.objects.filter(name='n1').cache()] == [movie.pk]
-        held.go.set()
-        thread.join(10)
-    assert not errors, errors
     assert Movie.objects.nocache().get(pk=movie.pk).year == 2001
     assert [m.pk for m in Media.objects.filter(name='n1').cache()] == []
 
@@ -189,6 +192,29 @@ def test_select_on_save_models_keep_djangos_update():
     update = next(q['sql'] for q in queries if q['sql'].startswith('UPDATE'))
     assert 'num' not in update.split('WHERE')[1]
     assert SelectOnSave.objects.nocache().get(pk=row.pk).num == 2
+
+
+def _cached_nums(num):
+    return [row.pk for row in SelectOnSave.objects.filter(num=num).cache()]
+
+
+def test_select_on_save_models_invalidate_by_the_values_they_overwrote():
+    """No conditional UPDATE for them: the row is read again locked before Django's."""
+    row = SelectOnSave.objects.create(num=1)
+
+    def writer_a():
+        instance = SelectOnSave.objects.get(pk=row.pk)
+        instance.num = 3
+        instance.save()
+
+    with _writer_a_held(writer_a, SelectOnSave):
+        moved = SelectOnSave.objects.get(pk=row.pk)
+        moved.num = 2
+        moved.save()
+        assert _cached_nums(2) == [row.pk]  # the reader caches B's version
+    assert SelectOnSave.objects.nocache().get(pk=row.pk).num == 3
+    assert _cached_nums(2) == []
+    assert _cached_nums(3) == [row.pk]
 
 
 def test_a_save_whose_row_was_deleted_meanwhile_inserts_it_as_django_does():
