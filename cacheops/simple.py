@@ -8,7 +8,13 @@ import os
 import re
 import tempfile
 import time
+from contextlib import contextmanager
 from functools import wraps
+
+try:
+    import fcntl
+except ImportError:  # Windows: stores and deletes are not serialized
+    fcntl = None
 
 from .conf import serializer, settings
 from .decorators import (
@@ -231,8 +237,11 @@ cached_view = cache.cached_view
 # File cache
 
 TMP_PREFIX = '.tmp-'
-ABANDONED_AFTER = 60 * 60  # a writer's temporary file this old was left behind by a crash
+PENDING = '.pending-'  # <entry name>.pending-<token>: a miss computing the entry
+LOCK_NAME = '.lock'  # one per directory, held while storing after a miss or deleting
+ABANDONED_AFTER = 60 * 60  # a temporary or pending file this old was left behind by a crash
 _ENTRY_NAME = re.compile(r'^[0-9a-f]{32}$')
+_PENDING_NAME = re.compile(r'^[0-9a-f]{32}%s[0-9a-f]+$' % re.escape(PENDING))
 
 
 class FileCache(BaseCache):
@@ -272,6 +281,10 @@ class FileCache(BaseCache):
 
     def set(self, key, value, timeout=None):
         """Store value at key for timeout seconds (None: the cache's default timeout)."""
+        self._write(key, value, timeout, os.replace)
+
+    def _write(self, key, value, timeout, put):
+        """Write value aside, then put(that file, the entry's file name)."""
         if timeout is None:
             timeout = self._timeout if self._timeout is not None else settings.FILE_CACHE_TIMEOUT
         data = _dumps(value)
@@ -288,14 +301,52 @@ class FileCache(BaseCache):
                 f.write(data)
             expires = time.time() + timeout
             os.utime(tmp, (expires, expires))
-            os.replace(tmp, filename)
-        except BaseException:
-            _remove(tmp)
-            raise
+            put(tmp, filename)
+        finally:
+            _remove(tmp)  # gone if put() renamed it
 
     def delete(self, key):
-        """Drop the value at key, if any."""
-        _remove(self._filename(key))
+        """Drop the value at key, if any, and the stores of the misses computing it."""
+        filename = self._filename(key)
+        with _locked(os.path.dirname(filename)):
+            _remove(filename)
+            prefix = os.path.basename(filename) + PENDING
+            try:
+                names = os.listdir(os.path.dirname(filename))
+            except FileNotFoundError:
+                return
+            for name in names:
+                if name.startswith(prefix):
+                    _remove(os.path.join(os.path.dirname(filename), name))
+
+    def _cached_call(self, key, compute, func):
+        """A miss leaves a pending file by the entry before computing and stores only if
+        it is still there: delete() removes them with the entry, so an invalidate() during
+        the computation is never overwritten by what was computed before it (DESIGN.md,
+        invariant 1)."""
+        try:
+            value = self.get(key)
+        except CacheMiss:
+            pass
+        else:
+            _signal(func, True)
+            return value
+        _signal(func, False)
+        filename = self._filename(key)
+        os.makedirs(os.path.dirname(filename), exist_ok=True)
+        pending = '%s%s%s' % (filename, PENDING, os.urandom(8).hex())
+        open(pending, 'xb').close()
+        try:
+            value = compute()
+
+            def put_if_pending(tmp, filename):
+                with _locked(os.path.dirname(filename)):
+                    if os.path.exists(pending):
+                        os.replace(tmp, filename)
+            self._write(key, value, key.timeout, put_if_pending)
+        finally:
+            _remove(pending)
+        return value
 
     def clean(self):
         """Remove expired entries and abandoned temporary files; returns how many were removed."""
@@ -303,7 +354,7 @@ class FileCache(BaseCache):
         removed = 0
         for dirpath, _, filenames in os.walk(self.path):
             for name in filenames:
-                if name.startswith(TMP_PREFIX):
+                if name.startswith(TMP_PREFIX) or _PENDING_NAME.match(name):
                     limit = now - ABANDONED_AFTER
                 elif _ENTRY_NAME.match(name):
                     limit = now
@@ -317,6 +368,24 @@ class FileCache(BaseCache):
                 if expired and _remove(filename):
                     removed += 1
         return removed
+
+
+@contextmanager
+def _locked(dirname):
+    """Hold the lock of a cache directory (which exists) for the block."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(os.path.join(dirname, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:  # no directory: nothing to store into or delete from
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _remove(filename):

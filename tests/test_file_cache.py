@@ -2,6 +2,7 @@
 mtime cleaned by `manage.py cleanfilecache`."""
 import multiprocessing
 import os
+import threading
 import time
 
 import pytest
@@ -232,3 +233,53 @@ def test_disabled_cacheops_makes_the_decorators_pass_through(cache_dir):
     top()
     assert len(runs) == 2
     assert entry_files(cache_dir) == []
+
+
+# An invalidation during a computation (DESIGN.md, invariant 1)
+
+def test_an_invalidation_during_a_computation_is_not_overwritten(cache_dir):
+    started, release = threading.Event(), threading.Event()
+    version = ['old']
+
+    @file_cache.cached(timeout=60)
+    def current():
+        value = version[0]
+        if not started.is_set():
+            started.set()
+            assert release.wait(10)
+        return value
+
+    thread = threading.Thread(target=current)
+    thread.start()
+    assert started.wait(10)
+    version[0] = 'new'  # the data changes, and the entry is invalidated meanwhile
+    current.invalidate()
+    release.set()
+    thread.join(10)
+    assert current() == 'new'  # the old computation was not stored
+
+
+def test_a_computation_not_interrupted_is_stored(cache_dir):
+    runs = []
+
+    @file_cache.cached(timeout=60)
+    def computed():
+        runs.append(1)
+        return len(runs)
+
+    assert [computed(), computed()] == [1, 1]
+    names = [os.path.basename(f) for f in entry_files(cache_dir)]
+    assert not [name for name in names if 'pending' in name or name.startswith('.tmp-')]
+
+
+def test_cleanfilecache_removes_pending_files_left_by_a_crash(cache_dir):
+    file_cache.set('key', 1, timeout=100)
+    entry = entry_files(cache_dir)[0]
+    abandoned, recent = entry + '.pending-00ff', entry + '.pending-0aaa'
+    open(abandoned, 'w').close()
+    open(recent, 'w').close()
+    old = time.time() - 2 * 60 * 60
+    os.utime(abandoned, (old, old))
+    call_command('cleanfilecache', verbosity=0)
+    assert not os.path.exists(abandoned)
+    assert os.path.exists(recent) and os.path.exists(entry)
