@@ -19,9 +19,7 @@ What is measured, per database and mode:
   hit.*     a cache hit of get(pk), a 20-row filter() list, count(), exists() and
             aggregate(); next to it the floor (a raw redis-py GET of the very bytes
             cacheops stored, plus pickle.loads) and the same query with the cache off
-  miss.*    a miss + store (a fresh key each op) vs the same query with the cache off;
-            the keys are reused from round to round (the cache emptied between batches),
-            but for miss.get_first, whose keys this process never asked for before
+  miss.*    a miss + store (a fresh key each op) vs the same query with the cache off
   save.N    save() of a row N cached queries depend on (deleted by its invalidation)
             vs save() with the cache off
   mixed.P   95% reads over a skewed (Zipf) key distribution and 5% saves, P processes
@@ -705,26 +703,15 @@ class ModeBench:
         step = d.items // (n + 1)
         pks = [1 + step * (i + 1) for i in range(n)]
         pages = [(i % d.categories + 1, i // d.categories) for i in range(n)]
-        # The rows above reuse their keys from round to round (the cache is emptied between
-        # batches): the process asked for them before, as for a key invalidated since.
-        # Here each op takes a pk this process never asked for (conj-set mode skips the
-        # plain GET for those: cacheops/getset.py), the cache off reads the same pks.
-        asked = {*pks, d.hot_pk}
-        never_asked = iter([pk for pk in range(d.items, 0, -1) if pk not in asked])
         return [
-            self.miss_row('miss.get', 'miss + store: get(pk=...), a fresh pk each op (asked in earlier rounds)',
+            self.miss_row('miss.get', 'miss + store: get(pk=...), a fresh pk each op',
                           lambda i: Item.objects.get(pk=pks[i])),
-            self.miss_row('miss.get_first', 'miss + store: get(pk=...), a pk this process never asked for',
-                          lambda i: Item.objects.get(pk=next(never_asked)),
-                          lambda i: Item.objects.get(pk=pks[i])),
-            self.miss_row('miss.list', 'miss + store: 20-row list, a fresh (category, offset) each op (asked in earlier rounds)',
+            self.miss_row('miss.list', 'miss + store: 20-row list, a fresh (category, offset) each op',
                           lambda i: list(page(*pages[i]))),
         ]
 
-    def miss_row(self, key, label, query, repeatable=None):
-        """repeatable(i): the query of query(i), the same each call: checked, and run with
-        the cache off (query's own if it is repeatable itself)."""
-        raw, repeatable = self.raw, repeatable or query
+    def miss_row(self, key, label, query):
+        raw = self.raw
 
         def empty_cache():
             raw.flushdb()
@@ -732,12 +719,12 @@ class ModeBench:
             raw.flushdb()
 
         raw.flushdb()
-        first, second = queries_of(lambda: repeatable(0))[0], queries_of(lambda: repeatable(0))[0]
+        first, second = queries_of(lambda: query(0))[0], queries_of(lambda: query(0))[0]
         if (first, second) != (1, 0):
             raise RuntimeError(f'{key}: a miss made {first} queries and the next call {second}')
         return Row(key, label, self.sizes.miss_ops, {
             'cacheops': System(query, setup=empty_cache),
-            'nocache': System(repeatable, cache_off=True),
+            'nocache': System(query, cache_off=True),
         })
 
     # Saves

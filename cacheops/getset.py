@@ -2,8 +2,7 @@
 
 Conj-set mode: before querying, a pending marker is put at the key and the key is
 registered in its conjunction sets; the result is stored only if the marker is still
-there. The marker doubles as the dog-pile lock. A key this process never asked for
-is likely cold: its read places the marker at once, which finds a value if there is one.
+there. The marker doubles as the dog-pile lock.
 Insideout mode: the conjunction stamps are read before querying and the value is stored
 with their checksum; a read validates the checksum against the current stamps. Stamps
 missing at the read are made by the store, which drops the value if an invalidation
@@ -21,7 +20,7 @@ from .conf import derived, insideout, prefix_func, serializer, settings
 from .keys import conj_key, epoch_key, lock_key, prefix_for, schemes_key, scheme, signal_key
 from .redis import CONNECTION_ERRORS, get_client, read_command, run_script, send_script
 from .serialization import LayoutChanged
-from .utils import MEMO_SIZE, remember
+from .utils import remember
 from .signals import cache_read
 
 PENDING = b'\x00cacheops:pending:'  # 18 bytes, see lua/prepare.lua
@@ -63,7 +62,6 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None)
     or None when it must not be cached; in conj-set mode it is called only on a miss.
     """
     computed = _Computed(compute)
-    cold = _first_ask(key)
     if invalidation.failed and not invalidation.retry_failed():
         # an invalidation Redis refused is still pending: the cache may hold what it
         # should have dropped, so only the database can be trusted until it is replayed
@@ -74,29 +72,13 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None)
             if query_dnfs is None:
                 return computed()
             return _insideout(key, query_dnfs, timeout, computed, lock, sender, func)
-        return _conj_sets(key, dnfs, timeout, computed, lock, sender, func, cold)
+        return _conj_sets(key, dnfs, timeout, computed, lock, sender, func)
     except CONNECTION_ERRORS as e:
         if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
             raise
         warnings.warn('cacheops: the cache is unavailable, reading the database: %s' % e,
                       RuntimeWarning)
         return computed()
-
-
-# Keys this process asked for before. One it never did (a fresh pk, a new page) is
-# likely cold: conj-set mode then skips the plain GET and places its marker at once,
-# a round trip less on the miss (prepare.lua hands back a value it finds instead).
-_asked = set()
-
-
-def _first_ask(key):
-    """Whether this process has not asked for key before (or has forgotten it)."""
-    if key in _asked:
-        return False
-    if len(_asked) >= MEMO_SIZE:
-        _asked.clear()  # bounded: the keys in use come back
-    _asked.add(key)
-    return True
 
 
 def _signal(sender, func, hit):
@@ -129,22 +111,18 @@ def _dumps(value):
 
 # Conj-set mode
 
-def _conj_sets(key, dnfs, timeout, computed, lock, sender, func, cold):
+def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
     client = get_client()
-    cold = cold and PROTECT_STORES
-    if not cold:
-        data = read_command(client, 'GET', key)
-        if is_value(data):
-            value = _load(data, key)
-            if value is not STALE:
-                _signal(sender, func, True)
-                return value
-        _signal(sender, func, False)
+    data = read_command(client, 'GET', key)
+    if is_value(data):
+        value = _load(data, key)
+        if value is not STALE:
+            _signal(sender, func, True)
+            return value
+    _signal(sender, func, False)
 
     query_dnfs = dnfs()
     if query_dnfs is None:
-        if cold:
-            _signal(sender, func, False)
         return computed()
     keys, args = _registration(query_dnfs)
     if not PROTECT_STORES:
@@ -156,11 +134,7 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func, cold):
     status, marker = _prepare(key, keys, args, timeout)
     if status == b'hit':
         value = _load(marker, key)
-        if cold:
-            _signal(sender, func, value is not STALE)
         return computed() if value is STALE else value
-    if cold:
-        _signal(sender, func, False)
     if status == b'other' and lock:
         # Somebody is computing it: wait for their result, bounded, blocking in Redis.
         _wait_for_owner(client, key)

@@ -68,11 +68,8 @@ def _redis():
 
 @pytest.fixture(autouse=True)
 def _flush_redis(_redis):
-    """Every test starts with the run's Redis db empty, and this process having asked
-    for no key (a key asked for the first time is read otherwise: cacheops/getset.py)."""
+    """Every test starts with the run's Redis db empty."""
     _redis.flushdb()
-    from cacheops import getset
-    getset._asked.clear()
 
 
 # What cacheops sends to Redis (tests/test_write_cost.py, tests/test_read_cost.py)
