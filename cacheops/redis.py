@@ -146,14 +146,6 @@ def read_command(client, *args):
         return connection.read_response()
     except CONNECTION_ERRORS:  # the connection was dropped: it is reconnected on next use
         return client.execute_command(*args)
-    except redis.ResponseError:
-        # A GET or MGET of ours never fails, unless its reply is an error meant for a
-        # store sent before, whose CLIENT REPLY SKIP the server refused (a script busy
-        # for long, an ACL changed since the probe): drop the connection with the
-        # replies left on it, stop skipping replies, and ask again.
-        connection.disconnect()
-        _stop_skipping_replies(pool)
-        return client.execute_command(*args)
     finally:
         pool.release(connection)
 
@@ -161,9 +153,16 @@ def read_command(client, *args):
 # Scripts whose reply nobody needs: a store after a miss. Losing one is harmless (the
 # next read misses again), so it is sent with CLIENT REPLY SKIP and nobody waits for
 # Redis: a round trip less per miss. As EVAL with the code, not EVALSHA, so that no
-# NOSCRIPT can go unseen. Commands on one connection run in order, so this thread's
-# next read sees the store. Invalidations are never sent this way: one that failed
+# NOSCRIPT can go unseen. Invalidations are never sent this way: one that failed
 # unseen (a busy or read-only server) would leave stale entries.
+#
+# A server may refuse the SKIP (busy running a long script, an ACL changed since it was
+# asked): then replies are left on the connection, which the next command on it would
+# take for its own (redis-py doesn't always check a pooled connection for them). So
+# stores go over connections of their own, from a second pool, that nothing else
+# reads from; one found holding replies is dropped, and stores wait for their replies
+# for a while. This thread's next read goes over another connection, sent after the
+# store: Redis runs them in the order they arrive.
 
 _SKIP_REPLY = ('CLIENT', 'REPLY', 'SKIP')
 # connection pool -> True if its server skips replies, else when to ask it again (a
@@ -181,12 +180,18 @@ def send_script(name, keys=(), args=()):
     the server allow; else as run_script() does."""
     client = get_client()
     pool = _plain_pool(client)
-    if pool is None or not _can_skip_replies(pool):
+    store_pool = None if pool is None else _store_pool(pool)
+    if store_pool is None or not _can_skip_replies(pool, store_pool):
         run_script(name, keys, args, client)
         return
     code = _script(name)[0]
-    connection = _connection(pool)
+    connection = _connection(store_pool)
     try:
+        if connection.can_read():  # replies of a refused SKIP: drop them, and wait a while
+            connection.disconnect()
+            _stop_skipping_replies(pool)
+            run_script(name, keys, args, client)
+            return
         # send_packed_command drops a connection it failed to write to
         connection.send_packed_command(connection.pack_commands(
             [_SKIP_REPLY, ('EVAL', code, len(keys), *keys, *args)]))
@@ -195,7 +200,25 @@ def send_script(name, keys=(), args=()):
         # finds its marker gone, or stores the same value again)
         run_script(name, keys, args, client)
     finally:
-        pool.release(connection)
+        store_pool.release(connection)
+
+
+_store_pools = weakref.WeakKeyDictionary()  # a client's pool -> the pool its stores use
+
+
+def _store_pool(pool):
+    """The pool of connections that send only stores, for a plain connection pool (not
+    Sentinel's, whose connections find their server through it); None for others."""
+    try:
+        return _store_pools[pool]
+    except KeyError:
+        pass
+    store_pool = None
+    if type(pool) in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        store_pool = redis.ConnectionPool(connection_class=pool.connection_class,
+                                          **pool.connection_kwargs)
+    _store_pools[pool] = store_pool
+    return store_pool
 
 
 def _plain_pool(client):
@@ -214,14 +237,15 @@ def _connection(pool):
         return pool.get_connection('EVAL')
 
 
-def _can_skip_replies(pool):
+def _can_skip_replies(pool, store_pool):
     """Whether the server honours CLIENT REPLY SKIP (a proxy or an ACL may refuse it),
-    asked once per pool: SKIP, ECHO 1, ECHO 2 give one reply, 2, only if it skipped.
-    Any other first reply leaves an unknown number behind: the connection is dropped."""
+    asked once per pool (again a while after a refusal) on a store connection: SKIP,
+    ECHO 1, ECHO 2 give one reply, 2, only if it skipped. Any other first reply leaves
+    an unknown number behind: the connection is dropped."""
     known = _skips_replies.get(pool)
     if known is True or known is not None and time.monotonic() < known:
         return known is True
-    connection = _connection(pool)
+    connection = _connection(store_pool)
     skips = False
     try:
         connection.send_packed_command(connection.pack_commands(
@@ -236,7 +260,7 @@ def _can_skip_replies(pool):
         connection.disconnect()  # replies may be left unread on it
         raise
     finally:
-        pool.release(connection)
+        store_pool.release(connection)
     if skips:
         _skips_replies[pool] = True
     else:
