@@ -111,7 +111,8 @@ def _read_row(model, using, pk, attnames, lock=False):
     """
     connection = connections[using]
     if lock and connection.in_atomic_block and connection.features.has_select_for_update:
-        return next(iter(_orm_row_read(model, using, attnames, pk=pk).select_for_update()), None)
+        locked = _orm_row_read(model, using, attnames, pk=pk).select_for_update(**_save_lock(connection))
+        return next(iter(locked), None)
     statements = connection.__dict__.setdefault('_cacheops_row_reads', {})
     try:
         statement = statements[model, attnames]
@@ -137,12 +138,22 @@ def _orm_row_read(model, using, attnames, **conditions):
     return qs
 
 
-def _for_update(qs):
-    """qs locking the rows of its model's own table (the whole join where OF isn't supported)."""
+def _for_update(qs, save=False):
+    """qs locking the rows of its model's own table (the whole join where OF isn't
+    supported); for a save, as its UPDATE would (see _save_lock)."""
+    connection = connections[qs.db]
+    kwargs = _save_lock(connection) if save else {}
     # (Django 5.2 can't compile OF for a composite primary key)
-    if connections[qs.db].features.has_select_for_update_of and qs.model._meta.pk.column:
-        return qs.select_for_update(of=('self',))
-    return qs.select_for_update()
+    if connection.features.has_select_for_update_of and qs.model._meta.pk.column:
+        return qs.select_for_update(of=('self',), **kwargs)
+    return qs.select_for_update(**kwargs)
+
+
+def _save_lock(connection):
+    """select_for_update() arguments for the lock an UPDATE changing no key takes: on
+    PostgreSQL FOR NO KEY UPDATE, which rows inserted meanwhile with a foreign key to
+    this one don't wait for (FOR UPDATE would make them, as Django's save doesn't)."""
+    return {'no_key': True} if connection.features.has_select_for_no_key_update else {}
 
 
 def _pk_param(model, connection, pk):
@@ -180,15 +191,16 @@ def take_write_lock(model, using):
             cursor.execute('UPDATE %s SET %s = %s WHERE 1 = 0' % (qn(model._meta.db_table), column, column))
 
 
-def locked_rows(model, using, pks, attnames):
-    """{pk: {attname: value}} of these rows as the database has them, locked (in a transaction)."""
+def locked_rows(model, using, pks, attnames, save=False):
+    """{pk: {attname: value}} of these rows as the database has them, locked (in a
+    transaction); for a save, with the lock its UPDATE takes."""
     connection = connections[using]
     take_write_lock(model, using)
     lock = connection.features.has_select_for_update
     rows = {}
     for chunk in chunks(pks, LOCKED_READ_CHUNK):
         qs = _orm_row_read(model, using, ('pk', *attnames), pk__in=chunk)
-        for row in (_for_update(qs) if lock else qs):
+        for row in (_for_update(qs, save) if lock else qs):
             rows[row.pop('pk')] = row
     return rows
 
@@ -290,11 +302,15 @@ def conditional_do_update(original):
             # for databases whose UPDATE may report 0 rows it changed: a conditional one
             # can't tell a mismatch then. The row is read again locked, and stays so
             # until Django's update is done (not a multi-table row: the race stays open).
-            if self._meta.parents:
+            if self._meta.concrete_model._meta.parents:
                 return original(self, base_qs, using, pk_val, values, *args, **kwargs)
             with transaction.atomic(using=using, savepoint=False):
-                self._cacheops_old = _locked_old_values(self, using)
-                return original(self, base_qs, using, pk_val, values, *args, **kwargs)
+                old = self._cacheops_old = _locked_old_values(self, using)
+                result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
+                if old is None and result:
+                    # no row to lock when read (PostgreSQL): one inserted since was updated
+                    self._cacheops_old = UNKNOWN
+                return result
         if old is None:  # no row when read: if one appears meanwhile, its values are unknown
             result = original(self, base_qs, using, pk_val, values, *args, **kwargs)
             if result:
@@ -331,7 +347,8 @@ def _locked_old_values(instance, using):
     if not attnames:
         return row
     try:
-        values = locked_rows(type(instance)._meta.concrete_model, using, [instance.pk], attnames)
+        values = locked_rows(type(instance)._meta.concrete_model, using, [instance.pk], attnames,
+                             save=True)
     except DatabaseError:
         raise  # the transaction can't go on, nor could the save
     except Exception:  # a converter, say: the save must not fail (it invalidates the model)

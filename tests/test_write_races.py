@@ -217,6 +217,80 @@ def test_select_on_save_models_invalidate_by_the_values_they_overwrote():
     assert _cached_nums(3) == [row.pk]
 
 
+def test_a_select_on_save_row_inserted_after_the_locked_read_is_invalidated(monkeypatch):
+    """On PostgreSQL the locked read of a row not there yet locks nothing: Django's
+    update may then meet a row inserted since, whose values the save never read."""
+    if connection.vendor != 'postgresql':
+        pytest.skip('MySQL locks the gap of a missing pk, SQLite holds its write lock')
+    pk, read, go, errors = 4242, threading.Event(), threading.Event(), []
+    locked_old_values = events._locked_old_values
+
+    def held_after_reading(instance, using):
+        values = locked_old_values(instance, using)
+        read.set()
+        assert go.wait(10)
+        return values
+    monkeypatch.setattr(events, '_locked_old_values', held_after_reading)
+
+    def writer_a():
+        try:
+            SelectOnSave(pk=pk, num=3).save()  # no row yet: Django tries an update first
+        except Exception as e:  # reported by the test thread
+            errors.append(e)
+        finally:
+            connection.close()
+    thread = threading.Thread(target=writer_a)
+    thread.start()
+    try:
+        assert read.wait(10)
+        monkeypatch.setattr(events, '_locked_old_values', locked_old_values)
+        SelectOnSave.objects.create(pk=pk, num=2)  # B inserts the row, commits, invalidates
+        assert _cached_nums(2) == [pk]  # a reader caches B's version
+    finally:
+        go.set()
+        thread.join(10)
+    assert not errors, errors
+    assert SelectOnSave.objects.nocache().get(pk=pk).num == 3
+    assert _cached_nums(2) == []
+
+
+def test_a_select_on_save_save_locks_its_row_as_djangos_update_does(monkeypatch):
+    """FOR NO KEY UPDATE on PostgreSQL, not FOR UPDATE: a transaction that inserted a row
+    referencing this one (holding FOR KEY SHARE on it) doesn't make the save wait."""
+    if connection.vendor != 'postgresql':
+        pytest.skip('lock strengths of PostgreSQL')
+    monkeypatch.setattr(Category._meta, 'select_on_save', True)
+    category = Category.objects.create(title='c')
+    inserted, done, errors = threading.Event(), threading.Event(), []
+
+    def inserting_a_child():
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute('SET CONSTRAINTS ALL IMMEDIATE')  # its FK check locks now
+                Post.objects.create(title='p', category=category)
+                inserted.set()
+                assert done.wait(10)
+        except Exception as e:  # reported by the test thread
+            errors.append(e)
+        finally:
+            connection.close()
+    thread = threading.Thread(target=inserting_a_child)
+    thread.start()
+    try:
+        assert inserted.wait(10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        category.title = 'saved'
+        category.save()  # a lock timeout if it waited
+    finally:
+        done.set()
+        thread.join(10)
+        with connection.cursor() as cursor:
+            cursor.execute('RESET lock_timeout')
+    assert not errors, errors
+
+
 def test_a_save_whose_row_was_deleted_meanwhile_inserts_it_as_django_does():
     c1, c2 = Category.objects.create(title='c1'), Category.objects.create(title='c2')
     post = Post.objects.create(title='p', category=c1)
