@@ -281,7 +281,12 @@ class FileCache(BaseCache):
 
     def set(self, key, value, timeout=None):
         """Store value at key for timeout seconds (None: the cache's default timeout)."""
-        self._write(key, value, timeout, os.replace)
+        def put(tmp, filename):
+            # newer than what the misses computing it will store: theirs are dropped
+            with _locked(os.path.dirname(filename)):
+                os.replace(tmp, filename)
+                _remove_pending(filename)
+        self._write(key, value, timeout, put)
 
     def _write(self, key, value, timeout, put):
         """Write value aside, then put(that file, the entry's file name)."""
@@ -310,14 +315,7 @@ class FileCache(BaseCache):
         filename = self._filename(key)
         with _locked(os.path.dirname(filename)):
             _remove(filename)
-            prefix = os.path.basename(filename) + PENDING
-            try:
-                names = os.listdir(os.path.dirname(filename))
-            except FileNotFoundError:
-                return
-            for name in names:
-                if name.startswith(prefix):
-                    _remove(os.path.join(os.path.dirname(filename), name))
+            _remove_pending(filename)
 
     def _cached_call(self, key, compute, func):
         """A miss leaves a pending file by the entry before computing and stores only if
@@ -386,6 +384,18 @@ def _locked(dirname):
         yield
     finally:
         os.close(fd)
+
+
+def _remove_pending(filename):
+    """Remove the pending files of an entry: the misses computing it store nothing."""
+    dirname, prefix = os.path.dirname(filename), os.path.basename(filename) + PENDING
+    try:
+        names = os.listdir(dirname)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            _remove(os.path.join(dirname, name))
 
 
 def _remove(filename):

@@ -30,7 +30,8 @@ def calls():
 
 
 def entry_files(path):
-    return sorted(os.path.join(d, f) for d, _, files in os.walk(path) for f in files)
+    """Every file but the directories' lock files."""
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(path) for f in files if f != '.lock')
 
 
 def age(path, seconds):
@@ -257,6 +258,25 @@ def test_an_invalidation_during_a_computation_is_not_overwritten(cache_dir):
     release.set()
     thread.join(10)
     assert current() == 'new'  # the old computation was not stored
+
+
+def test_a_value_set_during_a_computation_is_not_overwritten(cache_dir):
+    started, release = threading.Event(), threading.Event()
+
+    @file_cache.cached(timeout=60)
+    def current():
+        if not started.is_set():
+            started.set()
+            assert release.wait(10)
+        return 'computed before the set'
+
+    thread = threading.Thread(target=current)
+    thread.start()
+    assert started.wait(10)
+    current.key().set('set meanwhile')
+    release.set()
+    thread.join(10)
+    assert current() == 'set meanwhile'
 
 
 def test_a_computation_not_interrupted_is_stored(cache_dir):
