@@ -162,7 +162,8 @@ def read_command(client, *args):
 # stores go over connections of their own, from a second pool, that nothing else
 # reads from; one found holding replies is dropped, and stores wait for their replies
 # for a while. This thread's next read goes over another connection, sent after the
-# store: Redis runs them in the order they arrive.
+# store: Redis runs them in the order they arrive (a big store still in transit on a
+# slow link may be overtaken: the read misses once more).
 
 _SKIP_REPLY = ('CLIENT', 'REPLY', 'SKIP')
 # connection pool -> True if its server skips replies, else when to ask it again (a
@@ -185,7 +186,11 @@ def send_script(name, keys=(), args=()):
         run_script(name, keys, args, client)
         return
     code = _script(name)[0]
-    connection = _connection(store_pool)
+    try:
+        connection = _connection(store_pool)
+    except CONNECTION_ERRORS:  # none free (max_connections), or none to be made
+        run_script(name, keys, args, client)
+        return
     try:
         if connection.can_read():  # replies of a refused SKIP: drop them, and wait a while
             connection.disconnect()
@@ -214,9 +219,14 @@ def _store_pool(pool):
     except KeyError:
         pass
     store_pool = None
-    if type(pool) in (redis.ConnectionPool, redis.BlockingConnectionPool):
+    if type(pool) is redis.ConnectionPool:
         store_pool = redis.ConnectionPool(connection_class=pool.connection_class,
+                                          max_connections=pool.max_connections,
                                           **pool.connection_kwargs)
+    elif type(pool) is redis.BlockingConnectionPool:
+        store_pool = redis.BlockingConnectionPool(connection_class=pool.connection_class,
+                                                  max_connections=pool.max_connections,
+                                                  timeout=pool.timeout, **pool.connection_kwargs)
     _store_pools[pool] = store_pool
     return store_pool
 

@@ -291,6 +291,35 @@ def test_a_server_that_skips_replies_again_is_found_to(awaited_replies):
     assert _replies_a_store_waits_for(awaited_replies, 'tests:again', b'y') == 0
 
 
+def _conf(**options):
+    conf = {k: v for k, v in run_redis_kwargs().items() if k in ('host', 'port', 'db', 'path')}
+    if 'path' in conf:
+        conf['unix_socket_path'] = conf.pop('path')
+    return {**conf, **options}
+
+
+@pytest.mark.parametrize('blocking', [False, True], ids=['ConnectionPool', 'BlockingConnectionPool'])
+def test_stores_keep_to_the_pools_limits(blocking):
+    """The store connections' pool has the client pool's max_connections (and its
+    blocking); a store finding none free waits for its reply on the client's."""
+    if blocking:
+        conf = {'connection_pool': redis.BlockingConnectionPool(max_connections=1, timeout=0.1,
+                                                                **_conf())}
+    else:
+        conf = _conf(max_connections=1)
+    with override_settings(CACHEOPS_REDIS=conf):
+        _store_by_script('tests:full', b'v')
+        store_pool = cacheops.redis._store_pools[client().connection_pool]
+        assert type(store_pool) is type(client().connection_pool)
+        assert store_pool.max_connections == 1
+        held = cacheops.redis._connection(store_pool)
+        try:
+            _store_by_script('tests:full', b'w')
+        finally:
+            store_pool.release(held)
+        assert client().get('tests:full') == b'w'
+
+
 def test_a_custom_client_class_sees_the_store():
     cls = CountingRedis
     with override_settings(CACHEOPS_CLIENT_CLASS=__name__ + '.CountingRedis'):
