@@ -44,7 +44,7 @@ def file_cache_dir(tmp_path):
 
 
 def raw_file(path):
-    [filename] = [os.path.join(d, f) for d, _, files in os.walk(path) for f in files]
+    [filename] = [os.path.join(d, f) for d, _, files in os.walk(path) for f in files if f != '.lock']
     with open(filename, 'rb') as f:
         return f.read()
 
