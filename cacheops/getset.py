@@ -10,6 +10,7 @@ replaced the epoch of one of its tables meanwhile.
 """
 import hashlib
 import os
+import re
 import time
 import warnings
 
@@ -95,14 +96,24 @@ STALE = object()  # what _load() gives for a value that is a miss after all
 
 def _load(data, key=None):
     """The value in data, or STALE when it holds model instances written for other fields
-    of their model (another deploy): then, given its key, it is deleted there unless
+    of their model (another deploy), or is a value of insideout mode read in conj-set
+    mode (a deploy switching modes): then, given its key, it is deleted there unless
     replaced meanwhile (release.lua compares the bytes)."""
     try:
         return _loads(data)
     except LayoutChanged:
-        if key is not None:
-            run_script('release', [key, signal_key(key)], [data, '0'])
-        return STALE
+        pass
+    except Exception:
+        if key is None or not _INSIDEOUT_VALUE.match(data):
+            raise
+    if key is not None:
+        run_script('release', [key, signal_key(key)], [data, '0'])
+    return STALE
+
+
+# An insideout value starts with the hex SHA-1 of its stamps: a value that fails to load
+# and starts so is taken for one
+_INSIDEOUT_VALUE = re.compile(rb'[0-9a-f]{40}')
 
 
 def _dumps(value):
@@ -295,19 +306,29 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
             value = computed()
     except BaseException:
         if lock:  # don't leave waiters waiting for a value that won't come
-            client.pipeline(transaction=False).delete(lock_key(key)) \
-                .rpush(signal_key(key), 1).expire(signal_key(key), 30).execute()
+            _release_lock(client, key)
         raise
 
+    if stamps is None:  # a condition is a set of conj-set mode: not stored
+        if lock:
+            _release_lock(client, key)
+        return value
     send_script('store_insideout', [key, lock_key(key), signal_key(key), *conj_keys],
                 [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
                  settings.CACHEOPS_LOCK_WAIT])
     return value
 
 
+def _release_lock(client, key):
+    """Release the dog-pile lock of a key (insideout mode) and wake its waiters."""
+    client.pipeline(transaction=False).delete(lock_key(key)) \
+        .rpush(signal_key(key), 1).expire(signal_key(key), 30).execute()
+
+
 def _prepare_insideout(dnfs, conj_keys, epoch_keys, timeout):
     """The stamps of these conjunctions, created where missing, with the schemes recorded
-    and the tables' epochs created where missing."""
+    and the tables' epochs created where missing; None if a conjunction is a set of
+    conj-set mode (a deploy switching modes), which a stamp must not replace."""
     args = [os.urandom(8).hex(), timeout, len(conj_keys)]
     schemes_keys = []
     for prefix, table, conjs in _tables(dnfs):

@@ -6,18 +6,18 @@
 -- KEYS: the conjunction stamp keys (in the order reads use), then one schemes set per table
 -- ARGV: a fresh random stamp, stamp timeout (seconds), the number of conjunction keys,
 --       then for each table: the number n of its conjunctions, then n schemes
--- Returns the stamps, in the order of the conjunction keys.
+-- Returns the stamps, in the order of the conjunction keys; false when a conjunction
+-- key is a set of conj-set mode (a deploy switching modes runs both): it is left for
+-- the writes that delete its cache keys with it, and the value is not to be stored.
 local fresh, timeout, nconj = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 
-local stamps = {}
+local stamps, conj_set = {}, false
 for i = 1, nconj do
     local conj = KEYS[i]
     local stamp = redis.pcall('get', conj)
-    if type(stamp) == 'table' then  -- a set left by conj-set mode
-        redis.call('del', conj)
-        stamp = false
-    end
-    if not stamp then
+    if type(stamp) == 'table' then  -- a set of conj-set mode
+        conj_set = true
+    elseif not stamp then
         stamp = fresh
         redis.call('set', conj, stamp, 'EX', timeout)
     elseif redis.call('ttl', conj) < timeout then
@@ -38,5 +38,8 @@ while a <= #ARGV do
 end
 for e = k, #KEYS do
     redis.call('set', KEYS[e], fresh, 'NX')
+end
+if conj_set then
+    return false
 end
 return stamps

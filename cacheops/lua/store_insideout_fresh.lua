@@ -5,7 +5,9 @@
 -- and the value is dropped; a stamp that was there at the read and is gone or changed
 -- drops it too. The missing stamps are made and the schemes recorded either way: the
 -- next miss then reads them before its query, and is not dropped for a write to another
--- row of a busy table.
+-- row of a busy table. A conjunction key that is a set of conj-set mode (a deploy
+-- switching modes runs both) is left for the writes that delete its cache keys with
+-- it, and the value is dropped.
 --
 -- KEYS: cache key, lock key, signal list key, then n conjunction stamp keys, then
 --       for each table: its epoch key, its schemes set
@@ -38,18 +40,19 @@ local stamps = {}
 for i = 1, n do
     local conj, read = KEYS[3 + i], ARGV[6 + i]
     local stamp = redis.pcall('get', conj)
-    if type(stamp) == 'table' then  -- a set left by conj-set mode
-        redis.call('del', conj)
-        stamp = false
-    end
-    if read ~= '' and stamp ~= read then
+    if type(stamp) == 'table' then  -- a set of conj-set mode: left alone
         ok = false
-    end
-    if not stamp then
-        stamp = fresh
-        redis.call('set', conj, stamp, 'EX', timeout)
-    elseif redis.call('ttl', conj) < timeout then
-        redis.call('expire', conj, timeout)
+        stamp = ''
+    else
+        if read ~= '' and stamp ~= read then
+            ok = false
+        end
+        if not stamp then
+            stamp = fresh
+            redis.call('set', conj, stamp, 'EX', timeout)
+        elseif redis.call('ttl', conj) < timeout then
+            redis.call('expire', conj, timeout)
+        end
     end
     stamps[i] = stamp
 end
