@@ -2,6 +2,7 @@
 or sent without waiting for their reply."""
 import hashlib
 import os
+import threading
 import time
 import warnings
 import weakref
@@ -140,6 +141,9 @@ def read_command(client, *args):
     pool = _plain_pool(client)
     if pool is None or client.connection is not None:  # single_connection_client
         return client.execute_command(*args)
+    held = _take_held(_store_pools.get(pool))
+    if held is not None:
+        return _read_after_store(client, pool, held, args)
     connection = _connection(pool)
     try:
         connection.send_packed_command(connection.pack_command(*args))
@@ -148,6 +152,24 @@ def read_command(client, *args):
         return client.execute_command(*args)
     finally:
         pool.release(connection)
+
+
+def _read_after_store(client, pool, held, args):
+    """A read on the connection this thread's last store went over: after it, in order."""
+    store_pool, connection = held
+    try:
+        connection.send_packed_command(connection.pack_command(*args))
+        return connection.read_response()
+    except CONNECTION_ERRORS:
+        return client.execute_command(*args)
+    except redis.ResponseError:
+        # replies of a store whose CLIENT REPLY SKIP the server refused start with the
+        # refusal (a script busy for long, an ACL changed): drop them, and ask again
+        connection.disconnect()
+        _stop_skipping_replies(pool)
+        return client.execute_command(*args)
+    finally:
+        store_pool.release(connection)
 
 
 # Scripts whose reply nobody needs: a store after a miss. Losing one is harmless (the
@@ -159,11 +181,11 @@ def read_command(client, *args):
 # A server may refuse the SKIP (busy running a long script, an ACL changed since it was
 # asked): then replies are left on the connection, which the next command on it would
 # take for its own (redis-py doesn't always check a pooled connection for them). So
-# stores go over connections of their own, from a second pool, that nothing else
-# reads from; one found holding replies is dropped, and stores wait for their replies
-# for a while. This thread's next read goes over another connection, sent after the
-# store: Redis runs them in the order they arrive (a big store still in transit on a
-# slow link may be overtaken: the read misses once more).
+# stores go over connections of their own, from a second pool, that redis-py's commands
+# never use; one found holding replies is dropped, and stores wait for their replies
+# for a while. The thread keeps the connection its store went over for its next read
+# (read_command), which so runs after the store: Redis orders commands only within a
+# connection. A thread ending first gives it back.
 
 _SKIP_REPLY = ('CLIENT', 'REPLY', 'SKIP')
 # connection pool -> True if its server skips replies, else when to ask it again (a
@@ -186,8 +208,9 @@ def send_script(name, keys=(), args=()):
         run_script(name, keys, args, client)
         return
     code = _script(name)[0]
+    held = _take_held(store_pool)
     try:
-        connection = _connection(store_pool)
+        connection = _connection(store_pool) if held is None else held[1]
     except CONNECTION_ERRORS:  # none free (max_connections), or none to be made
         run_script(name, keys, args, client)
         return
@@ -196,16 +219,61 @@ def send_script(name, keys=(), args=()):
             connection.disconnect()
             _stop_skipping_replies(pool)
             run_script(name, keys, args, client)
+        else:
+            # send_packed_command drops a connection it failed to write to
+            connection.send_packed_command(connection.pack_commands(
+                [_SKIP_REPLY, ('EVAL', code, len(keys), *keys, *args)]))
+            _hold(store_pool, connection)
             return
-        # send_packed_command drops a connection it failed to write to
-        connection.send_packed_command(connection.pack_commands(
-            [_SKIP_REPLY, ('EVAL', code, len(keys), *keys, *args)]))
     except CONNECTION_ERRORS:
         # again with the client's retries, as any command (a store that ran twice
         # finds its marker gone, or stores the same value again)
         run_script(name, keys, args, client)
-    finally:
-        store_pool.release(connection)
+    store_pool.release(connection)
+
+
+class _Held:
+    """The store connection a thread keeps for its next read; given back, dropped (it may
+    hold unread replies), if the thread ends first."""
+    __slots__ = ('pid', 'store_pool', 'connection')
+
+    def __init__(self, store_pool, connection):
+        self.pid, self.store_pool, self.connection = os.getpid(), store_pool, connection
+
+    def __del__(self):
+        connection, self.connection = self.connection, None
+        if connection is not None and self.pid == os.getpid():
+            try:
+                connection.disconnect()
+                self.store_pool.release(connection)
+            except Exception:  # noqa: BLE001 - at interpreter exit, say
+                pass
+
+
+class _ThreadHeld(threading.local):
+    held = None
+
+
+_thread_held = _ThreadHeld()
+
+
+def _hold(store_pool, connection):
+    _thread_held.held = _Held(store_pool, connection)
+
+
+def _take_held(store_pool):
+    """(store pool, connection) this thread kept after a store on store_pool, or None;
+    the caller gives the connection back."""
+    held = _thread_held.held
+    if held is None or store_pool is None:
+        return None
+    _thread_held.held = None
+    connection, held.connection = held.connection, None
+    if held.store_pool is not store_pool or held.pid != os.getpid() or connection is None:
+        if connection is not None and held.pid == os.getpid():
+            held.store_pool.release(connection)  # of a client replaced since
+        return None
+    return store_pool, connection
 
 
 _store_pools = weakref.WeakKeyDictionary()  # a client's pool -> the pool its stores use

@@ -1,6 +1,7 @@
 """Redis connection settings: CACHEOPS_REDIS as a dict, a URL or empty,
 CACHEOPS_SENTINEL, CACHEOPS_CLIENT_CLASS. The client is created lazily and
 rebuilt when these settings change (override_settings)."""
+import gc
 import os
 import threading
 import time
@@ -312,12 +313,53 @@ def test_stores_keep_to_the_pools_limits(blocking):
         store_pool = cacheops.redis._store_pools[client().connection_pool]
         assert type(store_pool) is type(client().connection_pool)
         assert store_pool.max_connections == 1
-        held = cacheops.redis._connection(store_pool)
+        # the one store connection, kept for this thread's next read: taken elsewhere
+        _, taken = cacheops.redis._take_held(store_pool)
         try:
             _store_by_script('tests:full', b'w')
         finally:
-            store_pool.release(held)
+            store_pool.release(taken)
         assert client().get('tests:full') == b'w'
+
+
+def test_the_read_after_a_store_goes_over_the_stores_connection(monkeypatch):
+    """Redis orders commands only within a connection: this thread's next read must find
+    what it stored."""
+    from redis.connection import AbstractConnection
+    sent, send = [], AbstractConnection.send_packed_command
+
+    def recording(self, command, *args, **kwargs):
+        sent.append((self, b'EVAL' in b''.join(command) if isinstance(command, list) else b'EVAL' in command))
+        return send(self, command, *args, **kwargs)
+    _store_by_script('tests:order', b'v')  # the probe, and a first store
+    monkeypatch.setattr(AbstractConnection, 'send_packed_command', recording)
+    raw_client().set('tests:order', MARKER, ex=60)
+    sent.clear()
+    _store_by_script('tests:order', b'w', marked=True)
+    assert cacheops.redis.read_command(cacheops.redis.get_client(), 'GET', 'tests:order') == b'w'
+    (store_connection, is_store), (read_connection, is_read_store) = sent
+    assert is_store and not is_read_store
+    assert read_connection is store_connection
+
+
+def test_a_thread_ending_after_a_store_gives_its_connection_back(round_trips):
+    with override_settings(CACHEOPS_REDIS=_conf(max_connections=1)):
+        _store_by_script('tests:ended', b'v')  # the probe
+        store_pool = cacheops.redis._store_pools[client().connection_pool]
+        store_pool.release(cacheops.redis._take_held(store_pool)[1])
+        thread = threading.Thread(target=lambda: _store_by_script('tests:ended', b'w'))
+        thread.start()
+        thread.join(10)
+        gc.collect()
+        raw_client().set('tests:ended', MARKER, ex=60)
+        round_trips.clear()
+        _store_by_script('tests:ended', b'x', marked=True)
+        # the one store connection was free: the store skipped its reply (EVAL, not the
+        # EVALSHA of a store waiting for its reply on the client's pool)
+        sent = b''.join(part for request in round_trips
+                        for part in (request if isinstance(request, list) else [request]))
+        assert b'EVAL\r\n' in sent and b'EVALSHA' not in sent
+        assert client().get('tests:ended') == b'x'
 
 
 def test_a_custom_client_class_sees_the_store():
