@@ -141,9 +141,10 @@ def read_command(client, *args):
     pool = _plain_pool(client)
     if pool is None or client.connection is not None:  # single_connection_client
         return client.execute_command(*args)
-    held = _take_held(_store_pools.get(pool))
-    if held is not None:
-        return _read_after_store(client, pool, held, args)
+    if _thread_held.held is not None:
+        held = _take_held(_store_pools.get(pool))
+        if held is not None:
+            return _read_after_store(client, pool, held, args)
     connection = _connection(pool)
     try:
         connection.send_packed_command(connection.pack_command(*args))
@@ -160,16 +161,18 @@ def _read_after_store(client, pool, held, args):
     try:
         connection.send_packed_command(connection.pack_command(*args))
         return connection.read_response()
-    except CONNECTION_ERRORS:
-        return client.execute_command(*args)
     except redis.ResponseError:
         # replies of a store whose CLIENT REPLY SKIP the server refused start with the
         # refusal (a script busy for long, an ACL changed): drop them, and ask again
         connection.disconnect()
         _stop_skipping_replies(pool)
-        return client.execute_command(*args)
+    except BaseException as e:
+        connection.disconnect()  # replies may be left unread on it
+        if not isinstance(e, CONNECTION_ERRORS):
+            raise
     finally:
         store_pool.release(connection)
+    return client.execute_command(*args)
 
 
 # Scripts whose reply nobody needs: a store after a miss. Losing one is harmless (the
@@ -214,27 +217,34 @@ def send_script(name, keys=(), args=()):
     except CONNECTION_ERRORS:  # none free (max_connections), or none to be made
         run_script(name, keys, args, client)
         return
+    kept = False
     try:
         if connection.can_read():  # replies of a refused SKIP: drop them, and wait a while
             connection.disconnect()
             _stop_skipping_replies(pool)
-            run_script(name, keys, args, client)
         else:
             # send_packed_command drops a connection it failed to write to
             connection.send_packed_command(connection.pack_commands(
                 [_SKIP_REPLY, ('EVAL', code, len(keys), *keys, *args)]))
             _hold(store_pool, connection)
+            kept = True
             return
     except CONNECTION_ERRORS:
-        # again with the client's retries, as any command (a store that ran twice
-        # finds its marker gone, or stores the same value again)
-        run_script(name, keys, args, client)
-    store_pool.release(connection)
+        pass  # sent again below
+    except BaseException:
+        connection.disconnect()  # replies may be left unread on it
+        raise
+    finally:
+        if not kept:
+            store_pool.release(connection)
+    # with the client's retries, as any command (a store that ran twice finds its marker
+    # gone, or stores the same value again)
+    run_script(name, keys, args, client)
 
 
 class _Held:
-    """The store connection a thread keeps for its next read; given back, dropped (it may
-    hold unread replies), if the thread ends first."""
+    """The store connection a thread keeps for its next read; given back if the thread
+    ends first (whoever takes it next copes with replies a refused SKIP left on it)."""
     __slots__ = ('pid', 'store_pool', 'connection')
 
     def __init__(self, store_pool, connection):
@@ -244,7 +254,6 @@ class _Held:
         connection, self.connection = self.connection, None
         if connection is not None and self.pid == os.getpid():
             try:
-                connection.disconnect()
                 self.store_pool.release(connection)
             except Exception:  # noqa: BLE001 - at interpreter exit, say
                 pass
@@ -280,21 +289,19 @@ _store_pools = weakref.WeakKeyDictionary()  # a client's pool -> the pool its st
 
 
 def _store_pool(pool):
-    """The pool of connections that send only stores, for a plain connection pool (not
-    Sentinel's, whose connections find their server through it); None for others."""
+    """The pool of connections that send only stores, for a plain or blocking connection
+    pool (not Sentinel's, whose connections find their server through it); None for
+    others. As big as the client's, but never blocking: a store finding no connection
+    free (threads keep theirs, see _Held) waits for its reply on the client's."""
     try:
         return _store_pools[pool]
     except KeyError:
         pass
     store_pool = None
-    if type(pool) is redis.ConnectionPool:
+    if type(pool) in (redis.ConnectionPool, redis.BlockingConnectionPool):
         store_pool = redis.ConnectionPool(connection_class=pool.connection_class,
                                           max_connections=pool.max_connections,
                                           **pool.connection_kwargs)
-    elif type(pool) is redis.BlockingConnectionPool:
-        store_pool = redis.BlockingConnectionPool(connection_class=pool.connection_class,
-                                                  max_connections=pool.max_connections,
-                                                  timeout=pool.timeout, **pool.connection_kwargs)
     _store_pools[pool] = store_pool
     return store_pool
 

@@ -301,8 +301,8 @@ def _conf(**options):
 
 @pytest.mark.parametrize('blocking', [False, True], ids=['ConnectionPool', 'BlockingConnectionPool'])
 def test_stores_keep_to_the_pools_limits(blocking):
-    """The store connections' pool has the client pool's max_connections (and its
-    blocking); a store finding none free waits for its reply on the client's."""
+    """The store connections' pool has the client pool's max_connections, but never
+    blocks: a store finding none free waits for its reply on the client's at once."""
     if blocking:
         conf = {'connection_pool': redis.BlockingConnectionPool(max_connections=1, timeout=0.1,
                                                                 **_conf())}
@@ -311,7 +311,7 @@ def test_stores_keep_to_the_pools_limits(blocking):
     with override_settings(CACHEOPS_REDIS=conf):
         _store_by_script('tests:full', b'v')
         store_pool = cacheops.redis._store_pools[client().connection_pool]
-        assert type(store_pool) is type(client().connection_pool)
+        assert type(store_pool) is redis.ConnectionPool
         assert store_pool.max_connections == 1
         # the one store connection, kept for this thread's next read: taken elsewhere
         _, taken = cacheops.redis._take_held(store_pool)
