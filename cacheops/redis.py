@@ -188,7 +188,8 @@ def _read_after_store(client, pool, held, args):
 # never use; one found holding replies is dropped, and stores wait for their replies
 # for a while. The thread keeps the connection its store went over for its next read
 # (read_command), which so runs after the store: Redis orders commands only within a
-# connection. A thread ending first gives it back.
+# connection. Any other command of the thread (redis-py's: scripts, pipelines) waits
+# for the store first (_settle). A thread ending first gives it back.
 
 _SKIP_REPLY = ('CLIENT', 'REPLY', 'SKIP')
 # connection pool -> True if its server skips replies, else when to ask it again (a
@@ -302,8 +303,40 @@ def _store_pool(pool):
         store_pool = redis.ConnectionPool(connection_class=pool.connection_class,
                                           max_connections=pool.max_connections,
                                           **pool.connection_kwargs)
+        _settle_stores_first(pool)
     _store_pools[pool] = store_pool
     return store_pool
+
+
+def _settle_stores_first(pool):
+    """Make every other command of a thread through pool (redis-py's own: scripts,
+    pipelines, a test reading a key) run after the store this thread sent last."""
+    def settled_get_connection(*args, **kwargs):
+        if _thread_held.held is not None:
+            _settle(pool)
+        # the class's, looked up each time: fault injection patches it there
+        return type(pool).get_connection(pool, *args, **kwargs)
+    pool.get_connection = settled_get_connection
+
+
+def _settle(pool):
+    """Wait until Redis has run the store this thread sent last: a PING after it, on its
+    connection, is answered after it."""
+    held = _take_held(_store_pools.get(pool))
+    if held is None:
+        return
+    store_pool, connection = held
+    try:
+        connection.send_packed_command(connection.pack_command('PING'))
+        if connection.read_response() not in (b'PONG', 'PONG'):
+            connection.disconnect()
+    except redis.ResponseError:  # the replies of a refused SKIP: drop them, and ask again
+        connection.disconnect()
+        _stop_skipping_replies(pool)
+    except CONNECTION_ERRORS:
+        connection.disconnect()  # the command that follows meets the failure itself
+    finally:
+        store_pool.release(connection)
 
 
 def _plain_pool(client):

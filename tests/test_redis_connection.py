@@ -258,6 +258,7 @@ def test_stores_wait_for_their_reply_where_client_reply_is_refused(
 
 def _replies_a_store_waits_for(awaited_replies, key, value):
     raw_client().set(key, MARKER, ex=60)
+    cacheops.redis._settle(cacheops.redis.get_client().connection_pool)  # the last store
     awaited_replies.clear()
     _store_by_script(key, value, marked=True)
     count = len(awaited_replies)

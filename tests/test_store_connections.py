@@ -14,7 +14,7 @@ import cacheops.redis
 from cacheops import cached_as
 from tools.redis_server import find_redis_server, free_port, ping
 from .models import All
-from .test_redis_connection import _conf, _store_by_script
+from .test_redis_connection import MARKER, _conf, _store_by_script
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -140,3 +140,19 @@ def test_threads_ending_after_a_store_reuse_the_connections(server):
             thread.join(10)
         made = raw.info('stats')['total_connections_received'] - before - 1  # -1: raw's own
     assert made <= 2, '%d connections made for 20 requests' % made
+
+
+def test_any_later_command_of_the_thread_runs_after_its_store():
+    """Not only the next cache read: redis-py's own commands (here a TTL, as a test of
+    the key layout would) wait for the store this thread sent over its own connection."""
+    raw = redis.Redis(**_conf())
+    _store_by_script('tests:settled', b'v')  # the probe, and a first store
+    raw.set('tests:settled', MARKER, ex=60)
+    raw.execute_command('CLIENT', 'PAUSE', 10000, 'WRITE')  # holds the store back
+    unpause = threading.Timer(0.3, lambda: redis.Redis(**_conf()).execute_command('CLIENT', 'UNPAUSE'))
+    unpause.start()
+    try:
+        _store_by_script('tests:settled', b'w', marked=True)
+        assert cacheops.redis.redis_client.get('tests:settled') == b'w'
+    finally:
+        unpause.join()
