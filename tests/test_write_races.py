@@ -85,29 +85,37 @@ class _HeldAfterOldValuesRead:
 
 
 @contextmanager
-def _writer_a_held(save, model=Post):
-    """Runs save() in a thread named 'writer A', held after its old values were read while
-    the with block runs (the other writer's turn), then let go; its errors fail the test."""
+def _running(func, name=None):
+    """func() in a thread (named name) while the block runs, joined after it; an error it
+    raised fails the test. The block lets it finish."""
     errors = []
 
-    def writer_a():
+    def run():
         try:
-            save()
+            func()
         except Exception as e:  # reported by the test thread
             errors.append(e)
         finally:
             connection.close()
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(10)
+    assert not errors, errors
 
-    with _HeldAfterOldValuesRead(model) as held:
-        thread = threading.Thread(target=writer_a, name='writer A')
-        thread.start()
+
+@contextmanager
+def _writer_a_held(save, model=Post):
+    """Runs save() in a thread named 'writer A', held after its old values were read while
+    the with block runs (the other writer's turn), then let go; its errors fail the test."""
+    with _HeldAfterOldValuesRead(model) as held, _running(save, 'writer A'):
         try:
             assert held.read.wait(10), 'writer A never read the old values'
             yield
         finally:
             held.go.set()
-            thread.join(10)
-    assert not errors, errors
 
 
 def _race(save_a, in_transaction=False):
@@ -223,7 +231,7 @@ def test_a_select_on_save_row_inserted_after_the_locked_read_is_invalidated(monk
     save never read."""
     if connection.vendor == 'sqlite':
         pytest.skip('SQLite holds its write lock: nobody inserts meanwhile')
-    pk, read, go, errors = 4242, threading.Event(), threading.Event(), []
+    pk, read, go = 4242, threading.Event(), threading.Event()
     locked_old_values = events._locked_old_values
 
     def held_after_reading(instance, using):
@@ -232,25 +240,15 @@ def test_a_select_on_save_row_inserted_after_the_locked_read_is_invalidated(monk
         assert go.wait(10)
         return values
     monkeypatch.setattr(events, '_locked_old_values', held_after_reading)
-
-    def writer_a():
+    # no row yet: Django tries an update first
+    with _running(lambda: SelectOnSave(pk=pk, num=3).save()):
         try:
-            SelectOnSave(pk=pk, num=3).save()  # no row yet: Django tries an update first
-        except Exception as e:  # reported by the test thread
-            errors.append(e)
+            assert read.wait(10)
+            monkeypatch.setattr(events, '_locked_old_values', locked_old_values)
+            SelectOnSave.objects.create(pk=pk, num=2)  # B inserts the row, commits, invalidates
+            assert _cached_nums(2) == [pk]  # a reader caches B's version
         finally:
-            connection.close()
-    thread = threading.Thread(target=writer_a)
-    thread.start()
-    try:
-        assert read.wait(10)
-        monkeypatch.setattr(events, '_locked_old_values', locked_old_values)
-        SelectOnSave.objects.create(pk=pk, num=2)  # B inserts the row, commits, invalidates
-        assert _cached_nums(2) == [pk]  # a reader caches B's version
-    finally:
-        go.set()
-        thread.join(10)
-    assert not errors, errors
+            go.set()
     assert SelectOnSave.objects.nocache().get(pk=pk).num == 3
     assert _cached_nums(2) == []
 
@@ -262,34 +260,26 @@ def test_a_select_on_save_save_locks_its_row_as_djangos_update_does(monkeypatch)
         pytest.skip('lock strengths of PostgreSQL')
     monkeypatch.setattr(Category._meta, 'select_on_save', True)
     category = Category.objects.create(title='c')
-    inserted, done, errors = threading.Event(), threading.Event(), []
+    inserted, done = threading.Event(), threading.Event()
 
     def inserting_a_child():
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute('SET CONSTRAINTS ALL IMMEDIATE')  # its FK check locks now
+            Post.objects.create(title='p', category=category)
+            inserted.set()
+            assert done.wait(10)
+    with _running(inserting_a_child):
         try:
-            with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute('SET CONSTRAINTS ALL IMMEDIATE')  # its FK check locks now
-                Post.objects.create(title='p', category=category)
-                inserted.set()
-                assert done.wait(10)
-        except Exception as e:  # reported by the test thread
-            errors.append(e)
+            assert inserted.wait(10)
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '2s'")
+            category.title = 'saved'
+            category.save()  # a lock timeout if it waited
         finally:
-            connection.close()
-    thread = threading.Thread(target=inserting_a_child)
-    thread.start()
-    try:
-        assert inserted.wait(10)
-        with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '2s'")
-        category.title = 'saved'
-        category.save()  # a lock timeout if it waited
-    finally:
-        done.set()
-        thread.join(10)
-        with connection.cursor() as cursor:
-            cursor.execute('RESET lock_timeout')
-    assert not errors, errors
+            done.set()
+            with connection.cursor() as cursor:
+                cursor.execute('RESET lock_timeout')
 
 
 def test_a_save_whose_row_was_deleted_meanwhile_inserts_it_as_django_does():
