@@ -138,15 +138,12 @@ def _orm_row_read(model, using, attnames, **conditions):
     return qs
 
 
-def _for_update(qs, save=False):
-    """qs locking the rows of its model's own table (the whole join where OF isn't
-    supported); for a save, as its UPDATE would (see _save_lock)."""
-    connection = connections[qs.db]
-    kwargs = _save_lock(connection) if save else {}
+def _for_update(qs):
+    """qs locking the rows of its model's own table (the whole join where OF isn't supported)."""
     # (Django 5.2 can't compile OF for a composite primary key)
-    if connection.features.has_select_for_update_of and qs.model._meta.pk.column:
-        return qs.select_for_update(of=('self',), **kwargs)
-    return qs.select_for_update(**kwargs)
+    if connections[qs.db].features.has_select_for_update_of and qs.model._meta.pk.column:
+        return qs.select_for_update(of=('self',))
+    return qs.select_for_update()
 
 
 def _save_lock(connection):
@@ -191,16 +188,15 @@ def take_write_lock(model, using):
             cursor.execute('UPDATE %s SET %s = %s WHERE 1 = 0' % (qn(model._meta.db_table), column, column))
 
 
-def locked_rows(model, using, pks, attnames, save=False):
-    """{pk: {attname: value}} of these rows as the database has them, locked (in a
-    transaction); for a save, with the lock its UPDATE takes."""
+def locked_rows(model, using, pks, attnames):
+    """{pk: {attname: value}} of these rows as the database has them, locked (in a transaction)."""
     connection = connections[using]
     take_write_lock(model, using)
     lock = connection.features.has_select_for_update
     rows = {}
     for chunk in chunks(pks, LOCKED_READ_CHUNK):
         qs = _orm_row_read(model, using, ('pk', *attnames), pk__in=chunk)
-        for row in (_for_update(qs, save) if lock else qs):
+        for row in (_for_update(qs) if lock else qs):
             rows[row.pop('pk')] = row
     return rows
 
@@ -341,20 +337,16 @@ def conditional_do_update(original):
 
 
 def _locked_old_values(instance, using):
-    """_db_values() of a single-table model, read locked (in a transaction)."""
-    attnames = _old_attnames(instance, using)
-    row = _pk_row(instance)
-    if not attnames:
-        return row
+    """_db_values() of a single-table model, read locked as its UPDATE would (in a
+    transaction; on SQLite the write lock taken first)."""
     try:
-        values = locked_rows(type(instance)._meta.concrete_model, using, [instance.pk], attnames,
-                             save=True)
+        take_write_lock(type(instance)._meta.concrete_model, using)
+        return _db_values(instance, using, lock=True)
     except DatabaseError:
         raise  # the transaction can't go on, nor could the save
     except Exception:  # a converter, say: the save must not fail (it invalidates the model)
         invalidation.logger.exception('cacheops: could not read old values before save')
         return UNKNOWN
-    return None if instance.pk not in values else {**row, **values[instance.pk]}
 
 
 def _returning_fields(args, kwargs):
