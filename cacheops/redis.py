@@ -144,7 +144,8 @@ def read_command(client, *args):
     if _thread_held.held is not None:
         held = _take_held(_store_pools.get(pool))
         if held is not None:
-            return _read_after_store(client, pool, held, args)
+            reply = _after_store(pool, held, args)
+            return client.execute_command(*args) if reply is _DROPPED else reply
     connection = _connection(pool)
     try:
         connection.send_packed_command(connection.pack_command(*args))
@@ -155,12 +156,20 @@ def read_command(client, *args):
         pool.release(connection)
 
 
-def _read_after_store(client, pool, held, args):
-    """A read on the connection this thread's last store went over: after it, in order."""
+_DROPPED = object()
+
+
+def _after_store(pool, held, args, expected=None):
+    """The reply to a command sent over the connection this thread's last store went over
+    (so it runs after the store), or _DROPPED if the connection was dropped instead: it
+    failed, or the reply was an error or not one of expected."""
     store_pool, connection = held
     try:
         connection.send_packed_command(connection.pack_command(*args))
-        return connection.read_response()
+        reply = connection.read_response()
+        if expected is None or reply in expected:
+            return reply
+        connection.disconnect()
     except redis.ResponseError:
         # replies of a store whose CLIENT REPLY SKIP the server refused start with the
         # refusal (a script busy for long, an ACL changed): drop them, and ask again
@@ -172,7 +181,7 @@ def _read_after_store(client, pool, held, args):
             raise
     finally:
         store_pool.release(connection)
-    return client.execute_command(*args)
+    return _DROPPED
 
 
 # Scripts whose reply nobody needs: a store after a miss. Losing one is harmless (the
@@ -323,20 +332,8 @@ def _settle(pool):
     """Wait until Redis has run the store this thread sent last: a PING after it, on its
     connection, is answered after it."""
     held = _take_held(_store_pools.get(pool))
-    if held is None:
-        return
-    store_pool, connection = held
-    try:
-        connection.send_packed_command(connection.pack_command('PING'))
-        if connection.read_response() not in (b'PONG', 'PONG'):
-            connection.disconnect()
-    except redis.ResponseError:  # the replies of a refused SKIP: drop them, and ask again
-        connection.disconnect()
-        _stop_skipping_replies(pool)
-    except CONNECTION_ERRORS:
-        connection.disconnect()  # the command that follows meets the failure itself
-    finally:
-        store_pool.release(connection)
+    if held is not None:  # dropped or not, the command that follows goes on as it would
+        _after_store(pool, held, ('PING',), expected=(b'PONG', 'PONG'))
 
 
 def _plain_pool(client):
