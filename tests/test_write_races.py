@@ -118,6 +118,36 @@ def _writer_a_held(save, model=Post):
             held.go.set()
 
 
+def _save_beside_an_uncommitted_child(category):
+    """Save category while another transaction has inserted (not committed) a row with a
+    foreign key to it, whose key check, made immediate, holds a key share lock on it: the
+    save fails the test if it waits for that transaction."""
+    inserted, go = threading.Event(), threading.Event()
+
+    def inserter():
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:  # Django's are deferred to the commit
+                    cursor.execute('SET CONSTRAINTS ALL IMMEDIATE')
+                Post.objects.create(title='p', category_id=category.pk)
+                inserted.set()
+                assert go.wait(10), 'the test never let the inserter go on'
+        finally:
+            inserted.set()
+    with _running(inserter):
+        try:
+            assert inserted.wait(10)
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '2s'")
+                try:
+                    category.save()
+                except OperationalError as e:
+                    raise AssertionError('the save waited for the inserter: %s' % e)
+        finally:
+            go.set()
+
+
 def _race(save_a, in_transaction=False):
     """Writer A saves with save_a(post) while B moves the post to c2 and a reader caches c2."""
     c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
@@ -260,26 +290,8 @@ def test_a_select_on_save_save_locks_its_row_as_djangos_update_does(monkeypatch)
         pytest.skip('lock strengths of PostgreSQL')
     monkeypatch.setattr(Category._meta, 'select_on_save', True)
     category = Category.objects.create(title='c')
-    inserted, done = threading.Event(), threading.Event()
-
-    def inserting_a_child():
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute('SET CONSTRAINTS ALL IMMEDIATE')  # its FK check locks now
-            Post.objects.create(title='p', category=category)
-            inserted.set()
-            assert done.wait(10)
-    with _running(inserting_a_child):
-        try:
-            assert inserted.wait(10)
-            with connection.cursor() as cursor:
-                cursor.execute("SET lock_timeout = '2s'")
-            category.title = 'saved'
-            category.save()  # a lock timeout if it waited
-        finally:
-            done.set()
-            with connection.cursor() as cursor:
-                cursor.execute('RESET lock_timeout')
+    category.title = 'saved'
+    _save_beside_an_uncommitted_child(category)
 
 
 def test_a_save_whose_row_was_deleted_meanwhile_inserts_it_as_django_does():
@@ -457,38 +469,8 @@ def test_one_statement_locks_no_more_than_djangos_update():
     does the statement's read (FOR UPDATE would)."""
     _skip_unless_one_statement()
     category = Category.objects.create(title='c')
-    errors, inserted, go = [], threading.Event(), threading.Event()
-
-    def inserter():
-        try:
-            with transaction.atomic():
-                with connection.cursor() as cursor:  # Django's are deferred to the commit
-                    cursor.execute('SET CONSTRAINTS ALL IMMEDIATE')
-                Post.objects.create(title='p', category_id=category.pk)
-                inserted.set()
-                assert go.wait(10), 'the test never let the inserter go on'
-        except Exception as e:  # reported by the test thread
-            errors.append(e)
-        finally:
-            inserted.set()
-            connection.close()
-
-    thread = threading.Thread(target=inserter)
-    thread.start()
-    try:
-        assert inserted.wait(10)
-        category.title = 'renamed'
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL lock_timeout = '2s'")
-            try:
-                category.save()
-            except OperationalError as e:
-                raise AssertionError('the save waited for the inserter: %s' % e)
-    finally:
-        go.set()
-        thread.join(10)
-    assert not errors, errors
+    category.title = 'renamed'
+    _save_beside_an_uncommitted_child(category)
     assert Category.objects.nocache().get(pk=category.pk).title == 'renamed'
 
 
