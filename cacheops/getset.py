@@ -19,7 +19,7 @@ import redis
 from . import invalidation
 from .conf import derived, insideout, prefix_func, serializer, settings
 from .keys import conj_key, epoch_key, lock_key, prefix_for, schemes_key, scheme, signal_key
-from .redis import CONNECTION_ERRORS, get_client, read_command, run_script, send_script
+from .redis import CONNECTION_ERRORS, get_client, read_command, run_script, send_script, start_script
 from .serialization import LayoutChanged
 from .utils import remember
 from .signals import cache_read
@@ -56,11 +56,12 @@ class _Computed:
         return self.value
 
 
-def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None):
+def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None, warm=None):
     """The value cached at key (prefix included), else compute() stored race-free.
 
     dnfs() gives [(db alias, {table: [conjunction, ...]}), ...] that the value depends on,
     or None when it must not be cached; in conj-set mode it is called only on a miss.
+    warm(), if given, does work compute() needs that can run while Redis prepares a miss.
     """
     computed = _Computed(compute)
     if invalidation.failed and not invalidation.retry_failed():
@@ -73,7 +74,7 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None)
             if query_dnfs is None:
                 return computed()
             return _insideout(key, query_dnfs, timeout, computed, lock, sender, func)
-        return _conj_sets(key, dnfs, timeout, computed, lock, sender, func)
+        return _conj_sets(key, dnfs, timeout, computed, lock, sender, func, warm)
     except CONNECTION_ERRORS as e:
         if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
             raise
@@ -122,7 +123,7 @@ def _dumps(value):
 
 # Conj-set mode
 
-def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
+def _conj_sets(key, dnfs, timeout, computed, lock, sender, func, warm=None):
     client = get_client()
     data = read_command(client, 'GET', key)
     if is_value(data):
@@ -142,7 +143,7 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func):
         status, marker = _prepare(key, keys, args, timeout)
         _store(key, marker, value, lock)
         return value
-    status, marker = _prepare(key, keys, args, timeout)
+    status, marker = _prepare(key, keys, args, timeout, warm, lock)
     if status == b'hit':
         value = _load(marker, key)
         return computed() if value is STALE else value
@@ -193,9 +194,22 @@ def _store(key, marker, value, lock):
     send_script('store', [key, signal_key(key)], [marker, _dumps(value), '1' if lock else '0'])
 
 
-def _prepare(key, keys, args, timeout):
+def _prepare(key, keys, args, timeout, warm=None, lock=False):
+    """(status, marker or value) of prepare.lua; warm() runs while Redis answers."""
     marker = new_marker()
-    status, payload = run_script('prepare', [key, signal_key(key), *keys], [marker, timeout, *args])
+    if warm is None:
+        return run_script('prepare', [key, signal_key(key), *keys], [marker, timeout, *args])
+    reply = start_script('prepare', [key, signal_key(key), *keys], [marker, timeout, *args])
+    try:
+        warm()
+    except Exception:  # noqa: BLE001 - compute() does the same work again, failing as it would
+        pass
+    except BaseException:
+        status, payload = reply()
+        if status == b'mine':
+            run_script('release', [key, signal_key(key)], [payload, '1' if lock else '0'])
+        raise
+    status, payload = reply()
     return status, payload
 
 

@@ -359,7 +359,7 @@ class QuerySetMixin:
             return made[0]
         return cached_call(key, lambda: self._cacheable_dnfs(fingerprint, built, db), timeout,
                            lambda: compute(built()),
-                           lock=lock, sender=self.model)
+                           lock=lock, sender=self.model, warm=built)
 
     # Cached ops
 
@@ -414,7 +414,9 @@ class QuerySetMixin:
 
         def query():  # what get() would evaluate: only needed on a miss
             if not built:
-                qs = self._for_get().filter(*args, **kwargs).order_by()
+                # built by Django at once: recording the calls to replay them costs more
+                qs = _django['QuerySet.filter'](self._for_get(), *args, **kwargs)
+                qs.query.clear_ordering(force=True)
                 qs.query.set_limits(high=MAX_GET_RESULTS)
                 built.append(qs)
             return built[0]
@@ -425,7 +427,8 @@ class QuerySetMixin:
         else:
             dnfs = lambda: known_dnfs  # noqa: E731
         rows = cached_call(key, dnfs, timeout,
-                           lambda: list(query()._iterable_class(query())), lock=lock, sender=self.model)
+                           lambda: list(query()._iterable_class(query())), lock=lock, sender=self.model,
+                           warm=query)
         if len(rows) == 1:
             return rows[0]
         name = self.model._meta.object_name

@@ -131,6 +131,59 @@ def run_script(name, keys=(), args=(), client=None):
         return client.evalsha(sha, len(keys), *keys, *args)
 
 
+def start_script(name, keys=(), args=()):
+    """Send cacheops/lua/<name>.lua and return a callable giving its reply later, as
+    run_script() would: whatever needs no Redis can be done while Redis runs it."""
+    client = get_client()
+    pool = _plain_pool(client)
+    if pool is None or client.connection is not None:
+        return _Reply(run_script(name, keys, args, client))
+    if _thread_held.held is not None:
+        _settle(pool)  # after this thread's last store, as any other command
+    connection = _connection(pool)
+    try:
+        connection.send_packed_command(
+            connection.pack_command('EVALSHA', _script(name)[1], len(keys), *keys, *args))
+    except BaseException as e:
+        pool.release(connection)  # (send_packed_command drops a connection it failed on)
+        if not isinstance(e, CONNECTION_ERRORS):
+            raise
+        return _Reply(run_script(name, keys, args, client))
+    return _PendingReply(client, pool, connection, name, keys, args)
+
+
+class _Reply:
+    __slots__ = ('value',)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self):
+        return self.value
+
+
+class _PendingReply:
+    """The reply of a script start_script() sent, read when called (once)."""
+    __slots__ = ('client', 'pool', 'connection', 'script')
+
+    def __init__(self, client, pool, connection, *script):
+        self.client, self.pool, self.connection, self.script = client, pool, connection, script
+
+    def __call__(self):
+        connection, self.connection = self.connection, None
+        try:
+            return connection.read_response()
+        except (redis.exceptions.NoScriptError, *CONNECTION_ERRORS):
+            pass  # run again below: loaded, or over a sound connection with retries
+        except BaseException as e:
+            if not isinstance(e, redis.ResponseError):  # interrupted: a reply may be left
+                connection.disconnect()
+            raise
+        finally:
+            self.pool.release(connection)
+        return run_script(*self.script, client=self.client)
+
+
 # Reads on the hot path: a GET or an MGET, whose replies redis-py hands back as they
 # come, go straight to a pooled connection. redis-py's command layer around it (retry
 # wrapper, metrics, argument checks) costs a hit 8-12 µs of Python, a tenth of the

@@ -4,10 +4,15 @@ its table has an epoch: the stamps and epochs the miss read protect its store. T
 is sent without waiting for its reply. And the keys a cached value depends on live at
 least as long as the value."""
 import pytest
+import redis
+from django.db import connection
 from django.test import override_settings
+from redis.connection import AbstractConnection
 
+from cacheops import chain, fingerprint
 from cacheops.conf import settings
-from cacheops.redis import get_client
+from cacheops.getset import PENDING
+from cacheops.redis import _script, get_client
 
 from .models import Category, Post
 from .utils import queries, warm
@@ -123,3 +128,126 @@ def test_stamp_keys_are_not_kept_with_a_prefix_function():
     keys = insideout_keys(dnfs)
     assert insideout_keys(dnfs) is not keys and insideout_keys(dnfs) == keys
     assert keys[0][0].startswith('p:') and keys[1][0].startswith('p:')
+
+
+# Conj-set mode: a miss builds its query while Redis places the pending marker, and
+# queries the database only once the marker is placed.
+
+def recorded_titles(category):
+    """titles(), by a filter() call that is recorded (chain.py), its Query built on a miss."""
+    return [p.title for p in Post.objects.cache().filter(category_id=category.pk)]
+
+
+conj_sets_only = pytest.mark.skipif(settings.CACHEOPS_INSIDEOUT, reason='conj-set mode only: markers')
+
+
+def _events(monkeypatch):
+    """A list of what happens, in order: ('sent', command), ('reply', ...), 'built' (a
+    recorded queryset's Query built), 'sql' (a database query)."""
+    events = []
+    prepare_sha = _script('prepare')[1].encode()
+    original_send, original_read = AbstractConnection.send_packed_command, AbstractConnection.read_response
+    original_replay = chain.replay
+
+    def send(self, command, *args, **kwargs):
+        packed = b''.join(command) if isinstance(command, list) else command
+        events.append(('sent', 'prepare' if prepare_sha in packed else packed.split(b'\r\n')[2]))
+        return original_send(self, command, *args, **kwargs)
+
+    def read(self, *args, **kwargs):
+        result = original_read(self, *args, **kwargs)
+        events.append(('reply', result[0] if isinstance(result, list) and result else result))
+        return result
+
+    def replay(*args, **kwargs):
+        events.append('built')
+        return original_replay(*args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, 'send_packed_command', send)
+    monkeypatch.setattr(AbstractConnection, 'read_response', read)
+    monkeypatch.setattr(chain, 'replay', replay)
+    return events
+
+
+@pytest.fixture
+def dnfs_known(category, monkeypatch):
+    """The category's posts cached once, so that this process knows the query's conditions
+    without building it, and then invalidated. Fingerprints aren't verified: that builds
+    each query again."""
+    monkeypatch.setattr(fingerprint, 'VERIFY', False)
+    warm(lambda: recorded_titles(category))
+    Post.objects.create(title='b', category=category)
+
+
+@conj_sets_only
+def test_a_miss_builds_its_query_while_the_marker_is_placed_and_queries_after(
+        category, dnfs_known, monkeypatch):
+    events = _events(monkeypatch)
+    with connection.execute_wrapper(lambda execute, *args: events.append('sql') or execute(*args)):
+        assert sorted(recorded_titles(category)) == ['a', 'b']
+    assert events.count('built') == 1
+    assert events.index(('sent', 'prepare')) < events.index('built') \
+        < events.index(('reply', b'mine')) < events.index('sql')
+
+
+@conj_sets_only
+def test_a_get_miss_queries_only_once_the_marker_is_placed(category, monkeypatch):
+    post = Post.objects.nocache().get(category=category)
+    events = _events(monkeypatch)
+    with connection.execute_wrapper(lambda execute, *args: events.append('sql') or execute(*args)):
+        assert Post.objects.cache().get(pk=post.pk) == post
+    assert events.index(('sent', 'prepare')) < events.index(('reply', b'mine')) < events.index('sql')
+
+
+def _marker_at(key):
+    data = get_client().get(key)
+    return data is not None and data.startswith(PENDING)
+
+
+@conj_sets_only
+@pytest.mark.parametrize('error', [ValueError('cannot build'), KeyboardInterrupt()])
+def test_a_query_failing_to_build_leaves_no_marker(category, dnfs_known, monkeypatch, error):
+    def failing(*args, **kwargs):
+        raise error
+    qs = Post.objects.cache().filter(category_id=category.pk)
+    key = qs._cache_key()
+    monkeypatch.setattr(chain, 'replay', failing)
+    with pytest.raises(type(error)):
+        list(qs)
+    assert not _marker_at(key)
+    monkeypatch.setattr(chain, 'replay', _original_replay)
+    assert sorted(warm(lambda: recorded_titles(category))) == ['a', 'b']
+
+
+_original_replay = chain.replay
+
+
+def test_a_miss_after_the_scripts_were_flushed_loads_them_again(category, dnfs_known):
+    get_client().script_flush()
+    assert sorted(recorded_titles(category)) == ['a', 'b']
+    assert warm(lambda: Post.objects.cache().filter(category=category).count()) == 2
+    assert queries(lambda: recorded_titles(category))[1] == 0
+
+
+@conj_sets_only
+def test_a_marker_whose_reply_was_lost_is_placed_again(category, dnfs_known, monkeypatch):
+    """The connection fails after the script was sent: it is run again over another
+    (redis-py's retries), and the miss stores all the same."""
+    original = AbstractConnection.read_response
+    failed = []
+
+    def failing_once(self, *args, **kwargs):
+        if not failed:
+            failed.append(True)
+            self.disconnect()
+            raise redis.ConnectionError('lost')
+        return original(self, *args, **kwargs)
+
+    def replay(*args, **kwargs):  # the marker's reply is read after the query is built
+        monkeypatch.setattr(AbstractConnection, 'read_response', failing_once)
+        return _original_replay(*args, **kwargs)
+    monkeypatch.setattr(chain, 'replay', replay)
+    assert sorted(recorded_titles(category)) == ['a', 'b']
+    monkeypatch.undo()
+    assert failed
+    assert queries(lambda: recorded_titles(category))[1] == 0
