@@ -138,8 +138,7 @@ def start_script(name, keys=(), args=()):
     pool = _plain_pool(client)
     if pool is None or client.connection is not None:
         return _Reply(run_script(name, keys, args, client))
-    if _thread_held.held is not None:
-        _settle(pool)  # after this thread's last store, as any other command
+    _settle(pool)  # after this thread's stores, as any other command
     connection = _connection(pool)
     try:
         connection.send_packed_command(
@@ -185,20 +184,27 @@ class _PendingReply:
 
 
 # Reads on the hot path: a GET or an MGET, whose replies redis-py hands back as they
-# come, go straight to a pooled connection. redis-py's command layer around it (retry
+# come, go straight to a connection. redis-py's command layer around it (retry
 # wrapper, metrics, argument checks) costs a hit 8-12 µs of Python, a tenth of the
-# round trip. A connection error falls back to that layer, retries and all.
+# round trip, and taking a connection from the pool and giving it back 9 µs more: a
+# thread keeps one (see _Held). A connection error falls back to that layer, retries
+# and all.
 
 def read_command(client, *args):
     """client.execute_command(*args), for GET and MGET."""
     pool = _plain_pool(client)
     if pool is None or client.connection is not None:  # single_connection_client
         return client.execute_command(*args)
-    if _thread_held.held is not None:
-        held = _take_held(_store_pools.get(pool))
-        if held is not None:
-            reply = _after_store(pool, held, args)
-            return client.execute_command(*args) if reply is _DROPPED else reply
+    held = _thread_held.held
+    if held is None or held.pool is not pool:
+        held = _keep_connection(pool)
+        if held is None:  # none free (max_connections), or not for this pool
+            return _pooled_read(client, pool, args)
+    reply = _over_held(held, args)
+    return client.execute_command(*args) if reply is _DROPPED else reply
+
+
+def _pooled_read(client, pool, args):
     connection = _connection(pool)
     try:
         connection.send_packed_command(connection.pack_command(*args))
@@ -212,28 +218,28 @@ def read_command(client, *args):
 _DROPPED = object()
 
 
-def _after_store(pool, held, args, expected=None):
-    """The reply to a command sent over the connection this thread's last store went over
-    (so it runs after the store), or _DROPPED if the connection was dropped instead: it
-    failed, or the reply was an error or not one of expected."""
-    store_pool, connection = held
+def _over_held(held, args, expected=None):
+    """The reply to a command sent over this thread's connection (so after the stores sent
+    over it), or _DROPPED if the connection was given up instead: it failed, or the reply
+    was an error or not one of expected."""
+    connection = held.connection
     try:
         connection.send_packed_command(connection.pack_command(*args))
         reply = connection.read_response()
         if expected is None or reply in expected:
+            held.stores = False
             return reply
-        connection.disconnect()
     except redis.ResponseError:
-        # replies of a store whose CLIENT REPLY SKIP the server refused start with the
-        # refusal (a script busy for long, an ACL changed): drop them, and ask again
-        connection.disconnect()
-        _stop_skipping_replies(pool)
+        if held.stores:
+            # replies of a store whose CLIENT REPLY SKIP the server refused come first (a
+            # script busy for long, an ACL changed): drop them, and ask again later
+            _stop_skipping_replies(held.pool)
     except BaseException as e:
-        connection.disconnect()  # replies may be left unread on it
+        _drop_held(held)  # replies may be left unread on it
         if not isinstance(e, CONNECTION_ERRORS):
             raise
-    finally:
-        store_pool.release(connection)
+        return _DROPPED
+    _drop_held(held)
     return _DROPPED
 
 
@@ -246,12 +252,12 @@ def _after_store(pool, held, args, expected=None):
 # A server may refuse the SKIP (busy running a long script, an ACL changed since it was
 # asked): then replies are left on the connection, which the next command on it would
 # take for its own (redis-py doesn't always check a pooled connection for them). So
-# stores go over connections of their own, from a second pool, that redis-py's commands
-# never use; one found holding replies is dropped, and stores wait for their replies
-# for a while. The thread keeps the connection its store went over for its next read
-# (read_command), which so runs after the store: Redis orders commands only within a
-# connection. Any other command of the thread (redis-py's: scripts, pipelines) waits
-# for the store first (_settle). A thread ending first gives it back.
+# stores and hot reads go over connections of their own, from a second pool that
+# redis-py's commands never use; a reply that is an error after a store drops its
+# connection, and stores wait for their replies for a while. A thread keeps its
+# connection (_Held), so its reads run after its stores: Redis orders commands only
+# within a connection. Any other command of the thread (redis-py's: scripts,
+# pipelines) waits for its stores first (_settle). A thread ending gives it back.
 
 _SKIP_REPLY = ('CLIENT', 'REPLY', 'SKIP')
 # connection pool -> True if its server skips replies, else when to ask it again (a
@@ -269,49 +275,51 @@ def send_script(name, keys=(), args=()):
     the server allow; else as run_script() does."""
     client = get_client()
     pool = _plain_pool(client)
-    store_pool = None if pool is None else _store_pool(pool)
-    if store_pool is None or not _can_skip_replies(pool, store_pool):
+    held = None
+    if pool is not None and _store_pool(pool) is not None and _may_skip_replies(pool):
+        held = _thread_held.held
+        try:
+            if held is None or held.pool is not pool:
+                held = _keep_connection(pool)  # None if none is free (max_connections)
+            if held is not None and not _can_skip_replies(pool, held):
+                held = None
+        except CONNECTION_ERRORS:  # none to be made
+            held = None
+    if held is None:
         run_script(name, keys, args, client)
         return
     code = _script(name)[0]
-    held = _take_held(store_pool)
+    connection = held.connection
     try:
-        connection = _connection(store_pool) if held is None else held[1]
-    except CONNECTION_ERRORS:  # none free (max_connections), or none to be made
-        run_script(name, keys, args, client)
-        return
-    kept = False
-    try:
-        if connection.can_read():  # replies of a refused SKIP: drop them, and wait a while
-            connection.disconnect()
+        if held.stores and connection.can_read():
+            # replies of a refused SKIP: drop them, and wait for replies a while
+            _drop_held(held)
             _stop_skipping_replies(pool)
         else:
             # send_packed_command drops a connection it failed to write to
             connection.send_packed_command(connection.pack_commands(
                 [_SKIP_REPLY, ('EVAL', code, len(keys), *keys, *args)]))
-            _hold(store_pool, connection)
-            kept = True
+            held.stores = True
             return
     except CONNECTION_ERRORS:
-        pass  # sent again below
+        _drop_held(held)  # sent again below
     except BaseException:
-        connection.disconnect()  # replies may be left unread on it
+        _drop_held(held)  # replies may be left unread on it
         raise
-    finally:
-        if not kept:
-            store_pool.release(connection)
     # with the client's retries, as any command (a store that ran twice finds its marker
     # gone, or stores the same value again)
     run_script(name, keys, args, client)
 
 
 class _Held:
-    """The store connection a thread keeps for its next read; given back if the thread
-    ends first (whoever takes it next copes with replies a refused SKIP left on it)."""
-    __slots__ = ('pid', 'store_pool', 'connection')
+    """The connection a thread keeps for its hot reads and stores, from pool's store pool;
+    stores: whether a store was sent over it since a reply was last read. Given back if
+    the thread ends (whoever takes it next copes with replies a refused SKIP left on it)."""
+    __slots__ = ('pid', 'pool', 'store_pool', 'connection', 'stores')
 
-    def __init__(self, store_pool, connection):
-        self.pid, self.store_pool, self.connection = os.getpid(), store_pool, connection
+    def __init__(self, pool, store_pool, connection):
+        self.pid, self.pool, self.store_pool, self.connection = os.getpid(), pool, store_pool, connection
+        self.stores = False
 
     def __del__(self):
         connection, self.connection = self.connection, None
@@ -329,21 +337,53 @@ class _ThreadHeld(threading.local):
 _thread_held = _ThreadHeld()
 
 
-def _hold(store_pool, connection):
-    _thread_held.held = _Held(store_pool, connection)
+def _forget_held():
+    # a forked child has its own pools (redis-py resets them): not the parent's connection
+    _thread_held.held = None
+
+
+os.register_at_fork(after_in_child=_forget_held)
+
+
+def _keep_connection(pool):
+    """A connection from pool's store pool, kept by this thread as its _Held from now on
+    (any it kept for another pool is given back); None if there is none to take."""
+    store_pool = _store_pool(pool)
+    if store_pool is None:
+        return None
+    _take_held(None)
+    try:
+        connection = _connection(store_pool)
+    except redis.ConnectionError as e:
+        if 'Too many connections' in str(e):  # (MaxConnectionsError from redis-py 5.1)
+            return None
+        raise
+    held = _thread_held.held = _Held(pool, store_pool, connection)
+    return held
+
+
+def _drop_held(held):
+    """Disconnect this thread's connection and give it back: it may hold unread replies."""
+    if _thread_held.held is held:
+        _thread_held.held = None
+    connection, held.connection = held.connection, None
+    if connection is not None:
+        connection.disconnect()
+        held.store_pool.release(connection)
 
 
 def _take_held(store_pool):
-    """(store pool, connection) this thread kept after a store on store_pool, or None;
-    the caller gives the connection back."""
+    """(store pool, connection) this thread kept from store_pool, or None; this thread
+    no longer keeps it, and the caller gives it back. One kept from another pool (a
+    client replaced since) is given back here."""
     held = _thread_held.held
-    if held is None or store_pool is None:
+    if held is None:
         return None
     _thread_held.held = None
     connection, held.connection = held.connection, None
-    if held.store_pool is not store_pool or held.pid != os.getpid() or connection is None:
-        if connection is not None and held.pid == os.getpid():
-            held.store_pool.release(connection)  # of a client replaced since
+    if held.store_pool is not store_pool or connection is None:
+        if connection is not None:
+            held.store_pool.release(connection)
         return None
     return store_pool, connection
 
@@ -352,10 +392,11 @@ _store_pools = weakref.WeakKeyDictionary()  # a client's pool -> the pool its st
 
 
 def _store_pool(pool):
-    """The pool of connections that send only stores, for a plain or blocking connection
-    pool (not Sentinel's, whose connections find their server through it); None for
-    others. As big as the client's, but never blocking: a store finding no connection
-    free (threads keep theirs, see _Held) waits for its reply on the client's."""
+    """The pool of connections that send only stores and hot reads, for a plain or
+    blocking connection pool (not Sentinel's, whose connections find their server through
+    it); None for others. As big as the client's, but never blocking: a store finding no
+    connection free (threads keep theirs, see _Held) waits for its reply on the
+    client's, a read goes over the client's."""
     try:
         return _store_pools[pool]
     except KeyError:
@@ -372,9 +413,10 @@ def _store_pool(pool):
 
 def _settle_stores_first(pool):
     """Make every other command of a thread through pool (redis-py's own: scripts,
-    pipelines, a test reading a key) run after the store this thread sent last."""
+    pipelines, a test reading a key) run after the stores this thread sent."""
     def settled_get_connection(*args, **kwargs):
-        if _thread_held.held is not None:
+        held = _thread_held.held
+        if held is not None and held.stores:
             _settle(pool)
         # the class's, looked up each time: fault injection patches it there
         return type(pool).get_connection(pool, *args, **kwargs)
@@ -382,11 +424,12 @@ def _settle_stores_first(pool):
 
 
 def _settle(pool):
-    """Wait until Redis has run the store this thread sent last: a PING after it, on its
-    connection, is answered after it."""
-    held = _take_held(_store_pools.get(pool))
-    if held is not None:  # dropped or not, the command that follows goes on as it would
-        _after_store(pool, held, ('PING',), expected=(b'PONG', 'PONG'))
+    """Wait until Redis has run the stores this thread sent: a PING after them, on their
+    connection, is answered after them."""
+    held = _thread_held.held
+    if held is not None and held.stores and held.pool is pool:
+        # dropped or not, the command that follows goes on as it would
+        _over_held(held, ('PING',), expected=(b'PONG', 'PONG'))
 
 
 def _plain_pool(client):
@@ -405,15 +448,20 @@ def _connection(pool):
         return pool.get_connection('EVAL')
 
 
-def _can_skip_replies(pool, store_pool):
-    """Whether the server honours CLIENT REPLY SKIP (a proxy or an ACL may refuse it),
-    asked once per pool (again a while after a refusal) on a store connection: SKIP,
-    ECHO 1, ECHO 2 give one reply, 2, only if it skipped. Any other first reply leaves
-    an unknown number behind: the connection is dropped."""
+def _may_skip_replies(pool):
+    """Whether pool's server skips replies, or may: it is time to ask it (again)."""
     known = _skips_replies.get(pool)
-    if known is True or known is not None and time.monotonic() < known:
-        return known is True
-    connection = _connection(store_pool)
+    return known is True or known is None or time.monotonic() >= known
+
+
+def _can_skip_replies(pool, held):
+    """Whether the server honours CLIENT REPLY SKIP (a proxy or an ACL may refuse it),
+    asked once per pool (again a while after a refusal) on this thread's connection:
+    SKIP, ECHO 1, ECHO 2 give one reply, 2, only if it skipped. Any other first reply
+    leaves an unknown number behind: the connection is dropped."""
+    if _skips_replies.get(pool) is True:
+        return True
+    connection = held.connection
     skips = False
     try:
         connection.send_packed_command(connection.pack_commands(
@@ -422,15 +470,12 @@ def _can_skip_replies(pool, store_pool):
             skips = connection.read_response() in (b'2', '2')
         except redis.ResponseError:  # CLIENT REPLY refused, or ECHO: don't find out which
             pass
-        if not skips:
-            connection.disconnect()
     except BaseException:
-        connection.disconnect()  # replies may be left unread on it
+        _drop_held(held)  # replies may be left unread on it
         raise
-    finally:
-        store_pool.release(connection)
     if skips:
         _skips_replies[pool] = True
     else:
+        _drop_held(held)
         _stop_skipping_replies(pool)
     return skips

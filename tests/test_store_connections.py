@@ -1,6 +1,9 @@
 """Stores skip their replies (CLIENT REPLY SKIP) over connections of their own: a thread
-keeps its last one for its next cache read, and gives it back if it ends first. None of
-this may leak a connection, make a read wait for one, or cost a connection per thread."""
+keeps one for its stores and hot reads, so that its reads run after its stores, and
+gives it back when it ends. None of this may leak a connection, make a read wait for
+one, or cost a connection per thread."""
+import gc
+import os
 import subprocess
 import threading
 import time
@@ -9,6 +12,7 @@ import pytest
 import redis
 from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 import cacheops.redis
 from cacheops import cached_as
@@ -156,3 +160,101 @@ def test_any_later_command_of_the_thread_runs_after_its_store():
         assert cacheops.redis.redis_client.get('tests:settled') == b'w'
     finally:
         unpause.join()
+
+
+# Hot reads go over the connection the thread keeps, taken once: no pool checkout per hit.
+
+def _checkouts(monkeypatch):
+    """A list of the pools connections are taken from while the test runs."""
+    taken = []
+    for cls in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        original = cls.get_connection
+
+        def recording(pool, *args, _original=original, **kwargs):
+            taken.append(pool)
+            return _original(pool, *args, **kwargs)
+        monkeypatch.setattr(cls, 'get_connection', recording)
+    return taken
+
+
+def test_hits_take_no_connection_from_a_pool(monkeypatch):
+    All.objects.create(tag=7)
+    assert [o.tag for o in All.objects.filter(tag=7)] == [7]  # misses, stored
+    assert All.objects.filter(tag=7).count() == 1
+    taken = _checkouts(monkeypatch)
+    for _ in range(5):
+        assert [o.tag for o in All.objects.filter(tag=7)] == [7]
+        assert All.objects.filter(tag=7).count() == 1
+    assert taken == []
+
+
+def test_a_thread_ending_after_hits_gives_its_connection_back():
+    pool = redis.ConnectionPool(max_connections=1, **_conf())
+    with override_settings(CACHEOPS_REDIS={'connection_pool': pool}):
+        All.objects.create(tag=8)
+        assert [o.tag for o in All.objects.filter(tag=8)] == [8]
+        store_pool = cacheops.redis._store_pools[pool]
+        store_pool.release(cacheops.redis._take_held(store_pool)[1])
+
+        def hit():
+            assert All.objects.filter(tag=8).count() == 1
+            connection.close()
+        for _ in range(3):  # with one connection in all: each thread found it free
+            thread = threading.Thread(target=hit)
+            thread.start()
+            thread.join(10)
+            gc.collect()
+            assert not store_pool._in_use_connections
+
+
+def test_reads_with_no_connection_free_go_over_the_clients_pool():
+    pool = redis.ConnectionPool(max_connections=1, **_conf())
+    with override_settings(CACHEOPS_REDIS={'connection_pool': pool}):
+        All.objects.create(tag=9)
+        assert [o.tag for o in All.objects.filter(tag=9)] == [9]
+        store_pool = cacheops.redis._store_pools[pool]
+        _, taken = cacheops.redis._take_held(store_pool)  # the one connection, taken elsewhere
+        try:
+            with CaptureQueriesContext(connection) as queries:
+                assert [o.tag for o in All.objects.filter(tag=9)] == [9]
+            assert not queries.captured_queries
+            assert cacheops.redis._thread_held.held is None
+        finally:
+            store_pool.release(taken)
+
+
+def test_an_error_reply_gives_the_connection_up():
+    client = cacheops.redis.get_client()
+    client.sadd('tests:a-set', 'x')
+    assert cacheops.redis.read_command(client, 'GET', 'tests:nothing') is None
+    held = cacheops.redis._thread_held.held
+    with pytest.raises(redis.ResponseError, match='WRONGTYPE'):
+        cacheops.redis.read_command(client, 'GET', 'tests:a-set')
+    assert cacheops.redis._thread_held.held is not held
+    assert held.connection is None
+    client.set('tests:a-string', 'v')
+    assert cacheops.redis.read_command(client, 'GET', 'tests:a-string') == b'v'
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='os.fork')
+def test_a_forked_child_reads_over_a_connection_of_its_own():
+    """The parent's connection is the parent's: a child reading over it would mix up
+    their replies."""
+    client = cacheops.redis.get_client()
+    client.set('tests:parent', 'p')
+    client.set('tests:child', 'c')
+    assert cacheops.redis.read_command(client, 'GET', 'tests:parent') == b'p'
+    parent_connection = cacheops.redis._thread_held.held.connection
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit status only
+        ok = False
+        try:
+            ok = cacheops.redis._thread_held.held is None \
+                and cacheops.redis.read_command(cacheops.redis.get_client(), 'GET', 'tests:child') == b'c' \
+                and cacheops.redis._thread_held.held.connection is not parent_connection
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cacheops.redis.read_command(client, 'GET', 'tests:parent') == b'p'
+    assert cacheops.redis._thread_held.held.connection is parent_connection
