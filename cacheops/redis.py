@@ -124,6 +124,14 @@ def run_script(name, keys=(), args=(), client=None):
     """Run cacheops/lua/<name>.lua with KEYS and ARGV."""
     client = client or get_client()
     code, sha = _script(name)
+    held = _thread_held.held
+    if held is not None and held.pool is getattr(client, 'connection_pool', None) \
+            and client.connection is None and _plain_pool(client) is not None:
+        # over the thread's connection, after its stores: no PING to settle them first
+        reply = _over_held(held, ('EVALSHA', sha, len(keys), *keys, *args))
+        if reply is not _DROPPED:
+            return reply
+        # an error reply (NOSCRIPT too) or a failure: again below, as any command
     try:
         return client.evalsha(sha, len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:

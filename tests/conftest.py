@@ -74,19 +74,33 @@ def _flush_redis(_redis):
 
 # What cacheops sends to Redis (tests/test_write_cost.py, tests/test_read_cost.py)
 
+def command_names(packed):
+    """The names of the commands in a request as sent (RESP arrays of bulk strings)."""
+    data = b''.join(packed) if isinstance(packed, (list, tuple)) else bytes(packed)
+    names, at = [], 0
+    while at < len(data):
+        end = data.index(b'\r\n', at)
+        count, at = int(data[at + 1:end]), end + 2
+        for i in range(count):
+            end = data.index(b'\r\n', at)
+            length = int(data[at + 1:end])
+            if i == 0:
+                names.append(data[end + 2:end + 2 + length].decode().upper())
+            at = end + 2 + length + 2
+    return names
+
+
 @pytest.fixture
 def redis_commands(monkeypatch):
     """The names of the Redis commands cacheops sends while the test runs."""
-    from cacheops.redis import get_client
-    client = get_client()
     sent = []
-    original = client.execute_command
+    original = AbstractConnection.send_packed_command
 
-    def counting(*args, **options):
-        sent.append(str(args[0]).upper())
-        return original(*args, **options)
+    def recording(self, command, *args, **kwargs):
+        sent.extend(command_names(command))
+        return original(self, command, *args, **kwargs)
 
-    monkeypatch.setattr(client, 'execute_command', counting)
+    monkeypatch.setattr(AbstractConnection, 'send_packed_command', recording)
     return sent
 
 

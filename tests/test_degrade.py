@@ -3,8 +3,9 @@ the database; with False they raise. Either way writes (save, delete) never
 fail because of Redis, and an invalidation Redis missed must not leave an
 entry that reads as valid once Redis is back.
 
-Faults are injected by making every Redis connection checkout raise
-redis.exceptions.ConnectionError; the Redis server itself stays up."""
+Faults are injected by making every Redis connection checkout, and every command sent
+on a connection a thread keeps, raise redis.exceptions.ConnectionError; the Redis
+server itself stays up."""
 from contextlib import contextmanager
 from unittest import mock
 
@@ -22,17 +23,24 @@ pytestmark = pytest.mark.django_db
 def redis_down():
     error = redis.exceptions.ConnectionError('injected: redis is down')
     with mock.patch.object(redis.connection.ConnectionPool, 'get_connection', side_effect=error), \
-         mock.patch.object(redis.connection.BlockingConnectionPool, 'get_connection', side_effect=error):
+         mock.patch.object(redis.connection.BlockingConnectionPool, 'get_connection', side_effect=error), \
+         mock.patch.object(redis.connection.AbstractConnection, 'send_packed_command', side_effect=error):
         yield
 
 
 def test_fault_injection_works():
     import cacheops.redis
-    assert cacheops.redis.redis_client.ping()
+    client = cacheops.redis.get_client()
+    assert client.ping()
+    assert cacheops.redis.read_command(client, 'GET', 'tests:key') is None  # a kept connection
+    assert cacheops.redis._thread_held.held is not None
     with redis_down():
         with pytest.raises(redis.exceptions.ConnectionError):
-            cacheops.redis.redis_client.ping()
-    assert cacheops.redis.redis_client.ping()
+            client.ping()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            cacheops.redis.read_command(client, 'GET', 'tests:key')
+    assert client.ping()
+    assert cacheops.redis.read_command(client, 'GET', 'tests:key') is None
 
 
 @override_settings(CACHEOPS_DEGRADE_ON_FAILURE=True)
