@@ -1,5 +1,6 @@
 """The Redis client built from settings, degrade-on-failure, and Lua scripts run by SHA
 or sent without waiting for their reply."""
+import codecs
 import hashlib
 import os
 import threading
@@ -232,7 +233,8 @@ def _over_held(held, args, expected=None):
     was an error or not one of expected."""
     connection = held.connection
     try:
-        connection.send_packed_command(connection.pack_command(*args))
+        packed = _pack_plain(args) if held.utf8 else None
+        connection.send_packed_command([packed] if packed else connection.pack_command(*args))
         reply = connection.read_response()
         if expected is None or reply in expected:
             held.stores = False
@@ -249,6 +251,23 @@ def _over_held(held, args, expected=None):
         return _DROPPED
     _drop_held(held)
     return _DROPPED
+
+
+def _pack_plain(args):
+    """A command as Redis reads it, if its arguments are all str, bytes or int (as
+    redis-py packs them with a UTF-8 encoder); else None. redis-py's own packer, in
+    Python without hiredis, takes 2-5 µs for a GET or an MGET: a fifth of a hit's Python."""
+    parts = [b'*%d\r\n' % len(args)]
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            arg = arg.encode()
+        elif kind is int:
+            arg = b'%d' % arg
+        elif kind is not bytes:
+            return None
+        parts.append(b'$%d\r\n%s\r\n' % (len(arg), arg))
+    return b''.join(parts)
 
 
 # Scripts whose reply nobody needs: a store after a miss. Losing one is harmless (the
@@ -323,11 +342,15 @@ class _Held:
     """The connection a thread keeps for its hot reads and stores, from pool's store pool;
     stores: whether a store was sent over it since a reply was last read. Given back if
     the thread ends (whoever takes it next copes with replies a refused SKIP left on it)."""
-    __slots__ = ('pid', 'pool', 'store_pool', 'connection', 'stores')
+    __slots__ = ('pid', 'pool', 'store_pool', 'connection', 'stores', 'utf8')
 
     def __init__(self, pool, store_pool, connection):
         self.pid, self.pool, self.store_pool, self.connection = os.getpid(), pool, store_pool, connection
         self.stores = False
+        encoder = getattr(connection, 'encoder', None)
+        # whether _pack_plain() packs as the connection would
+        self.utf8 = encoder is not None and getattr(encoder, 'encoding_errors', None) == 'strict' \
+            and codecs.lookup(encoder.encoding).name == 'utf-8'
 
     def __del__(self):
         connection, self.connection = self.connection, None

@@ -258,3 +258,29 @@ def test_a_forked_child_reads_over_a_connection_of_its_own():
     assert os.waitstatus_to_exitcode(status) == 0
     assert cacheops.redis.read_command(client, 'GET', 'tests:parent') == b'p'
     assert cacheops.redis._thread_held.held.connection is parent_connection
+
+
+@pytest.mark.parametrize('args', [
+    ('GET', 'q:0123'), ('MGET', 'q:1', 'conj:{t}:title=café', b'\x00raw'),
+    ('EVALSHA', 'f' * 40, 2, 'k1', 'k2', b'marker', 3600, -1), ('GET', ''),
+])
+def test_commands_are_sent_as_redis_py_packs_them(args):
+    assert cacheops.redis._pack_plain(args) == b''.join(redis.Connection().pack_command(*args))
+
+
+@pytest.mark.parametrize('args', [('GET', 1.5), ('GET', True), ('GET', None)])
+def test_other_arguments_are_left_to_redis_py(args):
+    assert cacheops.redis._pack_plain(args) is None
+
+
+def test_a_client_encoding_otherwise_reads_what_it_stored():
+    """Keys carry condition values (insideout mode reads them on a hit): they must be
+    encoded as the client encodes what it stores."""
+    with override_settings(CACHEOPS_REDIS=_conf(encoding='latin-1')):
+        All.objects.create(tag=11, title='café')
+        assert All.objects.filter(tag=11).count() == 1  # insideout mode: the table's epoch
+        # a miss, its store sent by redis-py (which makes the stamp, in insideout mode)
+        assert [o.tag for o in All.objects.filter(title='café')] == [11]
+        with CaptureQueriesContext(connection) as queries:
+            assert [o.tag for o in All.objects.filter(title='café')] == [11]
+        assert not queries.captured_queries
