@@ -164,7 +164,10 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func, warm=None):
         value = computed()
     except BaseException:
         if status == b'mine':  # don't leave waiters waiting for a value that won't come
-            run_script('release', [key, signal_key(key)], [marker, '1' if lock else '0'])
+            try:
+                _release(key, marker, lock)
+            except Exception:  # noqa: BLE001 - Redis failing now mustn't hide why compute failed
+                pass
         raise
     _store(key, marker, value, lock)
     return value
@@ -197,20 +200,39 @@ def _store(key, marker, value, lock):
 def _prepare(key, keys, args, timeout, warm=None, lock=False):
     """(status, marker or value) of prepare.lua; warm() runs while Redis answers."""
     marker = new_marker()
+    script = ('prepare', [key, signal_key(key), *keys], [marker, timeout, *args])
     if warm is None:
-        return run_script('prepare', [key, signal_key(key), *keys], [marker, timeout, *args])
-    reply = start_script('prepare', [key, signal_key(key), *keys], [marker, timeout, *args])
-    try:
-        warm()
-    except Exception:  # noqa: BLE001 - compute() does the same work again, failing as it would
-        pass
-    except BaseException:
+        status, payload = run_script(*script)
+    else:
+        reply = start_script(*script)
+        try:
+            warm()
+        except Exception:  # noqa: BLE001 - compute() does the same work again, failing as it would
+            pass
+        except BaseException:
+            _release_quietly(key, reply, marker, lock)
+            raise
         status, payload = reply()
-        if status == b'mine':
-            run_script('release', [key, signal_key(key)], [payload, '1' if lock else '0'])
-        raise
-    status, payload = reply()
+    if status == b'other' and payload == marker:
+        # our own marker: the script ran, its reply was lost, and it was run again
+        status = b'mine'
     return status, payload
+
+
+def _release_quietly(key, reply, marker, lock):
+    """Read prepare's reply and release the marker if it placed it, on the way out of an
+    interrupted miss: a Redis failure now mustn't replace the interruption."""
+    try:
+        status, payload = reply()
+        if status == b'mine' or status == b'other' and payload == marker:
+            _release(key, marker, lock)
+    except Exception:  # noqa: BLE001 - the marker expires; waiters stop waiting in time
+        pass
+
+
+def _release(key, marker, lock):
+    """Remove our pending marker, if it is still there, and wake dog-pile waiters."""
+    run_script('release', [key, signal_key(key)], [marker, '1' if lock else '0'])
 
 
 def _tables(dnfs):

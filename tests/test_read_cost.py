@@ -3,18 +3,21 @@
 its table has an epoch: the stamps and epochs the miss read protect its store. The store
 is sent without waiting for its reply. And the keys a cached value depends on live at
 least as long as the value."""
+import warnings
+
 import pytest
 import redis
 from django.db import connection
 from django.test import override_settings
 from redis.connection import AbstractConnection
 
-from cacheops import chain, fingerprint
+import cacheops.redis
+from cacheops import chain, fingerprint, getset
 from cacheops.conf import settings
 from cacheops.getset import PENDING
 from cacheops.redis import _script, get_client
 
-from .models import Category, Post
+from .models import Category, Locked, Post
 from .utils import queries, warm
 
 pytestmark = pytest.mark.django_db
@@ -251,3 +254,87 @@ def test_a_marker_whose_reply_was_lost_is_placed_again(category, dnfs_known, mon
     monkeypatch.undo()
     assert failed
     assert queries(lambda: recorded_titles(category))[1] == 0
+
+
+def _lose_the_markers_reply(monkeypatch):
+    """prepare.lua runs, but its reply is lost with its connection before it is read: the
+    replies lost (it is run again)."""
+    lost, original_start = [], getset.start_script
+
+    def start(*args, **kwargs):
+        reply = original_start(*args, **kwargs)
+        if args[0] == 'prepare' and isinstance(reply, cacheops.redis._PendingReply) and not lost:
+            target, original_read = reply.connection, AbstractConnection.read_response
+
+            def read(self, *args, **kwargs):
+                result = original_read(self, *args, **kwargs)
+                if self is target and not lost:
+                    lost.append(result)
+                    self.disconnect()
+                    raise redis.ConnectionError('lost')
+                return result
+            monkeypatch.setattr(AbstractConnection, 'read_response', read)
+        return reply
+    monkeypatch.setattr(getset, 'start_script', start)
+    return lost
+
+
+@conj_sets_only
+def test_a_locked_miss_whose_marker_reply_was_lost_doesnt_wait_for_itself(monkeypatch):
+    Locked.objects.create(title='x')
+    qs = Locked.objects.cache().filter(title='x')
+    assert [o.title for o in qs] == ['x']
+    Locked.objects.create(title='x')  # invalidates: the next miss knows its conditions
+    lost = _lose_the_markers_reply(monkeypatch)
+    waits = []
+    monkeypatch.setattr(getset, '_wait_for_owner', lambda *args: waits.append(args))
+    assert [o.title for o in Locked.objects.cache().filter(title='x')] == ['x', 'x']
+    assert lost and lost[0][0] == b'mine'
+    assert waits == []
+    monkeypatch.undo()
+    assert queries(lambda: [o.title for o in Locked.objects.cache().filter(title='x')]) == (['x', 'x'], 0)
+
+
+def _redis_gone(monkeypatch):
+    def gone(self, *args, **kwargs):
+        self.disconnect()
+        raise redis.ConnectionError('gone')
+    monkeypatch.setattr(AbstractConnection, 'read_response', gone)
+    monkeypatch.setattr(AbstractConnection, 'send_packed_command', gone)
+
+
+@pytest.fixture
+def degrading():
+    """CACHEOPS_DEGRADE_ON_FAILURE, set before dnfs_known (a setting change forgets them)."""
+    with override_settings(CACHEOPS_DEGRADE_ON_FAILURE=True):
+        yield
+
+
+@conj_sets_only
+def test_an_interrupt_while_building_is_raised_whatever_redis_does(degrading, category, dnfs_known, monkeypatch):
+    def interrupted(*args, **kwargs):  # once: a query built again would be computed
+        monkeypatch.setattr(chain, 'replay', _original_replay)
+        _redis_gone(monkeypatch)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(chain, 'replay', interrupted)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the cache is unavailable
+        with pytest.raises(KeyboardInterrupt):
+            recorded_titles(category)
+
+
+@conj_sets_only
+def test_a_failing_query_fails_once_whatever_redis_does(degrading, category, dnfs_known, monkeypatch):
+    """Redis gone while the query fails: the query's error is raised, not Redis', which
+    would have made a degrading read query again."""
+    executed = []
+
+    def failing(execute, *args):
+        executed.append(True)
+        _redis_gone(monkeypatch)
+        raise ValueError('the query failed')
+    with warnings.catch_warnings(), connection.execute_wrapper(failing):
+        warnings.simplefilter('ignore')
+        with pytest.raises(ValueError, match='the query failed'):
+            recorded_titles(category)
+    assert executed == [True]
