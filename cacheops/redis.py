@@ -128,11 +128,11 @@ def run_script(name, keys=(), args=(), client=None):
     held = _thread_held.held
     if held is not None and held.pool is getattr(client, 'connection_pool', None) \
             and client.connection is None and _plain_pool(client) is not None:
-        # over the thread's connection, after its stores: no PING to settle them first
-        reply = _over_held(held, ('EVALSHA', sha, len(keys), *keys, *args))
+        # over the thread's connection, after its stores: no round trip to settle them
+        reply = _script_over_held(held, ('EVALSHA', sha, len(keys), *keys, *args))
         if reply is not _DROPPED:
             return reply
-        # an error reply (NOSCRIPT too) or a failure: again below, as any command
+        # NOSCRIPT or a failure: again below, as any command
     try:
         return client.evalsha(sha, len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
@@ -251,6 +251,38 @@ def _over_held(held, args, expected=None):
         return _DROPPED
     _drop_held(held)
     return _DROPPED
+
+
+def _script_over_held(held, args):
+    """The reply of a script run over this thread's connection, or _DROPPED on NOSCRIPT or
+    a failure (an error reply is the script's: raised). After stores a PING goes first,
+    in the same write, and replies up to its PONG are read past: a refused SKIP leaves
+    errors, integers, nil, never PONG. Taken for the script's, they would have it run
+    again, and a second run of an invalidation returns no keys to delete."""
+    connection = held.connection
+    try:
+        if held.stores:
+            connection.send_packed_command(connection.pack_commands([('PING',), args]))
+            while True:
+                try:
+                    if connection.read_response() in (b'PONG', 'PONG'):
+                        break
+                except redis.ResponseError:
+                    _stop_skipping_replies(held.pool)
+            held.stores = False
+        else:
+            packed = _pack_plain(args) if held.utf8 else None
+            connection.send_packed_command([packed] if packed else connection.pack_command(*args))
+        return connection.read_response()
+    except redis.exceptions.NoScriptError:
+        return _DROPPED
+    except redis.ResponseError:
+        raise
+    except BaseException as e:
+        _drop_held(held)  # replies may be left unread on it
+        if not isinstance(e, CONNECTION_ERRORS):
+            raise
+        return _DROPPED
 
 
 def _pack_plain(args):

@@ -15,8 +15,8 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 import cacheops.redis
-from cacheops import cached_as
-from tools.redis_server import find_redis_server, free_port, ping
+from cacheops import cached_as, invalidation
+from tools.redis_server import find_redis_server, free_port, ping, private_redis
 from .models import All
 from .test_redis_connection import MARKER, _conf, _store_by_script
 
@@ -284,3 +284,81 @@ def test_a_client_encoding_otherwise_reads_what_it_stored():
         with CaptureQueriesContext(connection) as queries:
             assert [o.tag for o in All.objects.filter(title='café')] == [11]
         assert not queries.captured_queries
+
+
+# A server refusing CLIENT REPLY SKIP after all (an ACL changed, a busy spell) leaves a
+# store's replies on the kept connection: a script run over it next runs once, and its
+# reply is its own.
+
+@pytest.fixture
+def acl_server():
+    with private_redis() as port:
+        raw = redis.Redis(port=port)
+        raw.acl_setuser('u', enabled=True, nopass=True, keys=['*'], channels=['*'], commands=['+@all'])
+        with override_settings(CACHEOPS_REDIS={'port': port, 'username': 'u'}):
+            yield raw
+
+
+def _store(raw, key):
+    raw.set(key, MARKER, ex=60)
+    cacheops.redis.send_script('store', [key, key + ':signal'], [MARKER, b'v', '0'])
+
+
+def _refuse_skip_from_now(raw):
+    for name in ('invalidate', 'invalidate_conjs'):  # loaded, as on a server in use
+        raw.script_load(cacheops.redis._script(name)[0])
+    raw.acl_setuser('u', enabled=True, commands=['-client|reply'])
+
+
+def test_a_script_after_a_refused_skip_gets_its_own_reply(acl_server):
+    raw = acl_server
+    _store(raw, 'probe')  # the server skips replies
+    raw.sadd('conj:{t}:b=1', 'q:9')
+    _refuse_skip_from_now(raw)
+    _store(raw, 'other')  # left on the kept connection: -NOPERM, then the store's :1
+    assert cacheops.redis.run_script('invalidate_conjs', ['conj:{t}:b=1']) == [b'q:9']
+    pool = cacheops.redis.get_client().connection_pool
+    assert cacheops.redis._skips_replies[pool] is not True  # stores wait for a while
+
+
+def test_an_invalidation_after_a_refused_skip_deletes_the_cache_keys(acl_server):
+    raw = acl_server
+    _store(raw, 'probe')
+    raw.sadd('conj:{t}:a=1', 'q:1', 'q:2', 'q:3')
+    raw.mset({'q:1': 'v1', 'q:2': 'v2', 'q:3': 'v3'})
+    _refuse_skip_from_now(raw)
+    _store(raw, 'other')
+    invalidation.invalidate_conjs(cacheops.redis.get_client(), ['conj:{t}:a=1'])
+    assert raw.exists('conj:{t}:a=1') == 0
+    assert raw.mget('q:1', 'q:2', 'q:3') == [None, None, None], 'stale entries left'
+
+
+def test_an_invalidation_past_the_budget_after_a_refused_skip_deletes_the_cache_keys(acl_server, monkeypatch):
+    raw = acl_server
+    monkeypatch.setattr(invalidation, 'SERVER_DELETE_BUDGET', 0)  # as a big invalidation
+    _store(raw, 'probe')
+    raw.sadd('schemes:{t}', 'a')
+    raw.sadd('conj:{t}:a=1', 'q:1', 'q:2')
+    raw.mset({'q:1': 'v1', 'q:2': 'v2'})
+    _refuse_skip_from_now(raw)
+    _store(raw, 'other')
+    monkeypatch.setattr(invalidation, 'schemes_key', lambda prefix, table: 'schemes:{t}')
+    monkeypatch.setattr(invalidation, 'conj_prefix', lambda prefix, table: 'conj:{t}:')
+    invalidation.invalidate_rows('t', [{'a': '1'}])
+    assert raw.exists('conj:{t}:a=1') == 0
+    assert raw.mget('q:1', 'q:2') == [None, None], 'stale entries left'
+
+
+def test_a_script_error_after_stores_is_raised_once():
+    """An error reply after the PING is the script's own: raised, and not run again."""
+    client = cacheops.redis.get_client()
+    client.sadd('tests:a-set', 'x')
+    _store_by_script('tests:stored', b'v')
+    calls = []
+    original = client.evalsha
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(client, 'evalsha', lambda *args: calls.append(args) or original(*args))
+        with pytest.raises(redis.ResponseError, match='WRONGTYPE'):
+            cacheops.redis.run_script('prepare', ['tests:a-set', 'tests:signal'], [MARKER, 60])
+    assert calls == []
+    assert cacheops.redis.read_command(client, 'GET', 'tests:stored') == b'v'
