@@ -15,8 +15,8 @@ import redis
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from .conf import prefix_func
-from .keys import (PrefixQuery, conj_prefix, epoch_key, is_conj_key, prefix_for, prefixed_tables,
-                   scan_conj_keys, schemes_key)
+from .keys import (PrefixQuery, conj_prefix, epoch_key, handover_key, is_conj_key, prefix_for,
+                   prefixed_tables, scan_conj_keys, schemes_key)
 from .redis import get_client, is_cluster, run_script
 from .signals import cache_invalidated
 from .transaction import queue_when_in_transaction
@@ -26,19 +26,47 @@ logger = logging.getLogger('cacheops')
 UNLINK_CHUNK = 1000
 
 
+# Invalidation steps that failed, kept to replay (see run_safely() below)
+
+failed = []
+# reentrant: a replay that fails again keeps what it leaves (_delete_dropped_keys)
+_failed_lock = threading.RLock()
+
+
+def kept_on_failure(func):
+    """An invalidation step that, if Redis fails, is kept to replay as it is: the same
+    handover set then gives back the cache keys a run whose reply was lost took."""
+    @wraps(func)
+    def wrapper(*args):
+        try:
+            return func(*args)
+        except redis.RedisError:
+            with _failed_lock:
+                failed.append((_replay(func), args, {}))
+            raise
+    return wrapper
+
+
+def _replay(func):
+    def replay(client, *args):
+        func(get_client(), *args)  # the client of now: settings may have changed
+    return replay
+
+
 def _delete_keys(client, keys):
     for chunk in chunks(keys, UNLINK_CHUNK):
         client.unlink(*chunk)
 
 
-def _delete_dropped_keys(client, keys):
-    """Delete cache keys whose conj sets are gone already. Nothing else remembers them
-    then: if Redis fails, they are kept for replay themselves."""
+def _delete_dropped_keys(client, keys, handover):
+    """Delete cache keys whose conj sets are gone already, and the handover set that
+    remembers them in Redis. If Redis fails, they are kept for replay themselves."""
+    keys = [*keys, handover]
     try:
         _delete_keys(client, keys)
     except redis.RedisError:
         with _failed_lock:
-            failed.append((_delete_keys_again, (list(keys),), {}))
+            failed.append((_delete_keys_again, (keys,), {}))
         raise
 
 
@@ -66,17 +94,27 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
     budget = 0 if cluster else SERVER_DELETE_BUDGET
     for batch in batches:
         # epochs and stamps in conj-set mode too: a deploy switching modes runs both
-        keys, epochs, args = [], [], [budget, new_epoch()]
+        keys, epochs, args = [], [], []
         for table, rows in batch:
             prefix = prefix_for([using], [table])
             keys.append(schemes_key(prefix, table))
             epochs.append(epoch_key(prefix, table))
             args += [conj_prefix(prefix, table), json.dumps(rows)]
-        members, patterns = run_script('invalidate', keys + epochs, args)
-        if members:
-            _delete_dropped_keys(client, members)
-        for pattern in patterns:
-            invalidate_conjs(client, _scan(client, pattern))
+        table = batch[0][0]
+        prefix = prefix_for([using], [table])
+        handover = handover_key(prefix, new_epoch(), table)
+        _run_invalidation(client, [*keys, *epochs, handover], budget, args, prefix, table)
+
+
+@kept_on_failure
+def _run_invalidation(client, keys, budget, args, prefix, table):
+    """Run invalidate.lua and delete what it leaves to the client. Its epochs are fresh
+    each run: a replay must not bring back one that another write has replaced since."""
+    members, patterns = run_script('invalidate', keys, [budget, new_epoch(), *args])
+    if members:
+        _delete_dropped_keys(client, members, keys[-1])
+    for pattern in patterns:
+        invalidate_conjs(client, _scan(client, pattern), prefix, table)
 
 
 def new_epoch():
@@ -95,12 +133,19 @@ def _replace_epochs(client, prefixed):
     pipe.execute()
 
 
-def invalidate_conjs(client, conjs):
-    """Delete these conjunction keys and the cache keys they reference."""
+def invalidate_conjs(client, conjs, prefix='', table=None):
+    """Delete these conjunction keys and the cache keys they reference (a handover set
+    with prefix, in table's slot on a cluster, keeps those until they are deleted)."""
     for chunk in chunks(conjs, UNLINK_CHUNK):
-        members = run_script('invalidate_conjs', chunk)
-        if members:
-            _delete_dropped_keys(client, members)
+        _run_invalidate_conjs(client, [handover_key(prefix, new_epoch(), table), *chunk])
+
+
+@kept_on_failure
+def _run_invalidate_conjs(client, keys):
+    """Run invalidate_conjs.lua and delete the cache keys it returns."""
+    members = run_script('invalidate_conjs', keys)
+    if members:
+        _delete_dropped_keys(client, members, keys[0])
 
 
 def row_of(columns, values):
@@ -176,7 +221,8 @@ def _invalidate_model(model, using=DEFAULT_DB_ALIAS):
     prefixed = [(prefix_for([using], [table]), table) for table, _ in written_tables(model)]
     _replace_epochs(client, prefixed)
     for prefix, table in prefixed:
-        invalidate_conjs(client, _scan(client, glob_escape(conj_prefix(prefix, table)) + '*'))
+        invalidate_conjs(client, _scan(client, glob_escape(conj_prefix(prefix, table)) + '*'),
+                         prefix, table)
     if cache_invalidated.receivers:
         cache_invalidated.send(sender=model, obj_dict=None)
 
@@ -259,10 +305,6 @@ no_invalidation = NoInvalidation()
 
 
 # Failures: a write never fails because Redis did.
-
-failed = []
-_failed_lock = threading.Lock()
-
 
 def run_safely(func, *args, **kwargs):
     """Call an invalidation; if Redis fails (down, busy, out of memory), log it and keep

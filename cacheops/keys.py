@@ -76,6 +76,14 @@ def epoch_key(prefix, table):
     return '%sepoch:%s' % (prefix, table_tag(table))
 
 
+def handover_key(prefix, token, table=None):
+    """Key of the set an invalidation keeps the cache keys it leaves to the client in, for
+    a run of the same call (token) to find them after its reply was lost."""
+    if table is None:
+        return '%shandover:%s' % (prefix, token)
+    return '%shandover:%s:%s' % (prefix, table_tag(table), token)
+
+
 def scheme(conj):
     return ','.join(sorted(conj))
 

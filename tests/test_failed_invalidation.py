@@ -85,3 +85,112 @@ def test_cache_keys_whose_conj_sets_are_gone_are_kept_for_replay(monkeypatch, bu
     assert not invalidation.failed
     if budget == 0 and not insideout():
         assert len(calls) == 2  # the failed delete, then its replay
+
+
+# A reply lost after the script ran: the script is run again (redis-py's retries, or a
+# replay), finds its conj sets gone, and takes the cache keys they referenced from the
+# handover set its first run left.
+
+def _losing_replies(monkeypatch, lose):
+    """Lose the replies for which lose(reply) is true, after Redis sent them: the
+    connection drops as they come."""
+    from redis.connection import AbstractConnection
+    original, lost = AbstractConnection.read_response, []
+
+    def read(self, *args, **kwargs):
+        reply = original(self, *args, **kwargs)
+        if lose(reply):
+            lost.append(reply)
+            self.disconnect()
+            raise redis.ConnectionError('injected: the reply was lost')
+        return reply
+    monkeypatch.setattr(AbstractConnection, 'read_response', read)
+    return lost
+
+
+def _cache_keys_given_back(reply):
+    """An invalidation's reply handing cache keys back: invalidate.lua's {keys, patterns}
+    or invalidate_conjs.lua's keys."""
+    if not isinstance(reply, list) or not reply:
+        return False
+    keys = reply[0] if isinstance(reply[0], list) else reply
+    return any(isinstance(key, bytes) and b'q:' in key for key in keys)
+
+
+@pytest.mark.skipif(insideout(), reason='conj-set mode: cache keys are handed back')
+@pytest.mark.parametrize('invalidate', ['save', 'invalidate_model'])
+def test_cache_keys_of_an_invalidation_whose_reply_was_lost_are_deleted(monkeypatch, invalidate):
+    monkeypatch.setattr(invalidation, 'SERVER_DELETE_BUDGET', 0)  # all handed back
+    post = Post.objects.create(title='old', category=Category.objects.create(title='c'))
+
+    def titles():
+        return [p.title for p in Post.objects.cache().filter(title='old')]
+    assert warm(titles) == ['old']
+    key = Post.objects.cache().filter(title='old')._cache_key()
+    lost = _losing_replies(monkeypatch, lambda reply: len(lost) == 0 and _cache_keys_given_back(reply))
+    if invalidate == 'save':
+        post.title = 'new'
+        post.save()
+    else:
+        invalidation.invalidate_model(Post)
+    monkeypatch.undo()
+    assert lost
+    assert not invalidation.failed
+    assert cacheops_redis.get_client().get(key) is None
+    assert not list(cacheops_redis.get_client().scan_iter(match='*handover*'))
+    assert titles() == ([] if invalidate == 'save' else ['old'])
+
+
+@pytest.mark.skipif(insideout(), reason='conj-set mode: cache keys are handed back')
+def test_a_replay_gets_the_cache_keys_a_run_whose_reply_was_lost_left(monkeypatch):
+    """The script ran, its reply was lost, and Redis stayed unreachable through the
+    retries: the save goes on, and the replay, later, deletes those keys, with an epoch
+    of its own (an older one brought back would validate a miss that read it)."""
+    monkeypatch.setattr(invalidation, 'SERVER_DELETE_BUDGET', 0)
+    post = Post.objects.create(title='old', category=Category.objects.create(title='c'))
+
+    def titles():
+        return [p.title for p in Post.objects.cache().filter(title='old')]
+    assert warm(titles) == ['old']
+    key = Post.objects.cache().filter(title='old')._cache_key()
+    client = cacheops_redis.get_client()
+    epoch_key = next(client.scan_iter(match='*epoch*post'), None)
+    down = []
+    lost = _losing_replies(monkeypatch, lambda reply: bool(down) or _cache_keys_given_back(reply) and
+                           not down.append(True))
+    post.title = 'new'
+    post.save()
+    assert lost
+    assert invalidation.failed
+    monkeypatch.undo()  # Redis is back
+    first_epoch = epoch_key and client.get(epoch_key)
+    assert client.get(key) is not None  # out of its conj sets, still there
+    assert invalidation.retry_failed()  # as the next read does first
+    assert client.get(key) is None
+    if epoch_key:
+        assert client.get(epoch_key) != first_epoch
+    assert titles() == []
+
+
+@pytest.mark.skipif(insideout(), reason='conj-set mode: cache keys are handed back')
+def test_a_replay_failing_again_keeps_what_it_leaves(monkeypatch):
+    """Replays run holding the lock on the failed list: one failing again adds to it."""
+    import threading
+    monkeypatch.setattr(invalidation, 'SERVER_DELETE_BUDGET', 0)
+    post = Post.objects.create(title='old', category=Category.objects.create(title='c'))
+    assert warm(lambda: [p.title for p in Post.objects.cache().filter(title='old')]) == ['old']
+    with refused('invalidate'):
+        post.title = 'new'
+        post.save()
+    assert invalidation.failed
+
+    def failing(client, keys):
+        raise redis.ConnectionError('connection reset while deleting')
+    monkeypatch.setattr(invalidation, '_delete_keys', failing)
+    done = []
+    thread = threading.Thread(target=lambda: done.append(invalidation.retry_failed()), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), 'the replay deadlocked'
+    assert done == [False]
+    assert invalidation.failed[-1][0] is invalidation._delete_keys_again

@@ -17,7 +17,13 @@
 -- runs both for a while): a conj key that is a set has its cache keys deleted, one that
 -- is a stamp is deleted, and epochs are replaced.
 --
--- KEYS: the schemes set of each table, then the epoch key of each table
+-- The cache keys left to the client are also kept in a handover set, named after this
+-- call's fresh epoch, for an hour: a call run again because its reply was lost (a
+-- connection failing, a client retrying) finds its conj sets gone, and hands over the
+-- keys its first run left instead of none. The client deletes the set with the keys.
+--
+-- KEYS: the schemes set of each table, then the epoch key of each table, then the
+--       handover set
 -- ARGV: the most cache keys to delete here, a fresh epoch, then for each table: its
 --       conj key prefix, a JSON list of rows, each a {column: canonical value string}
 --       object
@@ -67,7 +73,12 @@ for t = 1, ntables do
     end
 end
 
-for e = ntables + 1, #KEYS do
+local handover = KEYS[2 * ntables + 1]
+if redis.call('exists', handover) == 1 then  -- this call ran before: its reply was lost
+    return {redis.call('smembers', handover), patterns}
+end
+
+for e = ntables + 1, 2 * ntables do
     redis.call('set', KEYS[e], ARGV[2], 'XX')  -- no epoch: no miss read one
 end
 
@@ -92,5 +103,11 @@ end
 local left = {}
 for i = here + 1, #members do
     left[#left + 1] = members[i]
+end
+for i = 1, #left, 1000 do
+    redis.call('sadd', handover, unpack(left, i, math.min(i + 999, #left)))
+end
+if #left > 0 then
+    redis.call('expire', handover, 3600)
 end
 return {left, patterns}
