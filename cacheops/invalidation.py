@@ -19,7 +19,7 @@ from .keys import (PrefixQuery, conj_prefix, epoch_key, handover_key, is_conj_ke
                    prefixed_tables, scan_conj_keys, schemes_key)
 from .redis import get_client, is_cluster, run_script
 from .signals import cache_invalidated
-from .transaction import queue_when_in_transaction
+from .transaction import queue_when_in_transaction, transaction_states
 from .utils import chunks, conj_value, glob_escape, written_granular_columns, written_tables
 
 logger = logging.getLogger('cacheops')
@@ -248,8 +248,8 @@ def invalidate_all():
         by_prefix = prefixed_tables()
         _replace_epochs(client, [(prefix, table) for prefix, tables in by_prefix.items()
                                  for table in sorted(tables)])
-        for conjs in scan_conj_keys(client, UNLINK_CHUNK):
-            invalidate_conjs(client, conjs)
+        for prefix, conjs in scan_conj_keys(client, UNLINK_CHUNK):
+            invalidate_conjs(client, conjs, prefix)
         kept = {form for prefix, tables in by_prefix.items() for table in tables
                 for form in (schemes_key(prefix, table), schemes_key(prefix, table).encode())}
         conj_prefixes = {conj_prefix(prefix, table) for prefix, tables in by_prefix.items()
@@ -258,7 +258,7 @@ def invalidate_all():
             found = client.scan_iter(match=glob_escape(prefix) + '*', count=UNLINK_CHUNK)
             for keys in chunks(found, UNLINK_CHUNK):
                 conjs = [key for key in keys if is_conj_key(key, conj_prefixes)]
-                invalidate_conjs(client, conjs)
+                invalidate_conjs(client, conjs, prefix)
                 dropped = kept.union(conjs)
                 _delete_keys(client, [key for key in keys if key not in dropped])
         _delete_keys(client, [epoch_key('', table) for table in by_prefix.get('', ())])
@@ -319,14 +319,38 @@ def run_safely(func, *args, **kwargs):
         failed.append((func, args, kwargs))
 
 
+class _Replaying(threading.local):
+    active = False
+
+
+_replaying = _Replaying()
+
+
 def retry_failed():
-    """Replay the invalidations that failed before; whether none is left."""
+    """Replay the invalidations that failed before; whether none is left.
+
+    Replays are of writes committed already: they run at once, not queued in a
+    transaction open now (whose rollback would drop them). One that reads the cache
+    (cache_on_save, a cache_invalidated receiver) is told False: it reads the database."""
+    if _replaying.active:
+        return False
     with _failed_lock:
+        _replaying.active = True
         try:
-            while failed:
-                func, args, kwargs = failed[0]
-                func(*args, **kwargs)
-                failed.pop(0)
-        except redis.RedisError:
-            return False
+            with transaction_states.hidden():
+                while failed:
+                    func, args, kwargs = failed[0]
+                    kept = len(failed)
+                    try:
+                        func(*args, **kwargs)
+                    except redis.RedisError:
+                        # what it kept of itself (kept_on_failure) goes first: replayed
+                        # before it, once, instead of piling up behind it
+                        added = failed[kept:]
+                        del failed[kept:]
+                        failed[0:0] = added
+                        return False
+                    failed.pop(0)
+        finally:
+            _replaying.active = False
     return True

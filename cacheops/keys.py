@@ -127,24 +127,26 @@ def table_prefix(db, table):
 
 
 def conj_patterns():
-    """[(SCAN pattern, the conj key prefixes of known tables it should match)], one per prefix.
+    """[(prefix, SCAN pattern, the conj key prefixes of known tables it should match)],
+    one per prefix.
 
     The pattern alone could match another application's keys in a shared Redis
-    database; the found keys are checked against the second item.
+    database; the found keys are checked against the third item.
     """
     return [
-        (glob_escape(prefix) + 'conj:*', {conj_prefix(prefix, table) for table in tables})
+        (prefix, glob_escape(prefix) + 'conj:*', {conj_prefix(prefix, table) for table in tables})
         for prefix, tables in sorted(prefixed_tables().items())
     ]
 
 
 def scan_conj_keys(client, count=1000):
-    """Lists of cacheops' conjunction keys (sets or stamps), found with SCAN, up to count at a time."""
-    for pattern, own_prefixes in conj_patterns():
+    """(prefix, [conj keys]): cacheops' conjunction keys (sets or stamps) under each
+    prefix, found with SCAN, up to count at a time."""
+    for prefix, pattern, own_prefixes in conj_patterns():
         for keys in chunks(client.scan_iter(match=pattern, count=count), count):
             keys = [key for key in keys if is_conj_key(key, own_prefixes)]
             if keys:
-                yield keys
+                yield prefix, keys
 
 
 def is_conj_key(key, own_prefixes):

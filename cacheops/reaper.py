@@ -48,7 +48,7 @@ def reap_conjs(chunk_size=1000, min_conj_set_size=1000, progress=None):
 
 def _big_conj_sets(client, chunk_size, min_size, stats, notify):
     """(key, size) of each conjunction set with at least min_size members."""
-    for keys in scan_conj_keys(client, chunk_size):
+    for _, keys in scan_conj_keys(client, chunk_size):
         stats.conj_keys += len(keys)
         for key, size in zip(keys, _set_sizes(client, keys)):
             if size is not None and size >= min_size:

@@ -10,6 +10,7 @@ monkey.py.
 import re
 import threading
 from collections import defaultdict
+from contextlib import contextmanager
 from functools import wraps
 
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -88,6 +89,15 @@ class TransactionStates(threading.local):
     def in_transaction(self, alias):
         state = self._states.get(alias)
         return bool(state)
+
+    @contextmanager
+    def hidden(self):
+        """No transaction seems open in this thread meanwhile."""
+        states, self._states = self._states, defaultdict(TransactionState)
+        try:
+            yield
+        finally:
+            self._states = states
 
     def any_open(self):
         """Whether a transaction is open on any database (in this thread)."""

@@ -6,9 +6,12 @@ from unittest import mock
 import pytest
 import redis
 
+from django.db import transaction
+from redis.connection import AbstractConnection
+
 from cacheops import invalidation, redis as cacheops_redis
-from cacheops.conf import insideout
-from tests.models import Category, Post
+from cacheops.conf import insideout, prefix_func
+from tests.models import CacheOnSaveProfile, Category, Post
 from tests.utils import queries, warm
 
 pytestmark = pytest.mark.django_db
@@ -94,7 +97,6 @@ def test_cache_keys_whose_conj_sets_are_gone_are_kept_for_replay(monkeypatch, bu
 def _losing_replies(monkeypatch, lose):
     """Lose the replies for which lose(reply) is true, after Redis sent them: the
     connection drops as they come."""
-    from redis.connection import AbstractConnection
     original, lost = AbstractConnection.read_response, []
 
     def read(self, *args, **kwargs):
@@ -193,4 +195,110 @@ def test_a_replay_failing_again_keeps_what_it_leaves(monkeypatch):
     thread.join(10)
     assert not thread.is_alive(), 'the replay deadlocked'
     assert done == [False]
-    assert invalidation.failed[-1][0] is invalidation._delete_keys_again
+    assert invalidation.failed[0][0] is invalidation._delete_keys_again  # replayed first
+
+
+def _flaky_invalidate(monkeypatch, ok_calls):
+    real, calls = cacheops_redis.run_script, []
+
+    def run_script(name, *args, **kwargs):
+        if name == 'invalidate':
+            calls.append(name)
+            if len(calls) not in ok_calls:
+                raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(invalidation, 'run_script', run_script)
+
+
+# A replay failing again keeps what it keeps of itself first, not piled up behind it
+
+def test_failed_does_not_grow_with_every_read_while_redis_refuses(monkeypatch):
+    post = Post.objects.create(title='old', category=Category.objects.create(title='c'))
+    _flaky_invalidate(monkeypatch, ok_calls={2})  # only the first replay gets through
+    post.title = 'new'
+    post.save()
+    kept = len(invalidation.failed)  # the step, the save's invalidation, cache_on_save
+    for _ in range(50):
+        assert [p.title for p in Post.objects.cache().filter(title='x')] == []
+    assert len(invalidation.failed) <= kept, len(invalidation.failed)
+
+
+# A replay that reads the cache reads the database, not retry_failed() again
+
+def test_a_failed_cache_on_save_is_replayed_once(monkeypatch):
+    from cacheops import getset
+    name = '_insideout' if insideout() else '_conj_sets'
+    monkeypatch.setattr(getset, name, lambda *a: (_ for _ in ()).throw(redis.ConnectionError('down')))
+    obj = CacheOnSaveProfile.objects.create()  # cache_on_save fails: kept to replay
+    assert invalidation.failed
+    monkeypatch.undo()
+    assert list(Category.objects.cache().filter(title='x')) == []  # RecursionError here
+    assert not invalidation.failed
+    assert CacheOnSaveProfile.objects.cache().get(pk=obj.pk) == obj
+
+
+# A script run again with the same arguments (redis-py retrying a lost reply) never
+# brings back an epoch a later write replaced
+
+@pytest.mark.skipif(not insideout(), reason='epochs are made by insideout misses')
+def test_a_rerun_never_brings_back_a_replaced_epoch(monkeypatch):
+    post = Post.objects.create(title='old', category=Category.objects.create(title='c'))
+    warm(lambda: [p.title for p in Post.objects.cache().filter(title='old')])
+    raw = redis.Redis(connection_pool=redis.ConnectionPool(
+        **cacheops_redis.get_client().connection_pool.connection_kwargs))
+    epoch = next(k for k in raw.scan_iter(match='*epoch:*') if k.endswith(b'post'))
+    original, seen = AbstractConnection.read_response, {}
+
+    def read(self, *args, **kwargs):
+        reply = original(self, *args, **kwargs)
+        if reply == [[], []] and not seen and not getattr(read, 'inside', False):
+            read.inside = True
+            seen['first'] = raw.get(epoch)  # the script ran: its epoch
+            raw.set(epoch, b'another-write')  # another process's write, invalidated
+            read.inside = False
+            self.disconnect()
+            raise redis.ConnectionError('injected: the reply was lost')
+        return reply
+    monkeypatch.setattr(AbstractConnection, 'read_response', read)
+    post.title = 'new'
+    post.save()
+    monkeypatch.undo()
+    assert seen
+    assert raw.get(epoch) != seen['first'], 'the first run\'s epoch is back'
+
+
+# invalidate_all()'s handover sets are under the prefix of the keys they come from
+
+@pytest.mark.skipif(prefix_func() is None, reason='with CACHEOPS_PREFIX (CACHEOPS_TEST_PREFIX=1)')
+def test_invalidate_all_keeps_its_handover_sets_under_the_prefix(monkeypatch):
+    warm(lambda: [p.title for p in Post.objects.cache().filter(title='old')])
+    real, keys = cacheops_redis.run_script, []
+
+    def run_script(name, k=(), *args, **kwargs):
+        if name == 'invalidate_conjs':
+            keys.append(k[0])
+        return real(name, k, *args, **kwargs)
+    monkeypatch.setattr(invalidation, 'run_script', run_script)
+    invalidation.invalidate_all()
+    assert keys
+    assert all(key.startswith('p:') for key in keys), keys
+
+
+# A replay started by a read inside a transaction runs at once: the transaction's
+# rollback can't lose it
+
+def test_a_replay_from_a_read_in_a_rolled_back_transaction_is_not_lost(monkeypatch):
+    cat = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=cat)
+    cats = lambda: [c.title for c in Category.objects.cache().filter(pk=cat.pk)]  # noqa: E731
+    assert warm(cats) == ['c']
+    _flaky_invalidate(monkeypatch, ok_calls=set())
+    post.title = 'new'
+    post.save()  # [its step, the save]
+    cat.title = 'c2'
+    cat.save()  # not run: failures pending; kept alone
+    monkeypatch.undo()  # Redis is back
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        list(Post.objects.cache().filter(title='x'))  # replays
+        1 / 0
+    assert cats() == ['c2']

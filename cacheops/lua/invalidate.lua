@@ -12,19 +12,20 @@
 --
 -- Each table's epoch is replaced too (where there is one): an insideout miss that found
 -- stamps missing, and so had nothing here to delete, drops its store
--- (store_insideout_fresh.lua).
+-- (store_insideout_fresh.lua). The new epoch is a digest of the old one and this call's
+-- token, so it never repeats one an epoch held before.
 -- Both storage modes are handled whichever is configured here (a deploy switching modes
 -- runs both for a while): a conj key that is a set has its cache keys deleted, one that
 -- is a stamp is deleted, and epochs are replaced.
 --
 -- The cache keys left to the client are also kept in a handover set, named after this
--- call's fresh epoch, for an hour: a call run again because its reply was lost (a
+-- call, for a day: a call run again because its reply was lost (a
 -- connection failing, a client retrying) finds its conj sets gone, and hands over the
 -- keys its first run left instead of none. The client deletes the set with the keys.
 --
 -- KEYS: the schemes set of each table, then the epoch key of each table, then the
 --       handover set
--- ARGV: the most cache keys to delete here, a fresh epoch, then for each table: its
+-- ARGV: the most cache keys to delete here, a fresh token, then for each table: its
 --       conj key prefix, a JSON list of rows, each a {column: canonical value string}
 --       object
 -- Returns {cache keys left to delete, SCAN patterns of conj keys}.
@@ -79,7 +80,12 @@ if redis.call('exists', handover) == 1 then  -- this call ran before: its reply 
 end
 
 for e = ntables + 1, 2 * ntables do
-    redis.call('set', KEYS[e], ARGV[2], 'XX')  -- no epoch: no miss read one
+    local epoch = redis.call('get', KEYS[e])
+    if epoch then  -- no epoch: no miss read one
+        -- derived from the one it replaces: a run of this call again (its reply lost)
+        -- can't bring back an epoch a later write replaced, as ARGV's own could
+        redis.call('set', KEYS[e], redis.sha1hex(epoch .. ARGV[2]))
+    end
 end
 
 local members = {}
@@ -108,6 +114,6 @@ for i = 1, #left, 1000 do
     redis.call('sadd', handover, unpack(left, i, math.min(i + 999, #left)))
 end
 if #left > 0 then
-    redis.call('expire', handover, 3600)
+    redis.call('expire', handover, 86400)
 end
 return {left, patterns}

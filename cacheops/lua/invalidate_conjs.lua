@@ -4,7 +4,7 @@
 -- Reading the members and deleting the sets happen together, so no registration
 -- made meanwhile is lost.
 -- The cache keys returned are also kept in a handover set, named uniquely per call, for
--- an hour: a call run again because its reply was lost finds the sets gone, and hands
+-- a day: a call run again because its reply was lost finds the sets gone, and hands
 -- over the keys its first run found instead of none. The client deletes the set with
 -- the keys.
 --
@@ -30,6 +30,6 @@ for i = 1, #members, 1000 do
     redis.call('sadd', handover, unpack(members, i, math.min(i + 999, #members)))
 end
 if #members > 0 then
-    redis.call('expire', handover, 3600)
+    redis.call('expire', handover, 86400)
 end
 return members
