@@ -126,11 +126,12 @@ def _replace_epochs(client, prefixed):
     for a deploy switching modes), before their conj keys are scanned for: a miss that
     read the old ones drops its store; one that stored before has its stamps where the
     scan finds them."""
-    epoch = new_epoch()
-    pipe = client.pipeline(transaction=False)
-    for prefix, table in prefixed:
-        pipe.set(epoch_key(prefix, table), epoch, xx=True)  # no epoch: no miss read one
-    pipe.execute()
+    keys = [epoch_key(prefix, table) for prefix, table in prefixed]
+    if is_cluster():  # keys of one table's slot per script
+        for key in keys:
+            run_script('replace_epochs', [key], [new_epoch()], client)
+    elif keys:
+        run_script('replace_epochs', keys, [new_epoch()], client)
 
 
 def invalidate_conjs(client, conjs, prefix='', table=None):
@@ -310,7 +311,9 @@ def run_safely(func, *args, **kwargs):
     """Call an invalidation; if Redis fails (down, busy, out of memory), log it and keep
     the call to replay before this process trusts the cache again."""
     try:
-        if retry_failed():
+        # in a transaction func only queues itself for the commit: it must, as replays
+        # run at once (see retry_failed) and its write isn't committed yet
+        if retry_failed() or transaction_states.any_open():
             func(*args, **kwargs)
             return
     except redis.RedisError as e:

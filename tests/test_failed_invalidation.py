@@ -1,16 +1,17 @@
 """An invalidation Redis refuses (out of memory, busy) never breaks the write, and until
 it has been replayed this process reads the database, not a cache that may still hold
 what the invalidation should have dropped."""
+import threading
 from unittest import mock
 
 import pytest
 import redis
-
-from django.db import transaction
+from django.db import connection, transaction
 from redis.connection import AbstractConnection
 
 from cacheops import invalidation, redis as cacheops_redis
 from cacheops.conf import insideout, prefix_func
+from cacheops.keys import epoch_key, prefix_for
 from tests.models import CacheOnSaveProfile, Category, Post
 from tests.utils import queries, warm
 
@@ -177,7 +178,6 @@ def test_a_replay_gets_the_cache_keys_a_run_whose_reply_was_lost_left(monkeypatc
 @pytest.mark.skipif(insideout(), reason='conj-set mode: cache keys are handed back')
 def test_a_replay_failing_again_keeps_what_it_leaves(monkeypatch):
     """Replays run holding the lock on the failed list: one failing again adds to it."""
-    import threading
     monkeypatch.setattr(invalidation, 'SERVER_DELETE_BUDGET', 0)
     post = Post.objects.create(title='old', category=Category.objects.create(title='c'))
     assert warm(lambda: [p.title for p in Post.objects.cache().filter(title='old')]) == ['old']
@@ -302,3 +302,93 @@ def test_a_replay_from_a_read_in_a_rolled_back_transaction_is_not_lost(monkeypat
         list(Post.objects.cache().filter(title='x'))  # replays
         1 / 0
     assert cats() == ['c2']
+
+
+def _refusing(monkeypatch):
+    """Redis refuses the invalidation script while down[0]."""
+    real, down = invalidation.run_script, [True]
+
+    def run_script(name, *args, **kwargs):
+        if down[0] and name == 'invalidate':
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(invalidation, 'run_script', run_script)
+    return down
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replay_inside_the_writing_transaction_runs_before_its_commit(monkeypatch):
+    """A write's invalidation inside a transaction waits for the commit, whatever is
+    pending: replays run at once, and one run before the commit would let a read in
+    between cache the old row, for good."""
+    cat = Category.objects.create(title='c')
+    other = Category.objects.create(title='o')
+    post = Post.objects.create(title='old', category=cat)
+    titles = lambda: [p.title for p in Post.objects.cache().filter(category=cat)]  # noqa: E731
+    assert titles() == ['old']
+    down = _refusing(monkeypatch)
+    other.title = 'o1'
+    other.save()  # committed, its invalidation refused: failed = [it]
+    with transaction.atomic():
+        post.title = 'new'
+        post.save()  # retry_failed() fails: its invalidation is queued for the commit all the same
+        down[0] = False  # Redis is back
+        other.title = 'o2'
+        other.save()  # retry_failed() replays what failed before, not the post's
+        assert not invalidation.failed
+
+        def reader():  # another process reads between the replay and the commit
+            try:
+                assert titles() == ['old']  # the committed row, cached
+            finally:
+                connection.close()
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join()
+    assert Post.objects.nocache().get().title == 'new'
+    assert titles() == ['new'], 'stale for good: nothing invalidated the post at commit'
+
+
+@pytest.mark.skipif(not insideout(), reason='epochs are made by insideout misses')
+def test_invalidate_model_rerun_never_brings_back_a_replaced_epoch(monkeypatch, settings):
+    """A client configured to retry runs replace_epochs.lua again after its reply was
+    lost: the epoch it sets is derived from the one there, not the one it set before."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    ck = cacheops_redis.get_client().connection_pool.connection_kwargs
+    kwargs = {'host': ck['host'], 'port': ck['port'], 'db': ck['db'],
+              'retry': Retry(NoBackoff(), 2)}  # a client configured to retry
+    settings.CACHEOPS_REDIS = kwargs
+    assert cacheops_redis.get_client().connection_pool.get_connection().retry._retries == 2
+    Post.objects.create(title='old', category=Category.objects.create(title='c'))
+    [p.title for p in Post.objects.cache().filter(title='old')]
+    raw = redis.Redis(connection_pool=redis.ConnectionPool(
+        **cacheops_redis.get_client().connection_pool.connection_kwargs))
+    epoch = next(k for k in raw.scan_iter(match='*epoch:*') if k.endswith(b'post'))
+    original, seen = AbstractConnection.read_response, {}
+
+    def read(self, *args, **kwargs):
+        reply = original(self, *args, **kwargs)
+        if armed and not seen and type(reply) is int:  # replace_epochs.lua's
+            seen['first'] = raw.get(epoch)  # the SET ran: its epoch
+            raw.set(epoch, b'another-write')  # another process's write, invalidated
+            self.disconnect()
+            raise redis.ConnectionError('injected: the reply was lost')
+        return reply
+    monkeypatch.setattr(AbstractConnection, 'read_response', read)
+    armed = True
+    invalidation.invalidate_model(Post)
+    armed = False
+    monkeypatch.undo()
+    assert seen
+    assert raw.get(epoch) != seen['first'], "the first run's epoch is back"
+
+
+def test_an_epoch_key_of_another_type_does_not_wedge_invalidation():
+    post = Post.objects.create(title='old', category=Category.objects.create(title='c'))
+    client = cacheops_redis.get_client()
+    client.sadd(epoch_key(prefix_for(['default'], ['tests_post']), 'tests_post'), 'x')
+    post.title = 'new'
+    post.save()
+    assert not invalidation.failed, invalidation.failed
+

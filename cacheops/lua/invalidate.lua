@@ -80,10 +80,12 @@ if redis.call('exists', handover) == 1 then  -- this call ran before: its reply 
 end
 
 for e = ntables + 1, 2 * ntables do
-    local epoch = redis.call('get', KEYS[e])
-    if epoch then  -- no epoch: no miss read one
-        -- derived from the one it replaces: a run of this call again (its reply lost)
-        -- can't bring back an epoch a later write replaced, as ARGV's own could
+    -- derived from the one it replaces: a run of this call again (its reply lost) can't
+    -- bring back an epoch a later write replaced, as ARGV's own could
+    local epoch = redis.pcall('get', KEYS[e])
+    if type(epoch) == 'table' then  -- not a string: replaced whole
+        redis.call('set', KEYS[e], redis.sha1hex(ARGV[2]))
+    elseif epoch then  -- no epoch: no miss read one
         redis.call('set', KEYS[e], redis.sha1hex(epoch .. ARGV[2]))
     end
 end
