@@ -108,7 +108,7 @@ def _load(data, key=None):
         if key is None or not _INSIDEOUT_VALUE.match(data):
             raise
     if key is not None:
-        run_script('release', [key, signal_key(key)], [data, '0'])
+        _release(key, data, lock=False)
     return STALE
 
 
@@ -213,9 +213,14 @@ def _prepare(key, keys, args, timeout, warm=None, lock=False):
             _release_quietly(key, reply, marker, lock)
             raise
         status, payload = reply()
+    return _ours(status, payload, marker)
+
+
+def _ours(status, payload, marker):
+    """prepare.lua's (status, payload), with our own marker found there taken as placed
+    by us: the script ran, its reply was lost, and it was run again."""
     if status == b'other' and payload == marker:
-        # our own marker: the script ran, its reply was lost, and it was run again
-        status = b'mine'
+        return b'mine', payload
     return status, payload
 
 
@@ -223,15 +228,15 @@ def _release_quietly(key, reply, marker, lock):
     """Read prepare's reply and release the marker if it placed it, on the way out of an
     interrupted miss: a Redis failure now mustn't replace the interruption."""
     try:
-        status, payload = reply()
-        if status == b'mine' or status == b'other' and payload == marker:
+        if _ours(*reply(), marker)[0] == b'mine':
             _release(key, marker, lock)
     except Exception:  # noqa: BLE001 - the marker expires; waiters stop waiting in time
         pass
 
 
 def _release(key, marker, lock):
-    """Remove our pending marker, if it is still there, and wake dog-pile waiters."""
+    """Remove marker (ours, or a stale value) from key if it is still there, and wake
+    dog-pile waiters if lock."""
     run_script('release', [key, signal_key(key)], [marker, '1' if lock else '0'])
 
 

@@ -94,22 +94,21 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
     budget = 0 if cluster else SERVER_DELETE_BUDGET
     for batch in batches:
         # epochs and stamps in conj-set mode too: a deploy switching modes runs both
-        keys, epochs, args = [], [], []
-        for table, rows in batch:
-            prefix = prefix_for([using], [table])
-            keys.append(schemes_key(prefix, table))
-            epochs.append(epoch_key(prefix, table))
-            args += [conj_prefix(prefix, table), json.dumps(rows)]
-        table = batch[0][0]
-        prefix = prefix_for([using], [table])
+        prefixed = [(prefix_for([using], [table]), table, rows) for table, rows in batch]
+        keys = [schemes_key(prefix, table) for prefix, table, _ in prefixed]
+        epochs = [epoch_key(prefix, table) for prefix, table, _ in prefixed]
+        args = [arg for prefix, table, rows in prefixed
+                for arg in (conj_prefix(prefix, table), json.dumps(rows))]
+        # the handover set (and SCAN patterns' ones) in the first table's slot
+        prefix, table, _ = prefixed[0]
         handover = handover_key(prefix, new_epoch(), table)
         _run_invalidation(client, [*keys, *epochs, handover], budget, args, prefix, table)
 
 
 @kept_on_failure
 def _run_invalidation(client, keys, budget, args, prefix, table):
-    """Run invalidate.lua and delete what it leaves to the client. Its epochs are fresh
-    each run: a replay must not bring back one that another write has replaced since."""
+    """Run invalidate.lua and delete what it leaves to the client. Each run has a fresh
+    token, from which the script derives the new epochs."""
     members, patterns = run_script('invalidate', keys, [budget, new_epoch(), *args])
     if members:
         _delete_dropped_keys(client, members, keys[-1])

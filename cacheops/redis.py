@@ -233,8 +233,7 @@ def _over_held(held, args, expected=None):
     was an error or not one of expected."""
     connection = held.connection
     try:
-        packed = _pack_plain(args) if held.utf8 else None
-        connection.send_packed_command([packed] if packed else connection.pack_command(*args))
+        connection.send_packed_command(_packed(held, args))
         reply = connection.read_response()
         if expected is None or reply in expected:
             held.stores = False
@@ -271,8 +270,7 @@ def _script_over_held(held, args):
                     _stop_skipping_replies(held.pool)
             held.stores = False
         else:
-            packed = _pack_plain(args) if held.utf8 else None
-            connection.send_packed_command([packed] if packed else connection.pack_command(*args))
+            connection.send_packed_command(_packed(held, args))
         return connection.read_response()
     except redis.exceptions.NoScriptError:
         return _DROPPED
@@ -283,6 +281,13 @@ def _script_over_held(held, args):
         if not isinstance(e, CONNECTION_ERRORS):
             raise
         return _DROPPED
+
+
+def _packed(held, args):
+    """The command to send over this thread's connection: packed by _pack_plain() where
+    that packs as the connection would, else by redis-py."""
+    packed = _pack_plain(args) if held.utf8 else None
+    return [packed] if packed else held.connection.pack_command(*args)
 
 
 def _pack_plain(args):
