@@ -13,7 +13,7 @@ from cacheops import invalidation, redis as cacheops_redis
 from cacheops.conf import insideout, prefix_func
 from cacheops.keys import epoch_key, prefix_for
 from tests.models import CacheOnSaveProfile, Category, Post
-from tests.utils import queries, warm
+from tests.utils import losing_replies, queries, warm
 
 pytestmark = pytest.mark.django_db
 
@@ -95,22 +95,6 @@ def test_cache_keys_whose_conj_sets_are_gone_are_kept_for_replay(monkeypatch, bu
 # replay), finds its conj sets gone, and takes the cache keys they referenced from the
 # handover set its first run left.
 
-def _losing_replies(monkeypatch, lose):
-    """Lose the replies for which lose(reply) is true, after Redis sent them: the
-    connection drops as they come."""
-    original, lost = AbstractConnection.read_response, []
-
-    def read(self, *args, **kwargs):
-        reply = original(self, *args, **kwargs)
-        if lose(reply):
-            lost.append(reply)
-            self.disconnect()
-            raise redis.ConnectionError('injected: the reply was lost')
-        return reply
-    monkeypatch.setattr(AbstractConnection, 'read_response', read)
-    return lost
-
-
 def _cache_keys_given_back(reply):
     """An invalidation's reply handing cache keys back: invalidate.lua's {keys, patterns}
     or invalidate_conjs.lua's keys."""
@@ -130,7 +114,7 @@ def test_cache_keys_of_an_invalidation_whose_reply_was_lost_are_deleted(monkeypa
         return [p.title for p in Post.objects.cache().filter(title='old')]
     assert warm(titles) == ['old']
     key = Post.objects.cache().filter(title='old')._cache_key()
-    lost = _losing_replies(monkeypatch, lambda reply: len(lost) == 0 and _cache_keys_given_back(reply))
+    lost = losing_replies(monkeypatch, lambda _, reply: len(lost) == 0 and _cache_keys_given_back(reply))
     if invalidate == 'save':
         post.title = 'new'
         post.save()
@@ -159,7 +143,7 @@ def test_a_replay_gets_the_cache_keys_a_run_whose_reply_was_lost_left(monkeypatc
     client = cacheops_redis.get_client()
     epoch_key = next(client.scan_iter(match='*epoch*post'), None)
     down = []
-    lost = _losing_replies(monkeypatch, lambda reply: bool(down) or _cache_keys_given_back(reply) and
+    lost = losing_replies(monkeypatch, lambda _, reply: bool(down) or _cache_keys_given_back(reply) and
                            not down.append(True))
     post.title = 'new'
     post.save()

@@ -19,7 +19,7 @@ from cacheops.redis import _script, get_client
 
 from tools.redis_server import private_redis
 from .models import Category, Locked, Post
-from .utils import queries, warm
+from .utils import losing_replies, queries, warm
 
 pytestmark = pytest.mark.django_db
 
@@ -264,21 +264,14 @@ def test_a_marker_whose_reply_was_lost_is_placed_again(category, dnfs_known, mon
 def _lose_the_markers_reply(monkeypatch):
     """prepare.lua runs, but its reply is lost with its connection before it is read: the
     replies lost (it is run again)."""
-    lost, original_start = [], getset.start_script
+    original_start, sent_over = getset.start_script, []
+    lost = losing_replies(monkeypatch, lambda connection, _: not lost and any(
+        connection is sender for sender in sent_over))
 
     def start(*args, **kwargs):
         reply = original_start(*args, **kwargs)
-        if args[0] == 'prepare' and isinstance(reply, cacheops.redis._PendingReply) and not lost:
-            target, original_read = reply.connection, AbstractConnection.read_response
-
-            def read(self, *args, **kwargs):
-                result = original_read(self, *args, **kwargs)
-                if self is target and not lost:
-                    lost.append(result)
-                    self.disconnect()
-                    raise redis.ConnectionError('lost')
-                return result
-            monkeypatch.setattr(AbstractConnection, 'read_response', read)
+        if args[0] == 'prepare' and isinstance(reply, cacheops.redis._PendingReply) and not sent_over:
+            sent_over.append(reply.connection)
         return reply
     monkeypatch.setattr(getset, 'start_script', start)
     return lost

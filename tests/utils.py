@@ -1,6 +1,9 @@
-"""Helpers the tests share: counting queries, proving a result is cached, counting renders."""
+"""Helpers the tests share: counting queries, proving a result is cached, counting
+renders, losing Redis replies."""
+import redis
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.test.utils import CaptureQueriesContext
+from redis.connection import AbstractConnection
 
 
 def queries(func, using=DEFAULT_DB_ALIAS):
@@ -30,3 +33,19 @@ class Tick:
     def __call__(self):
         self.count += 1
         return self.count
+
+
+def losing_replies(monkeypatch, lose):
+    """Lose the Redis replies for which lose(connection, reply) is true, after Redis sent
+    them: the connection drops as they come. Returns the list of replies lost."""
+    original, lost = AbstractConnection.read_response, []
+
+    def read(self, *args, **kwargs):
+        reply = original(self, *args, **kwargs)
+        if lose(self, reply):
+            lost.append(reply)
+            self.disconnect()
+            raise redis.ConnectionError('injected: the reply was lost')
+        return reply
+    monkeypatch.setattr(AbstractConnection, 'read_response', read)
+    return lost
