@@ -421,14 +421,22 @@ class QuerySetMixin:
                 built.append(qs)
             return built[0]
 
+        def warm():  # while Redis places the marker: build, and compile too
+            _precompile(query())
+
+        def fetch():
+            qs = query()
+            try:
+                return list(qs._iterable_class(qs))
+            finally:
+                _unpin(qs)
+
         timeout, lock = cache_settings
         if known_dnfs is None or not tracked_tables().issuperset(known_dnfs[0][1]):
             dnfs = lambda: query()._cacheable_dnfs()  # noqa: E731
         else:
             dnfs = lambda: known_dnfs  # noqa: E731
-        rows = cached_call(key, dnfs, timeout,
-                           lambda: list(query()._iterable_class(query())), lock=lock, sender=self.model,
-                           warm=query)
+        rows = cached_call(key, dnfs, timeout, fetch, lock=lock, sender=self.model, warm=warm)
         if len(rows) == 1:
             return rows[0]
         name = self.model._meta.object_name
@@ -497,6 +505,30 @@ class QuerySetMixin:
             after = [obj_dict(o) for o in rows.all()]
         run_safely(invalidate_dicts, self.model, before + after, using=using)
         return count
+
+
+def _precompile(qs):
+    """Compile qs's SQL now, for its evaluation next to use: Django's ModelIterable asks
+    query.get_compiler() for its compiler, which runs as_sql() once. Pinned to this Query
+    object until _unpin(): a clone would copy the pin, and nothing clones it meanwhile."""
+    query = qs.query
+    compiler = query.get_compiler(using=qs.db)
+    compiled = compiler.as_sql()
+
+    def as_sql(*args, **kwargs):
+        return compiled if not (args or kwargs) else type(compiler).as_sql(compiler, *args, **kwargs)
+
+    def get_compiler(using=None, connection=None, elide_empty=True):
+        if (using, connection, elide_empty) == (qs.db, None, True):
+            _unpin(qs)
+            return compiler
+        return type(query).get_compiler(query, using, connection, elide_empty)
+    compiler.as_sql = as_sql
+    query.get_compiler = get_compiler
+
+
+def _unpin(qs):
+    qs.query.__dict__.pop('get_compiler', None)
 
 
 def _track_peers(qs):

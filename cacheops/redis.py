@@ -147,6 +147,9 @@ def start_script(name, keys=(), args=()):
     pool = _plain_pool(client)
     if pool is None or client.connection is not None:
         return _Reply(run_script(name, keys, args, client))
+    held = _thread_held.held
+    if held is not None and held.pool is pool:
+        return _start_over_held(held, client, (name, keys, args))
     _settle(pool)  # after this thread's stores, as any other command
     connection = _connection(pool)
     try:
@@ -158,6 +161,18 @@ def start_script(name, keys=(), args=()):
             raise
         return _Reply(run_script(name, keys, args, client))
     return _PendingReply(client, pool, connection, name, keys, args)
+
+
+def _start_over_held(held, client, script):
+    """start_script() over this thread's connection. The thread lends it to the reply
+    until that is read: a command of the thread meanwhile takes another connection,
+    instead of reading this reply for its own."""
+    name, keys, args = script
+    sent = _send_over_held(held, ('EVALSHA', _script(name)[1], len(keys), *keys, *args))
+    if sent is _DROPPED:
+        return _Reply(run_script(name, keys, args, client))
+    _thread_held.held = None
+    return _HeldReply(client, held, sent, script)
 
 
 class _Reply:
@@ -190,6 +205,41 @@ class _PendingReply:
         finally:
             self.pool.release(connection)
         return run_script(*self.script, client=self.client)
+
+
+class _HeldReply:
+    """The reply of a script _start_over_held() sent, read when called (once); the
+    connection is this thread's again after that."""
+    __slots__ = ('client', 'held', 'pinged', 'script', 'connection')
+
+    def __init__(self, client, held, pinged, script):
+        self.client, self.held, self.pinged, self.script = client, held, pinged, script
+        self.connection = held.connection
+
+    def __call__(self):
+        held, self.held = self.held, None
+        try:
+            reply = _read_over_held(held, self.pinged)
+        finally:
+            _take_back(held)
+        return run_script(*self.script, client=self.client) if reply is _DROPPED else reply
+
+    def __del__(self):
+        held, self.held = self.held, None
+        if held is not None and held.pid == os.getpid():  # never read: its reply is left on it
+            _drop_held(held)
+
+
+def _take_back(held):
+    """Keep a lent connection as this thread's again, unless the thread took another
+    meanwhile (then give it back) or it was dropped."""
+    if held.connection is None:
+        return
+    if _thread_held.held is None and held.pid == os.getpid():
+        _thread_held.held = held
+        return
+    connection, held.connection = held.connection, None
+    held.store_pool.release(connection)
 
 
 # Reads on the hot path: a GET or an MGET, whose replies redis-py hands back as they
@@ -254,14 +304,37 @@ def _over_held(held, args, expected=None):
 
 def _script_over_held(held, args):
     """The reply of a script run over this thread's connection, or _DROPPED on NOSCRIPT or
-    a failure (an error reply is the script's: raised). After stores a PING goes first,
-    in the same write, and replies up to its PONG are read past: a refused SKIP leaves
-    errors, integers, nil, never PONG. Taken for the script's, they would have it run
-    again, and a second run of an invalidation returns no keys to delete."""
+    a failure (an error reply is the script's: raised)."""
+    return _read_over_held(held, _send_over_held(held, args))
+
+
+def _send_over_held(held, args):
+    """Send a script over this thread's connection. After stores a PING goes first, in the
+    same write, and _read_over_held() reads past the replies up to its PONG: a refused
+    SKIP leaves errors, integers, nil, never PONG. Taken for the script's, they would have
+    it run again, and a second run of an invalidation returns no keys to delete.
+    Whether a PING went first, or _DROPPED if the connection failed."""
     connection = held.connection
     try:
         if held.stores:
-            connection.send_packed_command(connection.pack_commands([('PING',), args]))
+            connection.send_packed_command(_packed_all(held, [('PING',), args]))
+            return True
+        connection.send_packed_command(_packed(held, args))
+        return False
+    except BaseException as e:
+        _drop_held(held)  # what it sent is unknown
+        if not isinstance(e, CONNECTION_ERRORS):
+            raise
+        return _DROPPED
+
+
+def _read_over_held(held, pinged):
+    """The reply of the script _send_over_held() sent, or _DROPPED (see _script_over_held)."""
+    if pinged is _DROPPED:
+        return _DROPPED
+    connection = held.connection
+    try:
+        if pinged:
             while True:
                 try:
                     if connection.read_response() in (b'PONG', 'PONG'):
@@ -269,8 +342,6 @@ def _script_over_held(held, args):
                 except redis.ResponseError:
                     _stop_skipping_replies(held.pool)
             held.stores = False
-        else:
-            connection.send_packed_command(_packed(held, args))
         return connection.read_response()
     except redis.exceptions.NoScriptError:
         return _DROPPED
@@ -288,6 +359,15 @@ def _packed(held, args):
     that packs as the connection would, else by redis-py."""
     packed = _pack_plain(args) if held.utf8 else None
     return [packed] if packed else held.connection.pack_command(*args)
+
+
+def _packed_all(held, commands):
+    """Commands to send in one write over this thread's connection, packed as _packed()."""
+    if held.utf8:
+        packed = [_pack_plain(args) for args in commands]
+        if None not in packed:
+            return [b''.join(packed)]
+    return held.connection.pack_commands(commands)
 
 
 def _pack_plain(args):
@@ -361,8 +441,8 @@ def send_script(name, keys=(), args=()):
             _stop_skipping_replies(pool)
         else:
             # send_packed_command drops a connection it failed to write to
-            connection.send_packed_command(connection.pack_commands(
-                [_SKIP_REPLY, ('EVAL', code, len(keys), *keys, *args)]))
+            connection.send_packed_command(_packed_all(
+                held, [_SKIP_REPLY, ('EVAL', code, len(keys), *keys, *args)]))
             held.stores = True
             return
     except CONNECTION_ERRORS:

@@ -9,6 +9,7 @@ import pytest
 import redis
 from django.db import connection
 from django.test import override_settings
+from django.db.models.sql.compiler import SQLCompiler
 from redis.connection import AbstractConnection
 
 import cacheops.redis
@@ -203,6 +204,44 @@ def test_a_get_miss_queries_only_once_the_marker_is_placed(category, monkeypatch
     assert events.index(('sent', 'prepare')) < events.index(('reply', b'mine')) < events.index('sql')
 
 
+@conj_sets_only
+def test_a_get_miss_compiles_its_sql_once_while_the_marker_is_placed(category, monkeypatch):
+    post = Post.objects.nocache().get(category=category)
+    events = _events(monkeypatch)
+    original = SQLCompiler.as_sql
+
+    def as_sql(self, *args, **kwargs):
+        events.append('compiled')
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(SQLCompiler, 'as_sql', as_sql)
+    with connection.execute_wrapper(lambda execute, *args: events.append('sql') or execute(*args)):
+        assert Post.objects.cache().get(pk=post.pk) == post
+    assert events.count('compiled') == 1
+    assert events.index(('sent', 'prepare')) < events.index('compiled') \
+        < events.index(('reply', b'mine')) < events.index('sql')
+    monkeypatch.undo()
+    assert queries(lambda: Post.objects.cache().get(pk=post.pk)) == (post, 0)
+
+
+@conj_sets_only
+def test_a_get_miss_whose_compiling_fails_early_queries_as_django_would(category, monkeypatch):
+    """Compiling while the marker is placed is only a head start: when it fails, the miss
+    compiles again as it would have, and fails or not as Django does."""
+    post = Post.objects.nocache().get(category=category)
+    original, calls = SQLCompiler.as_sql, []
+
+    def failing_first(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError('not now')
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(SQLCompiler, 'as_sql', failing_first)
+    assert Post.objects.cache().get(pk=post.pk) == post
+    assert len(calls) == 2
+    monkeypatch.undo()
+    assert queries(lambda: Post.objects.cache().get(pk=post.pk)) == (post, 0)
+
+
 def _marker_at(key):
     data = get_client().get(key)
     return data is not None and data.startswith(PENDING)
@@ -270,7 +309,8 @@ def _lose_the_markers_reply(monkeypatch):
 
     def start(*args, **kwargs):
         reply = original_start(*args, **kwargs)
-        if args[0] == 'prepare' and isinstance(reply, cacheops.redis._PendingReply) and not sent_over:
+        sent = isinstance(reply, (cacheops.redis._PendingReply, cacheops.redis._HeldReply))
+        if args[0] == 'prepare' and sent and not sent_over:
             sent_over.append(reply.connection)
         return reply
     monkeypatch.setattr(getset, 'start_script', start)

@@ -362,3 +362,62 @@ def test_a_script_error_after_stores_is_raised_once():
             cacheops.redis.run_script('prepare', ['tests:a-set', 'tests:signal'], [MARKER, 60])
     assert calls == []
     assert cacheops.redis.read_command(client, 'GET', 'tests:stored') == b'v'
+
+
+# A script whose reply is read later (prepare.lua, while a miss builds its query) goes
+# over the thread's connection too, lent to the reply until it is read.
+
+def _prepare_args(key):
+    return ('prepare', [key, key + ':signal'], [MARKER, 60])
+
+
+def test_a_started_script_goes_over_the_kept_connection_and_gives_it_back(monkeypatch):
+    client = cacheops.redis.get_client()
+    assert cacheops.redis.read_command(client, 'GET', 'tests:nothing') is None
+    held = cacheops.redis._thread_held.held
+    taken = _checkouts(monkeypatch)
+    reply = cacheops.redis.start_script(*_prepare_args('tests:started'))
+    assert cacheops.redis._thread_held.held is None  # lent to the reply
+    assert reply() == [b'mine', MARKER]
+    assert cacheops.redis._thread_held.held is held and held.connection is not None
+    assert taken == []
+
+
+@override_settings(CACHEOPS_REDIS=_conf(socket_timeout=10))  # a reply taken by another: no hang
+def test_a_read_while_a_started_script_is_pending_gets_its_own_reply():
+    client = cacheops.redis.get_client()
+    client.set('tests:read', 'r')
+    assert cacheops.redis.read_command(client, 'GET', 'tests:nothing') is None
+    held = cacheops.redis._thread_held.held
+    store_pool = held.store_pool
+    reply = cacheops.redis.start_script(*_prepare_args('tests:started'))
+    assert cacheops.redis.read_command(client, 'GET', 'tests:read') == b'r'  # over another
+    other = cacheops.redis._thread_held.held
+    assert other is not held
+    assert reply() == [b'mine', MARKER]
+    assert cacheops.redis._thread_held.held is other  # one connection kept, the other given back
+    assert held.connection is None
+    assert len(store_pool._in_use_connections) == 1
+
+
+def test_a_started_script_after_a_refused_skip_gets_its_own_reply(acl_server):
+    raw = acl_server
+    _store(raw, 'probe')
+    raw.sadd('conj:{t}:b=1', 'q:9')
+    _refuse_skip_from_now(raw)
+    _store(raw, 'other')  # left on the kept connection: -NOPERM, then the store's :1
+    reply = cacheops.redis.start_script('invalidate_conjs', ['handover:{t}:1', 'conj:{t}:b=1'])
+    assert reply() == [b'q:9']
+
+
+def test_a_started_script_never_read_leaves_no_reply_behind():
+    client = cacheops.redis.get_client()
+    client.set('tests:read', 'r')
+    assert cacheops.redis.read_command(client, 'GET', 'tests:nothing') is None
+    held = cacheops.redis._thread_held.held
+    reply = cacheops.redis.start_script(*_prepare_args('tests:started'))
+    del reply
+    gc.collect()
+    assert held.connection is None  # dropped with the reply on it, not given back as it is
+    for _ in range(3):
+        assert cacheops.redis.read_command(client, 'GET', 'tests:read') == b'r'
