@@ -5,6 +5,7 @@ patches anything by itself.
 """
 import threading
 import weakref
+from contextlib import contextmanager
 from typing import NamedTuple
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
@@ -421,15 +422,15 @@ class QuerySetMixin:
                 built.append(qs)
             return built[0]
 
+        compiled = []
+
         def warm():  # while Redis places the marker: build, and compile too
-            _precompile(query())
+            compiled.append(_compile(query()))
 
         def fetch():
             qs = query()
-            try:
+            with _precompiled(qs, compiled):
                 return list(qs._iterable_class(qs))
-            finally:
-                _unpin(qs)
 
         timeout, lock = cache_settings
         if known_dnfs is None or not tracked_tables().issuperset(known_dnfs[0][1]):
@@ -507,28 +508,39 @@ class QuerySetMixin:
         return count
 
 
-def _precompile(qs):
-    """Compile qs's SQL now, for its evaluation next to use: Django's ModelIterable asks
-    query.get_compiler() for its compiler, which runs as_sql() once. Pinned to this Query
-    object until _unpin(): a clone would copy the pin, and nothing clones it meanwhile."""
-    query = qs.query
-    compiler = query.get_compiler(using=qs.db)
-    compiled = compiler.as_sql()
+def _compile(qs):
+    """(compiler, (sql, params)): the compiler Django's ModelIterable gets for qs, compiled
+    ahead (while Redis places a miss's marker)."""
+    compiler = qs.query.get_compiler(using=qs.db)
+    return compiler, compiler.as_sql()
+
+
+@contextmanager
+def _precompiled(qs, compiled):
+    """Within, evaluating qs takes the compiler in compiled ([] or [_compile(qs)]) for its
+    get_compiler(using=qs.db), and its SQL for as_sql(), once each. Both are set on the
+    Query and the compiler only meanwhile: the closures refer back to them."""
+    if not compiled:
+        yield
+        return
+    compiler, sql = compiled[0]
+    query, db = qs.query, qs.db
 
     def as_sql(*args, **kwargs):
-        return compiled if not (args or kwargs) else type(compiler).as_sql(compiler, *args, **kwargs)
+        del compiler.as_sql
+        return compiler.as_sql(*args, **kwargs) if args or kwargs else sql
 
     def get_compiler(using=None, connection=None, elide_empty=True):
-        if (using, connection, elide_empty) == (qs.db, None, True):
-            _unpin(qs)
+        del query.get_compiler
+        if (using, connection, elide_empty) == (db, None, True):
             return compiler
-        return type(query).get_compiler(query, using, connection, elide_empty)
-    compiler.as_sql = as_sql
-    query.get_compiler = get_compiler
-
-
-def _unpin(qs):
-    qs.query.__dict__.pop('get_compiler', None)
+        return query.get_compiler(using, connection, elide_empty)
+    compiler.as_sql, query.get_compiler = as_sql, get_compiler
+    try:
+        yield
+    finally:
+        compiler.__dict__.pop('as_sql', None)
+        query.__dict__.pop('get_compiler', None)
 
 
 def _track_peers(qs):

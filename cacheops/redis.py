@@ -168,11 +168,15 @@ def _start_over_held(held, client, script):
     until that is read: a command of the thread meanwhile takes another connection,
     instead of reading this reply for its own."""
     name, keys, args = script
-    sent = _send_over_held(held, ('EVALSHA', _script(name)[1], len(keys), *keys, *args))
-    if sent is _DROPPED:
-        return _Reply(run_script(name, keys, args, client))
+    # lent before it is sent: an interruption from now on leaves the reply with the
+    # connection, which drops it unread
     _thread_held.held = None
-    return _HeldReply(client, held, sent, script)
+    reply = _HeldReply(client, held, script)
+    reply.pinged = _send_over_held(held, ('EVALSHA', _script(name)[1], len(keys), *keys, *args))
+    if reply.pinged is _DROPPED:
+        reply.held = None
+        return _Reply(run_script(name, keys, args, client))
+    return reply
 
 
 class _Reply:
@@ -209,24 +213,30 @@ class _PendingReply:
 
 class _HeldReply:
     """The reply of a script _start_over_held() sent, read when called (once); the
-    connection is this thread's again after that."""
+    connection is this thread's again after that, or dropped if never read."""
     __slots__ = ('client', 'held', 'pinged', 'script', 'connection')
 
-    def __init__(self, client, held, pinged, script):
-        self.client, self.held, self.pinged, self.script = client, held, pinged, script
+    def __init__(self, client, held, script):
+        self.client, self.held, self.script = client, held, script
+        self.pinged = _DROPPED
         self.connection = held.connection
 
     def __call__(self):
-        held, self.held = self.held, None
         try:
-            reply = _read_over_held(held, self.pinged)
-        finally:
-            _take_back(held)
+            reply = _read_over_held(self.held, self.pinged)  # drops it if the read fails
+        except redis.ResponseError:  # the script's own error, read: the connection is sound
+            self._give_back()
+            raise
+        self._give_back()
         return run_script(*self.script, client=self.client) if reply is _DROPPED else reply
+
+    def _give_back(self):
+        held, self.held = self.held, None
+        _take_back(held)
 
     def __del__(self):
         held, self.held = self.held, None
-        if held is not None and held.pid == os.getpid():  # never read: its reply is left on it
+        if held is not None and held.pid == os.getpid():  # unread: its reply is left on it
             _drop_held(held)
 
 

@@ -3,6 +3,7 @@
 its table has an epoch: the stamps and epochs the miss read protect its store. The store
 is sent without waiting for its reply. And the keys a cached value depends on live at
 least as long as the value."""
+import gc
 import warnings
 
 import pytest
@@ -13,7 +14,7 @@ from django.db.models.sql.compiler import SQLCompiler
 from redis.connection import AbstractConnection
 
 import cacheops.redis
-from cacheops import chain, fingerprint, getset
+from cacheops import chain, fingerprint, getset, invalidate_all
 from cacheops.conf import settings
 from cacheops.getset import PENDING
 from cacheops.redis import _script, get_client
@@ -240,6 +241,23 @@ def test_a_get_miss_whose_compiling_fails_early_queries_as_django_would(category
     assert len(calls) == 2
     monkeypatch.undo()
     assert queries(lambda: Post.objects.cache().get(pk=post.pk)) == (post, 0)
+
+
+def test_a_get_miss_leaves_no_cyclic_garbage(category):
+    """Nothing a miss sets up (a compiler handed to Django, say) outlives it in a cycle
+    that only the garbage collector would free: a process that disables it, or freezes
+    it, would grow by every miss."""
+    post = Post.objects.nocache().get(category=category)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            invalidate_all()
+            gc.collect()
+            assert Post.objects.cache().get(pk=post.pk) == post
+            assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 def _marker_at(key):

@@ -421,3 +421,23 @@ def test_a_started_script_never_read_leaves_no_reply_behind():
     assert held.connection is None  # dropped with the reply on it, not given back as it is
     for _ in range(3):
         assert cacheops.redis.read_command(client, 'GET', 'tests:read') == b'r'
+
+
+def test_an_interrupt_as_a_started_script_is_sent_leaves_no_reply_behind(monkeypatch):
+    """A signal's exception (KeyboardInterrupt, a task's time limit) landing as the send
+    returns: the reply left on the connection is no later command's."""
+    client = cacheops.redis.get_client()
+    client.set('tests:read', 'r')
+    assert cacheops.redis.read_command(client, 'GET', 'tests:nothing') is None
+    original = cacheops.redis._send_over_held
+
+    def sent_then_interrupted(*args):
+        original(*args)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cacheops.redis, '_send_over_held', sent_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cacheops.redis.start_script(*_prepare_args('tests:started'))
+    monkeypatch.undo()
+    gc.collect()
+    for _ in range(3):
+        assert cacheops.redis.read_command(client, 'GET', 'tests:read') == b'r'
