@@ -148,9 +148,13 @@ def _run_invalidate_conjs(client, keys):
         _delete_dropped_keys(client, members, keys[0])
 
 
-def row_of(columns, values):
-    """{column: canonical string} from [(column, attname, field)] and {attname or column: value}."""
+def row_of(columns, values, like=None):
+    """{column: canonical string} from [(column, attname, field)] and {attname or column: value}.
+
+    like: (values, row) of another row of the same columns (an update's old one next to
+    its new one), whose strings serve for the values of the same type that are equal."""
     row = {}
+    like_values, like_row = like or ({}, {})
     for column, attname, field in columns:
         if attname in values:
             value = values[attname]
@@ -158,6 +162,11 @@ def row_of(columns, values):
             value = values[column]
         else:
             continue
+        if column in like_row:
+            other = like_values.get(attname, like_values.get(column, _MISSING))
+            if type(other) is type(value) and other == value:
+                row[column] = like_row[column]
+                continue
         if value is None and field.primary_key:
             continue  # not known yet (bulk_create without RETURNING): matches any value
         try:
@@ -168,11 +177,23 @@ def row_of(columns, values):
     return row
 
 
+_MISSING = object()
+
+
+def _rows_of(columns, dicts):
+    """row_of() of each dict, given the one before it as like."""
+    rows, like = [], None
+    for values in dicts:
+        row = row_of(columns, values, like)
+        rows.append(row)
+        like = values, row
+    return rows
+
+
 def _invalidate_values(model, dicts, using):
     """Invalidate every table a write to model touches by these rows' values."""
     tables = written_granular_columns(model, connections[using or DEFAULT_DB_ALIAS].vendor)
-    invalidate_tables([(table, [row_of(columns, values) for values in dicts])
-                       for table, columns in tables], using=using)
+    invalidate_tables([(table, _rows_of(columns, dicts)) for table, columns in tables], using=using)
 
 
 @queue_when_in_transaction

@@ -1,9 +1,13 @@
 """cacheops.utils.model_family and cacheops.transaction.is_sql_dirty."""
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+import uuid
+
 import pytest
 
 from cacheops.transaction import is_sql_dirty
 from cacheops.utils import model_family
-from .models import AbstractThing, Category, Media, Movie, Post, ProxyPost, ThingA, ThingB
+from .models import AbstractThing, Assorted, Category, Media, Movie, Post, ProxyPost, ThingA, ThingB
 
 
 def test_plain_model_family_is_itself():
@@ -56,3 +60,45 @@ def test_a_foreign_key_to_a_string_key_narrows_except_on_mysql():
     field = City._meta.get_field('country')
     assert is_granular_field(field, 'postgresql')
     assert not is_granular_field(field, 'mysql')  # compared by collation, like the key itself
+
+
+# An update's new row reuses the strings of its old row's equal values: the same rows
+# as computed one by one.
+
+def _assorted_columns():
+    from cacheops.utils import written_granular_columns
+    from django.db import connection
+    (_, columns), = written_granular_columns(Assorted, connection.vendor)
+    return columns
+
+
+@pytest.mark.parametrize('old, new', [
+    ({'id': 1, 'num': 1, 'label': 'a'}, {'id': 1, 'num': 1, 'label': 'b'}),
+    ({'id': 1, 'num': 1}, {'id': 1, 'num': True}),  # equal, of another type
+    ({'id': 1, 'decimal': Decimal('1.10')}, {'id': 1, 'decimal': Decimal('1.1')}),
+    ({'id': 1, 'datetime': datetime(2024, 1, 1, 12, tzinfo=timezone.utc)},
+     {'id': 1, 'datetime': datetime(2024, 1, 1, 13, tzinfo=timezone(timedelta(hours=1)))}),
+    ({'id': 1, 'num': None}, {'id': 1, 'num': 0}),
+    ({'id': 1, 'num': 2}, {'id': 1}),  # not loaded in the new one
+    ({'id': 1}, {'id': 1, 'num': 2}),
+    ({'id': None, 'num': 2}, {'id': None, 'num': 2}),  # a pk not known yet
+])
+def test_rows_of_an_update_are_the_rows_one_by_one(old, new):
+    from cacheops.invalidation import _rows_of, row_of
+    columns = _assorted_columns()
+    assert _rows_of(columns, [old, new]) == [row_of(columns, old), row_of(columns, new)]
+    assert _rows_of(columns, [new, old]) == [row_of(columns, new), row_of(columns, old)]
+
+
+def test_an_equal_value_of_the_same_type_is_not_prepared_again(monkeypatch):
+    from cacheops import invalidation
+    from cacheops.invalidation import row_of
+    columns = _assorted_columns()
+    prepared = []
+    original = invalidation.conj_value
+    monkeypatch.setattr(invalidation, 'conj_value', lambda value: prepared.append(value) or original(value))
+    code = uuid.UUID(int=7)
+    rows = invalidation._rows_of(columns, [{'id': 1, 'num': 5, 'uuid': code}, {'id': 1, 'num': 6, 'uuid': code}])
+    assert len(prepared) == 3 + 1  # id, num and uuid of the old row; the new num
+    assert rows == [{'id': '1', 'num': '5', 'uuid': row_of(columns, {'uuid': code})['uuid']},
+                    {'id': '1', 'num': '6', 'uuid': row_of(columns, {'uuid': code})['uuid']}]
