@@ -373,6 +373,11 @@ def retry_failed():
                         del failed[kept:]
                         failed[0:0] = added
                         return False
+                    except Exception:  # noqa: BLE001
+                        # not Redis (a cache_invalidated receiver raising, say): replaying
+                        # it again would fail every read of this process the same way
+                        logger.exception('cacheops: replaying a failed invalidation raised; '
+                                         'it is dropped')
                     failed.pop(0)
         finally:
             _replaying.active = False

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from redis.connection import AbstractConnection
 
 from cacheops import invalidation, redis as cacheops_redis
+from cacheops.signals import cache_invalidated
 from cacheops.conf import insideout, prefix_func
 from cacheops.keys import epoch_key, prefix_for
 from tests.models import CacheOnSaveProfile, Category, Post
@@ -376,3 +377,26 @@ def test_an_epoch_key_of_another_type_does_not_wedge_invalidation():
     post.save()
     assert not invalidation.failed, invalidation.failed
 
+
+
+def test_a_replay_failing_for_another_reason_is_logged_and_dropped(caplog):
+    """A cache_invalidated receiver raising as an invalidation is replayed: the read that
+    replayed it goes on, and so does every later one, instead of each raising it."""
+    cat = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=cat)
+    titles = lambda: [p.title for p in Post.objects.cache().filter(category=cat)]  # noqa: E731
+    assert warm(titles) == ['old']
+    with refused('invalidate'):
+        post.title = 'new'
+        post.save()
+
+    def failing(sender, **kwargs):
+        raise ValueError('a receiver failing')
+    cache_invalidated.connect(failing)
+    try:
+        assert queries(titles) == (['new'], 1)
+        assert queries(titles) == (['new'], 0)  # replayed: the stale entry is gone
+    finally:
+        cache_invalidated.disconnect(failing)
+    assert not invalidation.failed
+    assert 'a receiver failing' in caplog.text
