@@ -4,10 +4,13 @@ A write must never fail because of the cache (DESIGN.md, invariant 2): invalidat
 run from model events go through run_safely(), which logs a Redis failure and keeps
 the invalidation to retry before this process next uses the cache.
 """
+import datetime
+import decimal
 import json
 import logging
 import os
 import threading
+import uuid
 from functools import wraps
 
 import redis
@@ -23,6 +26,10 @@ from .transaction import queue_when_in_transaction, transaction_states
 from .utils import chunks, conj_value, glob_escape, written_granular_columns, written_tables
 
 logger = logging.getLogger('cacheops')
+
+# Redis refusing or failing, a cluster's slots moving (not RedisErrors): what a replay
+# may get past later
+REDIS_FAILURES = (redis.RedisError, redis.exceptions.RedisClusterException)
 UNLINK_CHUNK = 1000
 
 
@@ -40,7 +47,7 @@ def kept_on_failure(func):
     def wrapper(*args):
         try:
             return func(*args)
-        except redis.RedisError:
+        except REDIS_FAILURES:
             with _failed_lock:
                 failed.append((_replay(func), args, {}))
             raise
@@ -64,7 +71,7 @@ def _delete_dropped_keys(client, keys, handover):
     keys = [*keys, handover]
     try:
         _delete_keys(client, keys)
-    except redis.RedisError:
+    except REDIS_FAILURES:
         with _failed_lock:
             failed.append((_delete_keys_again, (keys,), {}))
         raise
@@ -152,7 +159,7 @@ def row_of(columns, values, like=None):
     """{column: canonical string} from [(column, attname, field)] and {attname or column: value}.
 
     like: (values, row) of another row of the same columns (an update's old one next to
-    its new one), whose strings serve for the values of the same type that are equal."""
+    its new one), whose strings serve for the values that are sure to give the same."""
     row = {}
     like_values, like_row = like or ({}, {})
     for column, attname, field in columns:
@@ -162,11 +169,9 @@ def row_of(columns, values, like=None):
             value = values[column]
         else:
             continue
-        if column in like_row:
-            other = like_values.get(attname, like_values.get(column, _MISSING))
-            if type(other) is type(value) and other == value:
-                row[column] = like_row[column]
-                continue
+        if column in like_row and _same_string(like_values.get(attname, like_values.get(column, _MISSING)), value):
+            row[column] = like_row[column]
+            continue
         if value is None and field.primary_key:
             continue  # not known yet (bulk_create without RETURNING): matches any value
         try:
@@ -175,6 +180,18 @@ def row_of(columns, values, like=None):
             pass
         row[column] = conj_value(value)
     return row
+
+
+# Types whose equal values give equal canonical strings. Not datetimes or times: equal
+# clock times in one zone may be different instants (fold, in a repeated hour), and a
+# naive one is made aware in the current zone by its field
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, str, decimal.Decimal, uuid.UUID, datetime.date})
+
+
+def _same_string(other, value):
+    """Whether value's canonical string is surely other's: for row_of()'s like."""
+    kind = type(value)
+    return kind in _PLAIN_TYPES and type(other) is kind and other == value
 
 
 _MISSING = object()
@@ -336,7 +353,7 @@ def run_safely(func, *args, **kwargs):
         if retry_failed() or transaction_states.any_open():
             func(*args, **kwargs)
             return
-    except redis.RedisError as e:
+    except REDIS_FAILURES as e:
         logger.error('cacheops: invalidation failed, will retry: %s', e)
     with _failed_lock:
         failed.append((func, args, kwargs))
@@ -366,7 +383,7 @@ def retry_failed():
                     kept = len(failed)
                     try:
                         func(*args, **kwargs)
-                    except redis.RedisError:
+                    except REDIS_FAILURES:
                         # what it kept of itself (kept_on_failure) goes first: replayed
                         # before it, once, instead of piling up behind it
                         added = failed[kept:]

@@ -6,6 +6,7 @@ from unittest import mock
 
 import pytest
 import redis
+from redis.exceptions import SlotNotCoveredError
 from django.db import connection, transaction
 from redis.connection import AbstractConnection
 
@@ -400,3 +401,23 @@ def test_a_replay_failing_for_another_reason_is_logged_and_dropped(caplog):
         cache_invalidated.disconnect(failing)
     assert not invalidation.failed
     assert 'a receiver failing' in caplog.text
+
+
+def test_a_cluster_moving_its_slots_is_a_redis_failure_like_any():
+    """redis-py's cluster errors (a slot not covered during a failover) are no RedisError:
+    the write goes on, and the invalidation is kept until it can be replayed."""
+    cat = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=cat)
+    titles = lambda: [p.title for p in Post.objects.cache().filter(category=cat)]  # noqa: E731
+    assert warm(titles) == ['old']
+    failover = mock.patch.object(invalidation, 'run_script', side_effect=SlotNotCoveredError('failover'))
+    with failover:
+        post.title = 'new'
+        post.save()
+        assert invalidation.failed
+        assert not invalidation.retry_failed()
+        assert queries(titles) == (['new'], 1)  # the database, while it is pending
+    assert invalidation.failed
+    assert queries(titles) == (['new'], 1)  # replayed
+    assert not invalidation.failed
+    assert queries(titles) == (['new'], 0)

@@ -214,3 +214,19 @@ def test_mass_update_does_not_invalidate(cats, django_assert_num_queries):
     Post.objects.filter(title='a').update(title='b')
     with django_assert_num_queries(0):
         assert posts_in(cats[0]) == ['a']
+
+
+def test_bulk_create_of_equal_clock_times_in_a_repeated_hour_invalidates_both_instants():
+    """01:30 in Chicago on 2024-11-03 comes twice (fold 0 and 1): equal as Python compares
+    them, an hour apart as instants."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+    from .models import Assorted
+    chicago = ZoneInfo('America/Chicago')
+    early, late = datetime(2024, 11, 3, 1, 30, tzinfo=chicago), datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=chicago)
+
+    def labels(when):
+        return list(Assorted.objects.cache().filter(datetime=when).values_list('label', flat=True))
+    assert warm(lambda: labels(late)) == []
+    Assorted.objects.bulk_create([Assorted(label='a', datetime=early), Assorted(label='b', datetime=late)])
+    assert labels(late) == ['b']

@@ -2,6 +2,7 @@
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 import uuid
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -82,6 +83,10 @@ def _assorted_columns():
     ({'id': 1, 'num': 2}, {'id': 1}),  # not loaded in the new one
     ({'id': 1}, {'id': 1, 'num': 2}),
     ({'id': None, 'num': 2}, {'id': None, 'num': 2}),  # a pk not known yet
+    # equal clock times in a repeated hour, different instants
+    ({'id': 1, 'datetime': datetime(2024, 11, 3, 1, 30, tzinfo=ZoneInfo('America/Chicago'))},
+     {'id': 1, 'datetime': datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=ZoneInfo('America/Chicago'))}),
+    ({'id': 1, 'datetime': datetime(2024, 11, 3, 1, 30)}, {'id': 1, 'datetime': datetime(2024, 11, 3, 1, 30, fold=1)}),
 ])
 def test_rows_of_an_update_are_the_rows_one_by_one(old, new):
     from cacheops.invalidation import _rows_of, row_of
