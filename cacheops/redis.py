@@ -16,6 +16,7 @@ from django.utils.functional import SimpleLazyObject, empty
 from django.utils.module_loading import import_string
 
 from .conf import settings
+from .utils import remember
 
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
@@ -366,9 +367,22 @@ def _read_over_held(held, pinged):
 
 def _packed(held, args):
     """The command to send over this thread's connection: packed by _pack_plain() where
-    that packs as the connection would, else by redis-py."""
-    packed = _pack_plain(args) if held.utf8 else None
-    return [packed] if packed else held.connection.pack_command(*args)
+    that packs as the connection would, else by redis-py. Commands of str arguments alone
+    (a hit's GET or MGET) are packed once: a hit sends the same one again and again."""
+    if not held.utf8:
+        return held.connection.pack_command(*args)
+    packed = _packs.get(args)
+    if packed is None:
+        packed = _pack_plain(args)
+        if packed is None:
+            return held.connection.pack_command(*args)
+        # only str: a tuple equal to one of them is of str too, and packs the same
+        if all(type(arg) is str for arg in args):
+            remember(_packs, args, packed)
+    return [packed]
+
+
+_packs = {}  # a command of str arguments -> its packed bytes
 
 
 def _packed_all(held, commands):

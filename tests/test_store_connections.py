@@ -273,6 +273,21 @@ def test_other_arguments_are_left_to_redis_py(args):
     assert cacheops.redis._pack_plain(args) is None
 
 
+def test_a_command_packed_again_is_packed_the_same():
+    """Commands of str arguments are packed once (hits send the same ones again); one
+    equal to another command but of other types is packed as itself (1 == 1.0 == True)."""
+    client = cacheops.redis.get_client()
+    assert cacheops.redis.read_command(client, 'GET', 'tests:nothing') is None
+    held = cacheops.redis._thread_held.held
+
+    def packed(*args):
+        return b''.join(cacheops.redis._packed(held, args))
+    for args in [('MGET', 'q:1', 'conj:{t}:title=café'), ('GET', 1), ('GET', 1.0), ('GET', b'q:1')] * 2:
+        assert packed(*args) == b''.join(redis.Connection().pack_command(*args))
+    with pytest.raises(redis.DataError):  # as redis-py would, not b'1'
+        packed('GET', True)
+
+
 def test_a_client_encoding_otherwise_reads_what_it_stored():
     """Keys carry condition values (insideout mode reads them on a hit): they must be
     encoded as the client encodes what it stores."""
