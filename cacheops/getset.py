@@ -290,7 +290,16 @@ def _insideout_keys(dnfs):
 
 
 def _checksum(stamps):
-    return hashlib.sha1(b' '.join(stamps)).hexdigest().encode()
+    """The hex SHA-1 of stamps, which prefixes a value stored with them. Memoized: every
+    hit checks it, and stamps change only when a write invalidates them."""
+    key = tuple(stamps)
+    found = _checksums.get(key)
+    if found is None:
+        found = remember(_checksums, key, hashlib.sha1(b' '.join(stamps)).hexdigest().encode())
+    return found
+
+
+_checksums = {}
 
 
 def _read_insideout(client, key, conj_keys, epoch_keys):

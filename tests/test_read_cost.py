@@ -4,6 +4,7 @@ its table has an epoch: the stamps and epochs the miss read protect its store. T
 is sent without waiting for its reply. And the keys a cached value depends on live at
 least as long as the value."""
 import gc
+import hashlib
 import warnings
 
 import pytest
@@ -258,6 +259,12 @@ def test_a_get_miss_leaves_no_cyclic_garbage(category):
             assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_the_checksum_of_stamps_is_their_digest_however_often_asked():
+    """Insideout hits check it each time; it is memoized by the stamps themselves."""
+    for stamps in ([b'a', b'b'], [b'a', b'c'], [b'a', b'b'], [b'b', b'a'], [b'x'], [b'x']):
+        assert getset._checksum(stamps) == hashlib.sha1(b' '.join(stamps)).hexdigest().encode()
 
 
 def _marker_at(key):
