@@ -1,5 +1,6 @@
 """Settings with defaults, validated in one place, and profile lookup."""
 import importlib
+import inspect
 import pickle
 from dataclasses import dataclass
 
@@ -47,13 +48,23 @@ _derived = {}
 
 def derived(func):
     """Memoize a function of settings until the next setting_changed."""
-    def wrapper(*args):
-        key = (func, args)
-        try:
-            return _derived[key]
-        except KeyError:
-            value = _derived[key] = func(*args)
-            return value
+    code = func.__code__
+    if code.co_argcount == 0 and not code.co_flags & inspect.CO_VARARGS:
+        # most are asked on every cache hit, several times: the function alone is the key
+        def wrapper():
+            try:
+                return _derived[func]
+            except KeyError:
+                value = _derived[func] = func()
+                return value
+    else:
+        def wrapper(*args):
+            key = (func, args)
+            try:
+                return _derived[key]
+            except KeyError:
+                value = _derived[key] = func(*args)
+                return value
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
     return wrapper

@@ -306,9 +306,9 @@ def _read_insideout(client, key, conj_keys, epoch_keys):
     """(the value stored at key if the stamps of its conjunctions are all there and
     unchanged since it was computed, else None; the stamps; the tables' epochs). One
     MGET reads them all at once: a plain command costs Redis a tenth of what a script does."""
-    value, *stamps = read_command(client, 'MGET', key, *conj_keys, *epoch_keys)
-    epochs = stamps[len(conj_keys):]
-    del stamps[len(conj_keys):]
+    reply = read_command(client, 'MGET', key, *conj_keys, *epoch_keys)
+    value, end = reply[0], len(conj_keys) + 1
+    stamps, epochs = reply[1:end], reply[end:]
     if value is None or None in stamps or value[:40] != _checksum(stamps):
         return None, stamps, epochs
     return value[40:], stamps, epochs
