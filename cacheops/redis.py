@@ -294,7 +294,7 @@ def _over_held(held, args, expected=None):
     was an error or not one of expected."""
     connection = held.connection
     try:
-        connection.send_packed_command(_packed(held, args))
+        connection.send_packed_command(_packed_read(held, args))
         reply = connection.read_response()
         if expected is None or reply in expected:
             held.stores = False
@@ -367,11 +367,20 @@ def _read_over_held(held, pinged):
 
 def _packed(held, args):
     """The command to send over this thread's connection: packed by _pack_plain() where
-    that packs as the connection would, else by redis-py. Commands of str arguments alone
-    (a hit's GET or MGET) are packed once: a hit sends the same one again and again."""
+    that packs as the connection would, else by redis-py."""
+    packed = _pack_plain(args) if held.utf8 else None
+    return [packed] if packed else held.connection.pack_command(*args)
+
+
+def _packed_read(held, args):
+    """_packed() for a hot read (GET, MGET) or a PING: commands of str arguments alone are
+    packed once, as a hit sends the same one again and again."""
     if not held.utf8:
         return held.connection.pack_command(*args)
-    packed = _packs.get(args)
+    try:
+        packed = _packs.get(args)
+    except TypeError:  # an argument that can't be hashed: redis-py packs it, or refuses
+        return held.connection.pack_command(*args)
     if packed is None:
         packed = _pack_plain(args)
         if packed is None:

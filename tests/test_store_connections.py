@@ -281,7 +281,7 @@ def test_a_command_packed_again_is_packed_the_same():
     held = cacheops.redis._thread_held.held
 
     def packed(*args):
-        return b''.join(cacheops.redis._packed(held, args))
+        return b''.join(cacheops.redis._packed_read(held, args))
     for args in [('MGET', 'q:1', 'conj:{t}:title=café'), ('GET', 1), ('GET', 1.0), ('GET', b'q:1')] * 2:
         assert packed(*args) == b''.join(redis.Connection().pack_command(*args))
     with pytest.raises(redis.DataError):  # as redis-py would, not b'1'
@@ -456,3 +456,14 @@ def test_an_interrupt_as_a_started_script_is_sent_leaves_no_reply_behind(monkeyp
     gc.collect()
     for _ in range(3):
         assert cacheops.redis.read_command(client, 'GET', 'tests:read') == b'r'
+
+
+@pytest.mark.parametrize('value', [bytearray(b'v'), memoryview(bytearray(b'v'))])
+def test_a_script_argument_redis_py_takes_goes_over_the_kept_connection(value):
+    """A serializer may give a bytearray or a memoryview, which redis-py sends as bytes
+    (and which can't be hashed)."""
+    client = cacheops.redis.get_client()
+    assert cacheops.redis.read_command(client, 'GET', 'tests:nothing') is None  # a connection kept
+    client.set('tests:x', MARKER)
+    cacheops.redis.run_script('store', ['tests:x', 'tests:x:signal'], [MARKER, value, '0'])
+    assert client.get('tests:x') == b'v'
