@@ -37,6 +37,17 @@ def refused(name):
     return mock.patch.object(invalidation, 'run_script', failing)
 
 
+def _cached_post():
+    """A post, and a function reading its category's titles, cached with its title 'old'."""
+    cat = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=cat)
+
+    def titles():
+        return [p.title for p in Post.objects.cache().filter(category=cat)]
+    assert warm(titles) == ['old']
+    return post, titles
+
+
 def test_a_refused_invalidation_does_not_break_the_save():
     cat = Category.objects.create(title='c')
     post = Post.objects.create(title='old', category=cat)
@@ -48,10 +59,7 @@ def test_a_refused_invalidation_does_not_break_the_save():
 
 
 def test_while_it_is_pending_reads_go_to_the_database_then_caching_resumes():
-    cat = Category.objects.create(title='c')
-    post = Post.objects.create(title='old', category=cat)
-    titles = lambda: [p.title for p in Post.objects.cache().filter(category=cat)]  # noqa: E731
-    assert warm(titles) == ['old']
+    post, titles = _cached_post()
     with refused('invalidate'):
         post.title = 'new'
         post.save()
@@ -383,10 +391,7 @@ def test_an_epoch_key_of_another_type_does_not_wedge_invalidation():
 def test_a_replay_failing_for_another_reason_is_logged_and_dropped(caplog):
     """A cache_invalidated receiver raising as an invalidation is replayed: the read that
     replayed it goes on, and so does every later one, instead of each raising it."""
-    cat = Category.objects.create(title='c')
-    post = Post.objects.create(title='old', category=cat)
-    titles = lambda: [p.title for p in Post.objects.cache().filter(category=cat)]  # noqa: E731
-    assert warm(titles) == ['old']
+    post, titles = _cached_post()
     with refused('invalidate'):
         post.title = 'new'
         post.save()
@@ -406,10 +411,7 @@ def test_a_replay_failing_for_another_reason_is_logged_and_dropped(caplog):
 def test_a_cluster_moving_its_slots_is_a_redis_failure_like_any():
     """redis-py's cluster errors (a slot not covered during a failover) are no RedisError:
     the write goes on, and the invalidation is kept until it can be replayed."""
-    cat = Category.objects.create(title='c')
-    post = Post.objects.create(title='old', category=cat)
-    titles = lambda: [p.title for p in Post.objects.cache().filter(category=cat)]  # noqa: E731
-    assert warm(titles) == ['old']
+    post, titles = _cached_post()
     failover = mock.patch.object(invalidation, 'run_script', side_effect=SlotNotCoveredError('failover'))
     with failover:
         post.title = 'new'
