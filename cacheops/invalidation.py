@@ -169,9 +169,11 @@ def row_of(columns, values, like=None):
             value = values[column]
         else:
             continue
-        if column in like_row and _same_string(like_values.get(attname, like_values.get(column, _MISSING)), value):
-            row[column] = like_row[column]
-            continue
+        if column in like_row:
+            other = like_values.get(attname, like_values.get(column, _MISSING))
+            if _same_string(other, value):
+                row[column] = like_row[column]
+                continue
         if value is None and field.primary_key:
             continue  # not known yet (bulk_create without RETURNING): matches any value
         try:
