@@ -7,10 +7,12 @@ before another process changed them: with two writers, one reading the old value
 the other committing a change, a reader caching the change and then the first
 writer's update moving the row on, the reader's entry would outlive both writes.
 
-- On PostgreSQL a save is one statement: Django's UPDATE, taking the row from a
-  subquery that reads it locked and returning the values it overwrote (UPDATE ... FROM
-  (SELECT ... FOR NO KEY UPDATE) ... RETURNING). The lock makes the subquery see the
-  newest committed version, the one the UPDATE replaces: no race, nothing to retry.
+- On PostgreSQL a save is one query: a SELECT reading the row locked, then Django's
+  UPDATE (SELECT ... FOR NO KEY UPDATE; UPDATE ...), sent together; where the driver
+  can't run two statements as one query, Django's UPDATE taking the row from a subquery
+  that reads it locked and returning the values it overwrote (UPDATE ... FROM (SELECT
+  ... FOR NO KEY UPDATE) ... RETURNING). The lock gives the newest committed version,
+  the one the UPDATE replaces: no race, nothing to retry.
   Not for multi-table children, select_on_save and composite primary keys, nor where the
   statement can't be built from Django's: those go on as below.
 - Elsewhere a save reads the old values first (one SELECT by pk) and makes Django's
@@ -25,6 +27,7 @@ monkey.py connects the handlers and wraps Model._do_update and Collector.delete.
 import datetime
 import decimal
 import functools
+import sys
 import uuid
 from operator import attrgetter
 
@@ -374,8 +377,8 @@ def _update_returning(instance, base_qs, using, pk_val, values, new_fields):
 
     Sets instance._cacheops_old to the old row (None if no row matched) and
     instance._cacheops_new to new_fields' new values. The UPDATE is Django's own (its SET
-    clause, expressions and field preparation), its WHERE clause moved into a subquery
-    that locks the row."""
+    clause, expressions and field preparation), run after a read of the row that locks it,
+    in the same query: see _locked_read() and _returning_tail()."""
     attnames = _old_attnames(instance, using)
     if not attnames or type(base_qs)._update is not models.QuerySet._update:
         return None  # (a queryset class of the base manager's that updates its own way)
@@ -394,26 +397,43 @@ def _update_returning(instance, base_qs, using, pk_val, values, new_fields):
             or tuple(params[len(params) - len(where_params):]) != tuple(where_params)):
         return None
     connection = connections[using]
-    tail, converters = _returning_tail(
-        connection, compiler, base_qs.model, attnames, new_fields, where_sql)
+    model, count = base_qs.model, len(attnames)
     with connection.cursor() as cursor:
-        cursor.execute(update_sql[:-len(where)] + tail, params)
-        rows = cursor.fetchall()
-    if not rows:
+        if _runs_statements_together(cursor):
+            head, returning, converters = _locked_read(
+                connection, compiler, model, attnames, new_fields, where_sql)
+            cursor.execute(head + update_sql + returning, (*where_params, *params))
+            old_rows = cursor.fetchall()
+            cursor.nextset()
+            new_rows = cursor.fetchall() if returning else [()] * cursor.rowcount
+        else:
+            tail, converters = _returning_tail(connection, compiler, model, attnames, new_fields, where_sql)
+            cursor.execute(update_sql[:-len(where)] + tail, params)
+            rows = cursor.fetchall()
+            old_rows, new_rows = [row[:count] for row in rows], [row[count:] for row in rows]
+    if not new_rows:
         instance._cacheops_old = None  # Django inserts: there was no old row
-        return rows
-    count = len(attnames)
+        return new_rows
     old_converters = {i: c for i, c in converters.items() if i < count}
     new_converters = {i - count: c for i, c in converters.items() if i >= count}
-    new_rows = [row[count:] for row in rows]
     if new_converters:  # Django's own: failing, they fail its save as they would anyway
         new_rows = list(compiler.apply_converters(new_rows, new_converters))
     new_rows = [tuple(row) for row in new_rows]
+    # no old row, yet one updated: inserted between the read and the UPDATE (they take a
+    # snapshot each), with values nobody read
     instance._cacheops_old = _old_row(instance, connection, compiler, attnames, old_converters,
-                                      rows[0][:count])
+                                      old_rows[0]) if old_rows else UNKNOWN
     if new_fields:
         instance._cacheops_new = {f.attname: v for f, v in zip(new_fields, new_rows[0])}
     return new_rows
+
+
+def _runs_statements_together(cursor):
+    """Whether one execute() on this cursor may be several statements, run as one
+    transaction, each giving its own rows: psycopg 3 with client-side binding (Django's
+    default) sends queries by PostgreSQL's simple query protocol, which does that."""
+    psycopg = sys.modules.get('psycopg')
+    return psycopg is not None and isinstance(getattr(cursor, 'cursor', None), psycopg.ClientCursor)
 
 
 def _old_row(instance, connection, compiler, attnames, converters, raw):
@@ -459,26 +479,40 @@ def _refreshed_fields(model, values):
               if getattr(field, 'generated', False)))
 
 
-def _returning_tail(connection, compiler, model, attnames, new_fields, where_sql):
-    """(SQL replacing ' WHERE <where_sql>' at the end of model's UPDATE, converters of the
-    columns it returns), compiled once per connection, model, columns and WHERE clause.
+def _compiled_once(build):
+    """A builder of SQL added to a model's UPDATE, its result kept per connection and
+    arguments (connection, compiler, model, attnames, new_fields, where_sql): the
+    compiler only lends its converters, which depend on the columns alone."""
+    @functools.wraps(build)
+    def compiled(connection, compiler, model, attnames, new_fields, where_sql):
+        key = (build, model, attnames, tuple(f.attname for f in new_fields), where_sql)
+        statements = connection.__dict__.setdefault('_cacheops_update_returning', {})
+        try:
+            return statements[key]
+        except KeyError:
+            pass
+        meta = model._meta
+        by_attname = {f.attname: f for f in meta.concrete_fields}
+        old_fields = [by_attname[name] for name in attnames]
+        # converters of the columns returned: the old ones, then new_fields
+        converters = compiler.get_converters([f.get_col(meta.db_table) for f in (*old_fields, *new_fields)])
+        built = build(connection.ops.quote_name, meta, old_fields, new_fields, where_sql)
+        return remember(statements, key, (*built, converters))
+    return compiled
+
+
+@_compiled_once
+def _returning_tail(qn, meta, old_fields, new_fields, where_sql):
+    """(SQL replacing ' WHERE <where_sql>' at the end of the UPDATE, its converters). For
+    drivers that can't run _locked_read()'s two statements as one query (psycopg2,
+    server-side binding): one statement, which PostgreSQL takes longer to plan.
 
     The subquery reads the row locked, which under READ COMMITTED gives the newest
     committed version, the one the UPDATE then replaces: the old values are exactly the
     ones it overwrote. FOR NO KEY UPDATE is the lock the UPDATE takes itself (unless it
     changes a key, when it takes a stronger one): rows inserted meanwhile with a foreign key
     to this one don't wait. Old columns are aliased, apart from the SET clause's names."""
-    key = (model, attnames, tuple(f.attname for f in new_fields), where_sql)
-    statements = connection.__dict__.setdefault('_cacheops_update_returning', {})
-    try:
-        return statements[key]
-    except KeyError:
-        pass
-    qn = connection.ops.quote_name
-    meta = model._meta
     table, source = qn(meta.db_table), qn('cacheops_old')
-    by_attname = {f.attname: f for f in meta.concrete_fields}
-    old_fields = [by_attname[name] for name in attnames]
     aliases = [qn('cacheops_%d' % i) for i in range(len(old_fields))]
     pk, pk_alias = '%s.%s' % (table, qn(meta.pk.column)), qn('cacheops_pk')
     selected = ', '.join('%s.%s AS %s' % (table, qn(f.column), alias)
@@ -488,9 +522,25 @@ def _returning_tail(connection, compiler, model, attnames, new_fields, where_sql
     tail = (' FROM (SELECT %s AS %s, %s FROM %s WHERE %s FOR NO KEY UPDATE) AS %s'
             ' WHERE %s = %s.%s RETURNING %s') % (
         pk, pk_alias, selected, table, where_sql, source, pk, source, pk_alias, returned)
-    columns = [f.get_col(meta.db_table) for f in (*old_fields, *new_fields)]
-    converters = compiler.get_converters(columns)
-    return remember(statements, key, (tail, converters))
+    return (tail,)
+
+
+@_compiled_once
+def _locked_read(qn, meta, old_fields, new_fields, where_sql):
+    """(SQL to put before the UPDATE, SQL to put after it, their converters).
+
+    Before the UPDATE, in the same query, a SELECT reads the row locked: under READ
+    COMMITTED it waits for a writer holding the row and reads the newest committed
+    version, which nobody else can change until the query's transaction ends. The UPDATE
+    then replaces exactly that version: the old values are the ones it overwrote. FOR NO
+    KEY UPDATE as in _returning_tail(); its WHERE clause is the UPDATE's, so its parameters
+    come first."""
+    table = qn(meta.db_table)
+    head = 'SELECT %s FROM %s WHERE %s FOR NO KEY UPDATE; ' % (
+        ', '.join('%s.%s' % (table, qn(f.column)) for f in old_fields), table, where_sql)
+    returning = ' RETURNING %s' % ', '.join('%s.%s' % (table, qn(f.column)) for f in new_fields) \
+        if new_fields else ''
+    return head, returning
 
 
 # Save events

@@ -141,6 +141,8 @@ _CLEAN_STATEMENTS = frozenset({
 })
 _FIRST_WORD = re.compile(r'\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(\w+)', re.S)
 _WRITE_WORD = re.compile(r'\b(insert|update|delete|merge|replace|truncate)\b', re.I)
+# a statement after the first (psycopg 3 runs several sent as one query; a save does so)
+_MORE_STATEMENTS = re.compile(r';\s*\S')
 
 
 def _sql_text(sql):
@@ -171,7 +173,8 @@ def is_sql_dirty(sql):
     if not match:
         return False
     word = match.group(1).lower()
-    if word == 'with':
+    if word == 'with' or (word in _CLEAN_STATEMENTS and _MORE_STATEMENTS.search(text)):
+        # a write word anywhere: a false alarm (in a literal, say) only bypasses the cache
         return bool(_WRITE_WORD.search(text))
     return word not in _CLEAN_STATEMENTS
 

@@ -38,6 +38,8 @@ def test_children_of_an_abstract_model_are_not_family():
     'SELECT * FROM tests_post',
     'SELECT id FROM tests_post WHERE title = %s',
     'select id from tests_post',
+    'SELECT id FROM tests_post;',
+    'SELECT 1; SELECT id FROM tests_post',
 ])
 def test_select_is_not_dirty(sql):
     assert not is_sql_dirty(sql)
@@ -50,6 +52,9 @@ def test_select_is_not_dirty(sql):
     'insert into tests_post (title) values (%s)',
     'update tests_post set title = %s',
     'delete from tests_post',
+    # statements sent together as one query (as a save does on PostgreSQL)
+    'SELECT title FROM tests_post WHERE id = %s FOR NO KEY UPDATE; UPDATE tests_post SET title = %s',
+    'SELECT 1; DELETE FROM tests_post',
 ])
 def test_writes_are_dirty(sql):
     assert is_sql_dirty(sql)
