@@ -351,8 +351,9 @@ def run_safely(func, *args, **kwargs):
     the call to replay before this process trusts the cache again."""
     try:
         # in a transaction func only queues itself for the commit: it must, as replays
-        # run at once (see retry_failed) and its write isn't committed yet
-        if retry_failed() or transaction_states.any_open():
+        # run at once (see retry_failed) and its write isn't committed yet. failed is
+        # read first, as reads do: retry_failed() locks even with nothing to replay
+        if not failed or retry_failed() or transaction_states.any_open():
             func(*args, **kwargs)
             return
     except REDIS_FAILURES as e:
