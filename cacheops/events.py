@@ -399,10 +399,11 @@ def _update_returning(instance, base_qs, using, pk_val, values, new_fields):
     connection = connections[using]
     model, count = base_qs.model, len(attnames)
     with connection.cursor() as cursor:
-        if _runs_statements_together(cursor):
+        if _runs_statements_together(cursor) and _lockable(connection, model._meta.db_table):
             head, returning, converters = _locked_read(
                 connection, compiler, model, attnames, new_fields, where_sql)
             cursor.execute(head + update_sql + returning, (*where_params, *params))
+            cursor.nextset()  # past LOCK TABLE's
             old_rows = cursor.fetchall()
             cursor.nextset()
             new_rows = cursor.fetchall() if returning else [()] * cursor.rowcount
@@ -429,11 +430,29 @@ def _update_returning(instance, base_qs, using, pk_val, values, new_fields):
 
 
 def _runs_statements_together(cursor):
-    """Whether one execute() on this cursor may be several statements, run as one
-    transaction, each giving its own rows: psycopg 3 with client-side binding (Django's
-    default) sends queries by PostgreSQL's simple query protocol, which does that."""
+    """Whether one execute() on this cursor may be several statements, each giving its
+    own rows: psycopg 3 with client-side binding (Django's default) sends queries by
+    PostgreSQL's simple query protocol, which does that, except in pipeline mode."""
     psycopg = sys.modules.get('psycopg')
-    return psycopg is not None and isinstance(getattr(cursor, 'cursor', None), psycopg.ClientCursor)
+    raw = getattr(cursor, 'cursor', None)
+    return psycopg is not None and isinstance(raw, psycopg.ClientCursor) \
+        and not raw.connection.pgconn.pipeline_status
+
+
+def _lockable(connection, db_table):
+    """Whether LOCK TABLE takes db_table (a table, a partitioned one or a view; not a
+    foreign table): asked of the catalog once per connection and table, past Django's
+    query log, as Django's own statements would never ask."""
+    known = connection.__dict__.setdefault('_cacheops_lockable', {})
+    try:
+        return known[db_table]
+    except KeyError:
+        pass
+    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
+        cursor.execute('SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)',
+                       [connection.ops.quote_name(db_table)])
+        row = cursor.fetchone()
+    return remember(known, db_table, row is not None and row[0] in ('r', 'p', 'v'))
 
 
 def _old_row(instance, connection, compiler, attnames, converters, raw):
@@ -534,10 +553,15 @@ def _locked_read(qn, meta, old_fields, new_fields, where_sql):
     version, which nobody else can change until the query's transaction ends. The UPDATE
     then replaces exactly that version: the old values are the ones it overwrote. FOR NO
     KEY UPDATE as in _returning_tail(); its WHERE clause is the UPDATE's, so its parameters
-    come first."""
+    come first.
+
+    The table is locked first in the mode the UPDATE takes it (ROW EXCLUSIVE; ONLY: its
+    partitions are the UPDATE's to lock): a transaction holding it in SHARE mode (CREATE
+    INDEX, LOCK TABLE) and then writing the row would deadlock with a save holding the
+    row and waiting for the table, where Django's UPDATE only waits."""
     table = qn(meta.db_table)
-    head = 'SELECT %s FROM %s WHERE %s FOR NO KEY UPDATE; ' % (
-        ', '.join('%s.%s' % (table, qn(f.column)) for f in old_fields), table, where_sql)
+    head = 'LOCK TABLE ONLY %s IN ROW EXCLUSIVE MODE; SELECT %s FROM %s WHERE %s FOR NO KEY UPDATE; ' % (
+        table, ', '.join('%s.%s' % (table, qn(f.column)) for f in old_fields), table, where_sql)
     returning = ' RETURNING %s' % ', '.join('%s.%s' % (table, qn(f.column)) for f in new_fields) \
         if new_fields else ''
     return head, returning

@@ -139,9 +139,10 @@ _CLEAN_STATEMENTS = frozenset({
     'select', 'savepoint', 'release', 'rollback', 'set', 'show', 'explain', 'pragma',
     'begin', 'start', 'commit', 'describe', 'values', 'table', 'declare', 'fetch', 'close',
 })
-_FIRST_WORD = re.compile(r'\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(\w+)', re.S)
+# comments and opening parentheses ((SELECT ...) UNION ...) skipped
+_FIRST_WORD = re.compile(r'\s*(?:(?:--[^\n]*\n|/\*.*?\*/|\()\s*)*(\w+)', re.S)
 _WRITE_WORD = re.compile(r'\b(insert|update|delete|merge|replace|truncate)\b', re.I)
-# a statement after the first (psycopg 3 runs several sent as one query; a save does so)
+# a statement after the first
 _MORE_STATEMENTS = re.compile(r';\s*\S')
 
 
@@ -169,12 +170,19 @@ def _composed_parts(obj):
 def is_sql_dirty(sql):
     """True for SQL that writes (insert, update, delete, DDL...)."""
     text = _sql_text(sql)
+    if _MORE_STATEMENTS.search(text):
+        # several statements (psycopg 3 runs them; a save on PostgreSQL sends them): a
+        # literal holding ';' may read as one more, which only bypasses the cache
+        return any(map(_is_statement_dirty, text.split(';')))
+    return _is_statement_dirty(text)
+
+
+def _is_statement_dirty(text):
     match = _FIRST_WORD.match(text)
     if not match:
         return False
     word = match.group(1).lower()
-    if word == 'with' or (word in _CLEAN_STATEMENTS and _MORE_STATEMENTS.search(text)):
-        # a write word anywhere: a false alarm (in a literal, say) only bypasses the cache
+    if word == 'with':
         return bool(_WRITE_WORD.search(text))
     return word not in _CLEAN_STATEMENTS
 

@@ -40,6 +40,7 @@ def test_children_of_an_abstract_model_are_not_family():
     'select id from tests_post',
     'SELECT id FROM tests_post;',
     'SELECT 1; SELECT id FROM tests_post',
+    '(SELECT id FROM tests_post) UNION (SELECT id FROM tests_post)',
 ])
 def test_select_is_not_dirty(sql):
     assert not is_sql_dirty(sql)
@@ -55,6 +56,11 @@ def test_select_is_not_dirty(sql):
     # statements sent together as one query (as a save does on PostgreSQL)
     'SELECT title FROM tests_post WHERE id = %s FOR NO KEY UPDATE; UPDATE tests_post SET title = %s',
     'SELECT 1; DELETE FROM tests_post',
+    # any statement after the first counts, DDL and procedures too
+    'SET LOCAL statement_timeout = 0; CALL move_post(%s, %s)',
+    'SELECT 1; CREATE TABLE tests_other (id integer)',
+    '(SELECT 1); DELETE FROM tests_post',
+    "SELECT 'a;b'; REFRESH MATERIALIZED VIEW tests_view",
 ])
 def test_writes_are_dirty(sql):
     assert is_sql_dirty(sql)

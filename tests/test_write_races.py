@@ -64,7 +64,7 @@ def _is_one_query(sqls, form):
     if len(sqls) != 1:
         return False
     if form == 'statements together':
-        return sqls[0].startswith('SELECT') and ' FOR NO KEY UPDATE; UPDATE ' in sqls[0]
+        return sqls[0].startswith('LOCK TABLE ONLY ') and ' FOR NO KEY UPDATE; UPDATE ' in sqls[0]
     return sqls[0].startswith('UPDATE') and ' FOR NO KEY UPDATE) ' in sqls[0] and 'RETURNING' in sqls[0]
 
 
@@ -603,6 +603,87 @@ def test_a_statement_that_cant_be_built_falls_back_to_reading_the_old_values(mon
     assert [sql.split()[0] for sql in sqls] == ['SELECT', 'UPDATE'], sqls
     assert 'category_id' in sqls[1].split('WHERE')[1]  # conditional on the values read
     _assert_cache_matches_database(c1, c2, c3)
+
+
+def test_a_save_beside_a_table_lock_waits_as_djangos_update_does(one_query):
+    """B holds the table in SHARE ROW EXCLUSIVE mode (as LOCK TABLE, or CREATE INDEX in a
+    migration, would), then updates the row. The save takes the table in the mode its
+    UPDATE does before it locks the row: it waits for B, where holding the row while
+    waiting for the table would have deadlocked."""
+    post = Post.objects.create(title='p', category=Category.objects.create(title='c'))
+    errors = []
+
+    def writer_a():
+        try:
+            instance = Post.objects.get(pk=post.pk)
+            instance.title = 'by A'
+            instance.save()
+        except Exception as e:  # reported by the test thread
+            errors.append(e)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer_a, name='writer A')
+    with transaction.atomic():  # B
+        with connection.cursor() as cursor:
+            cursor.execute('LOCK TABLE tests_post IN SHARE ROW EXCLUSIVE MODE')
+        thread.start()
+        _wait_for_a_lock_wait()
+        Post.objects.filter(pk=post.pk).update(title='by B')
+    thread.join(10)
+    assert not errors, errors
+    assert Post.objects.nocache().get(pk=post.pk).title == 'by A'
+
+
+def test_a_save_in_pipeline_mode_is_one_statement(one_query):
+    """psycopg 3 takes one statement at a time in pipeline mode: the join then."""
+    post = Post.objects.create(title='p', category=Category.objects.create(title='c'))
+    post.title = 'q'
+    connection.ensure_connection()
+    with connection.connection.pipeline():
+        sqls = _statements(post.save)
+    assert _is_one_query(sqls, 'one statement'), sqls
+    assert Post.objects.nocache().get(pk=post.pk).title == 'q'
+
+
+@pytest.fixture
+def remote_table():
+    """tests_remote: a foreign table over a table of this database (postgres_fdw)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgres_fdw'")
+        if cursor.fetchone() is None:
+            pytest.skip("this PostgreSQL has no postgres_fdw (contrib)")
+        settings = connection.settings_dict
+        cursor.execute('CREATE EXTENSION IF NOT EXISTS postgres_fdw')
+        cursor.execute("CREATE SERVER tests_loopback FOREIGN DATA WRAPPER postgres_fdw "
+                       "OPTIONS (host %s, port %s, dbname %s)",
+                       [settings['HOST'] or 'localhost', str(settings['PORT'] or 5432), settings['NAME']])
+        cursor.execute('CREATE USER MAPPING FOR CURRENT_USER SERVER tests_loopback OPTIONS (user %s)',
+                       [settings['USER'] or 'postgres'])
+        cursor.execute('CREATE TABLE tests_remote_base (id integer PRIMARY KEY, title varchar(32))')
+        cursor.execute("CREATE FOREIGN TABLE tests_remote (id integer, title varchar(32)) "
+                       "SERVER tests_loopback OPTIONS (table_name 'tests_remote_base')")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute('DROP SERVER tests_loopback CASCADE')
+            cursor.execute('DROP TABLE tests_remote_base')
+
+
+def test_a_foreign_table_that_cant_be_locked_is_saved_in_one_statement(one_query, remote_table):
+    """LOCK TABLE refuses a foreign table: its save is the one statement, which reads the
+    row locked through the foreign data wrapper."""
+    from tests.models import Remote
+    Remote.objects.create(id=1, title='a')
+    stale = Remote.objects.get(pk=1)
+    Remote.objects.filter(pk=1).update(title='b')  # a mass update: no invalidation
+    assert Remote.objects.filter(title='b').cache().count() == 1
+    stale.title = 'c'
+    sqls = _statements(stale.save)
+    assert _is_one_query(sqls, 'one statement'), sqls
+    assert Remote.objects.nocache().get(pk=1).title == 'c'
+    assert Remote.objects.filter(title='b').cache().count() == 0  # by the old value returned
 
 
 def _composite_pk_model():
