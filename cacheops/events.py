@@ -7,12 +7,10 @@ before another process changed them: with two writers, one reading the old value
 the other committing a change, a reader caching the change and then the first
 writer's update moving the row on, the reader's entry would outlive both writes.
 
-- On PostgreSQL a save is one query: a SELECT reading the row locked, then Django's
-  UPDATE (SELECT ... FOR NO KEY UPDATE; UPDATE ...), sent together; where the driver
-  can't run two statements as one query, Django's UPDATE taking the row from a subquery
-  that reads it locked and returning the values it overwrote (UPDATE ... FROM (SELECT
-  ... FOR NO KEY UPDATE) ... RETURNING). The lock gives the newest committed version,
-  the one the UPDATE replaces: no race, nothing to retry.
+- On PostgreSQL a save is one statement: Django's UPDATE, taking the row from a
+  subquery that reads it locked and returning the values it overwrote (UPDATE ... FROM
+  (SELECT ... FOR NO KEY UPDATE) ... RETURNING). The lock makes the subquery see the
+  newest committed version, the one the UPDATE replaces: no race, nothing to retry.
   Not for multi-table children, select_on_save and composite primary keys, nor where the
   statement can't be built from Django's: those go on as below.
 - Elsewhere a save reads the old values first (one SELECT by pk) and makes Django's
@@ -27,7 +25,6 @@ monkey.py connects the handlers and wraps Model._do_update and Collector.delete.
 import datetime
 import decimal
 import functools
-import sys
 import uuid
 from operator import attrgetter
 
@@ -377,8 +374,8 @@ def _update_returning(instance, base_qs, using, pk_val, values, new_fields):
 
     Sets instance._cacheops_old to the old row (None if no row matched) and
     instance._cacheops_new to new_fields' new values. The UPDATE is Django's own (its SET
-    clause, expressions and field preparation), run after a read of the row that locks it,
-    in the same query: see _locked_read() and _returning_tail()."""
+    clause, expressions and field preparation), its WHERE clause moved into a subquery
+    that locks the row."""
     attnames = _old_attnames(instance, using)
     if not attnames or type(base_qs)._update is not models.QuerySet._update:
         return None  # (a queryset class of the base manager's that updates its own way)
@@ -397,62 +394,26 @@ def _update_returning(instance, base_qs, using, pk_val, values, new_fields):
             or tuple(params[len(params) - len(where_params):]) != tuple(where_params)):
         return None
     connection = connections[using]
-    model, count = base_qs.model, len(attnames)
+    tail, converters = _returning_tail(
+        connection, compiler, base_qs.model, attnames, new_fields, where_sql)
     with connection.cursor() as cursor:
-        if _runs_statements_together(cursor) and _lockable(connection, model._meta.db_table):
-            head, returning, converters = _locked_read(
-                connection, compiler, model, attnames, new_fields, where_sql)
-            cursor.execute(head + update_sql + returning, (*where_params, *params))
-            cursor.nextset()  # past LOCK TABLE's
-            old_rows = cursor.fetchall()
-            cursor.nextset()
-            new_rows = cursor.fetchall() if returning else [()] * cursor.rowcount
-        else:
-            tail, converters = _returning_tail(connection, compiler, model, attnames, new_fields, where_sql)
-            cursor.execute(update_sql[:-len(where)] + tail, params)
-            rows = cursor.fetchall()
-            old_rows, new_rows = [row[:count] for row in rows], [row[count:] for row in rows]
-    if not new_rows:
+        cursor.execute(update_sql[:-len(where)] + tail, params)
+        rows = cursor.fetchall()
+    if not rows:
         instance._cacheops_old = None  # Django inserts: there was no old row
-        return new_rows
+        return rows
+    count = len(attnames)
     old_converters = {i: c for i, c in converters.items() if i < count}
     new_converters = {i - count: c for i, c in converters.items() if i >= count}
+    new_rows = [row[count:] for row in rows]
     if new_converters:  # Django's own: failing, they fail its save as they would anyway
         new_rows = list(compiler.apply_converters(new_rows, new_converters))
     new_rows = [tuple(row) for row in new_rows]
-    # no old row, yet one updated: inserted between the read and the UPDATE (they take a
-    # snapshot each), with values nobody read
     instance._cacheops_old = _old_row(instance, connection, compiler, attnames, old_converters,
-                                      old_rows[0]) if old_rows else UNKNOWN
+                                      rows[0][:count])
     if new_fields:
         instance._cacheops_new = {f.attname: v for f, v in zip(new_fields, new_rows[0])}
     return new_rows
-
-
-def _runs_statements_together(cursor):
-    """Whether one execute() on this cursor may be several statements, each giving its
-    own rows: psycopg 3 with client-side binding (Django's default) sends queries by
-    PostgreSQL's simple query protocol, which does that, except in pipeline mode."""
-    psycopg = sys.modules.get('psycopg')
-    raw = getattr(cursor, 'cursor', None)
-    return psycopg is not None and isinstance(raw, psycopg.ClientCursor) \
-        and not raw.connection.pgconn.pipeline_status
-
-
-def _lockable(connection, db_table):
-    """Whether LOCK TABLE takes db_table (a table, a partitioned one or a view; not a
-    foreign table): asked of the catalog once per connection and table, past Django's
-    query log, as Django's own statements would never ask."""
-    known = connection.__dict__.setdefault('_cacheops_lockable', {})
-    try:
-        return known[db_table]
-    except KeyError:
-        pass
-    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
-        cursor.execute('SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)',
-                       [connection.ops.quote_name(db_table)])
-        row = cursor.fetchone()
-    return remember(known, db_table, row is not None and row[0] in ('r', 'p', 'v'))
 
 
 def _old_row(instance, connection, compiler, attnames, converters, raw):
@@ -498,40 +459,26 @@ def _refreshed_fields(model, values):
               if getattr(field, 'generated', False)))
 
 
-def _compiled_once(build):
-    """A builder of SQL added to a model's UPDATE, its result kept per connection and
-    arguments (connection, compiler, model, attnames, new_fields, where_sql): the
-    compiler only lends its converters, which depend on the columns alone."""
-    @functools.wraps(build)
-    def compiled(connection, compiler, model, attnames, new_fields, where_sql):
-        key = (build, model, attnames, tuple(f.attname for f in new_fields), where_sql)
-        statements = connection.__dict__.setdefault('_cacheops_update_returning', {})
-        try:
-            return statements[key]
-        except KeyError:
-            pass
-        meta = model._meta
-        by_attname = {f.attname: f for f in meta.concrete_fields}
-        old_fields = [by_attname[name] for name in attnames]
-        # converters of the columns returned: the old ones, then new_fields
-        converters = compiler.get_converters([f.get_col(meta.db_table) for f in (*old_fields, *new_fields)])
-        built = build(connection.ops.quote_name, meta, old_fields, new_fields, where_sql)
-        return remember(statements, key, (*built, converters))
-    return compiled
-
-
-@_compiled_once
-def _returning_tail(qn, meta, old_fields, new_fields, where_sql):
-    """(SQL replacing ' WHERE <where_sql>' at the end of the UPDATE, its converters). For
-    drivers that can't run _locked_read()'s two statements as one query (psycopg2,
-    server-side binding): one statement, which PostgreSQL takes longer to plan.
+def _returning_tail(connection, compiler, model, attnames, new_fields, where_sql):
+    """(SQL replacing ' WHERE <where_sql>' at the end of model's UPDATE, converters of the
+    columns it returns), compiled once per connection, model, columns and WHERE clause.
 
     The subquery reads the row locked, which under READ COMMITTED gives the newest
     committed version, the one the UPDATE then replaces: the old values are exactly the
     ones it overwrote. FOR NO KEY UPDATE is the lock the UPDATE takes itself (unless it
     changes a key, when it takes a stronger one): rows inserted meanwhile with a foreign key
     to this one don't wait. Old columns are aliased, apart from the SET clause's names."""
+    key = (model, attnames, tuple(f.attname for f in new_fields), where_sql)
+    statements = connection.__dict__.setdefault('_cacheops_update_returning', {})
+    try:
+        return statements[key]
+    except KeyError:
+        pass
+    qn = connection.ops.quote_name
+    meta = model._meta
     table, source = qn(meta.db_table), qn('cacheops_old')
+    by_attname = {f.attname: f for f in meta.concrete_fields}
+    old_fields = [by_attname[name] for name in attnames]
     aliases = [qn('cacheops_%d' % i) for i in range(len(old_fields))]
     pk, pk_alias = '%s.%s' % (table, qn(meta.pk.column)), qn('cacheops_pk')
     selected = ', '.join('%s.%s AS %s' % (table, qn(f.column), alias)
@@ -541,30 +488,9 @@ def _returning_tail(qn, meta, old_fields, new_fields, where_sql):
     tail = (' FROM (SELECT %s AS %s, %s FROM %s WHERE %s FOR NO KEY UPDATE) AS %s'
             ' WHERE %s = %s.%s RETURNING %s') % (
         pk, pk_alias, selected, table, where_sql, source, pk, source, pk_alias, returned)
-    return (tail,)
-
-
-@_compiled_once
-def _locked_read(qn, meta, old_fields, new_fields, where_sql):
-    """(SQL to put before the UPDATE, SQL to put after it, their converters).
-
-    Before the UPDATE, in the same query, a SELECT reads the row locked: under READ
-    COMMITTED it waits for a writer holding the row and reads the newest committed
-    version, which nobody else can change until the query's transaction ends. The UPDATE
-    then replaces exactly that version: the old values are the ones it overwrote. FOR NO
-    KEY UPDATE as in _returning_tail(); its WHERE clause is the UPDATE's, so its parameters
-    come first.
-
-    The table is locked first in the mode the UPDATE takes it (ROW EXCLUSIVE; ONLY: its
-    partitions are the UPDATE's to lock): a transaction holding it in SHARE mode (CREATE
-    INDEX, LOCK TABLE) and then writing the row would deadlock with a save holding the
-    row and waiting for the table, where Django's UPDATE only waits."""
-    table = qn(meta.db_table)
-    head = 'LOCK TABLE ONLY %s IN ROW EXCLUSIVE MODE; SELECT %s FROM %s WHERE %s FOR NO KEY UPDATE; ' % (
-        table, ', '.join('%s.%s' % (table, qn(f.column)) for f in old_fields), table, where_sql)
-    returning = ' RETURNING %s' % ', '.join('%s.%s' % (table, qn(f.column)) for f in new_fields) \
-        if new_fields else ''
-    return head, returning
+    columns = [f.get_col(meta.db_table) for f in (*old_fields, *new_fields)]
+    converters = compiler.get_converters(columns)
+    return remember(statements, key, (tail, converters))
 
 
 # Save events

@@ -171,9 +171,10 @@ def is_sql_dirty(sql):
     """True for SQL that writes (insert, update, delete, DDL...)."""
     text = _sql_text(sql)
     if _MORE_STATEMENTS.search(text):
-        # several statements (psycopg 3 runs them; a save on PostgreSQL sends them): a
-        # literal holding ';' may read as one more, which only bypasses the cache
-        return any(map(_is_statement_dirty, text.split(';')))
+        # several statements (psycopg 3 runs them), or a ';' in a literal or a comment,
+        # which may hide a statement's first word: a write word anywhere, or a piece
+        # that writes. A false alarm only bypasses the cache
+        return bool(_WRITE_WORD.search(text)) or any(map(_is_statement_dirty, text.split(';')))
     return _is_statement_dirty(text)
 
 

@@ -272,15 +272,6 @@ class SelectOnSave(models.Model):
         select_on_save = True
 
 
-class Remote(models.Model):
-    """Rows of a foreign table (PostgreSQL's postgres_fdw), which its test makes."""
-    title = models.CharField(max_length=32)
-
-    class Meta:
-        managed = False
-        db_table = 'tests_remote'
-
-
 if hasattr(models, 'CompositePrimaryKey'):  # Django 5.2+
     class Pair(models.Model):
         pk = models.CompositePrimaryKey('left', 'right')

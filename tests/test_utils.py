@@ -61,6 +61,10 @@ def test_select_is_not_dirty(sql):
     'SELECT 1; CREATE TABLE tests_other (id integer)',
     '(SELECT 1); DELETE FROM tests_post',
     "SELECT 'a;b'; REFRESH MATERIALIZED VIEW tests_view",
+    # a ';' in a literal or a comment of one statement
+    "WITH agg AS (SELECT string_agg(title, ';') AS t FROM tests_post) UPDATE tests_category SET title = agg.t FROM agg",
+    "/* nightly fix; */ UPDATE tests_category SET title = 'written'",
+    'SELECT 1; /* ; */ DELETE FROM tests_post',
 ])
 def test_writes_are_dirty(sql):
     assert is_sql_dirty(sql)

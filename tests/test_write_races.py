@@ -5,8 +5,8 @@ The interleaving that matters: writer A reads a row's old values; writer B moves
 row and commits; a reader caches B's version; then A writes. A's invalidation must
 cover the values B left, or the reader's entry outlives both writes.
 
-On PostgreSQL a save reads the old values locked in the query of its UPDATE (one query,
-see the one_query fixture); elsewhere, and for the models it can't serve, the UPDATE is conditional on the values read before.
+On PostgreSQL a save's UPDATE returns the old values itself (one statement); elsewhere,
+and for the models it can't serve, the UPDATE is conditional on the values read before.
 The conditional_updates fixture makes PostgreSQL take that path too.
 """
 import threading
@@ -44,28 +44,9 @@ def either_save_path(request):
         request.getfixturevalue('conditional_updates')
 
 
-@pytest.fixture(params=['statements together', 'one statement'])
-def one_query(request, monkeypatch):
-    """On PostgreSQL a save's locked read of the row and its UPDATE are one query: two
-    statements sent together (psycopg 3 with client-side binding, as here), or, where the
-    driver can't do that, one UPDATE reading the row in a subquery."""
+def _skip_unless_one_statement():
     if connection.vendor != 'postgresql':
-        pytest.skip('a save is one query on PostgreSQL only')
-    if request.param == 'one statement':
-        monkeypatch.setattr(events, '_runs_statements_together', lambda cursor: False)
-    else:
-        with connection.cursor() as cursor:
-            assert events._runs_statements_together(cursor)  # else this tests the other form
-    return request.param
-
-
-def _is_one_query(sqls, form):
-    """Whether these statements are a save's one query, of this form (see one_query)."""
-    if len(sqls) != 1:
-        return False
-    if form == 'statements together':
-        return sqls[0].startswith('LOCK TABLE ONLY ') and ' FOR NO KEY UPDATE; UPDATE ' in sqls[0]
-    return sqls[0].startswith('UPDATE') and ' FOR NO KEY UPDATE) ' in sqls[0] and 'RETURNING' in sqls[0]
+        pytest.skip('a save is one statement on PostgreSQL only')
 
 
 def _cached(category):
@@ -371,7 +352,7 @@ def test_boolean_conditions_follow_the_value_read(conditional_updates):
         post.visible = visible
         with CaptureQueriesContext(connection) as queries:
             post.save()
-        assert _updates(queries) == 1  # it matched
+        assert len([q for q in queries if q['sql'].startswith('UPDATE')]) == 1  # it matched
         assert [p.pk for p in Post.objects.filter(visible=not visible).cache()] == []
         assert [p.pk for p in Post.objects.filter(visible=visible).cache()] == [post.pk]
 
@@ -387,7 +368,7 @@ def test_values_django_prepares_its_own_way_still_make_a_matching_update(either_
     doc.data = {'a': [3]}
     with CaptureQueriesContext(connection) as queries:
         doc.save()
-    assert _updates(queries) == 1
+    assert len([q for q in queries if q['sql'].startswith('UPDATE')]) == 1
     assert JsonDoc.objects.filter(data={'a': [1, 2]}).cache().count() == 0
     assert JsonDoc.objects.nocache().get(pk=doc.pk).data == {'a': [3]}
     with CaptureQueriesContext(connection) as queries:
@@ -410,12 +391,7 @@ def test_a_field_the_database_cant_match_falls_back_to_invalidating_the_model(ei
     assert Lossy.objects.filter(title='other').cache().count() == 1
 
 
-# One query (PostgreSQL): the UPDATE and a locked read of the values it overwrites
-
-def _updates(queries):
-    """How many of the captured queries update: alone, or after a locked read."""
-    return len([q for q in queries if q['sql'].startswith('UPDATE') or '; UPDATE ' in q['sql']])
-
+# One statement (PostgreSQL): the UPDATE returns the values it overwrote
 
 def _statements(func):
     with CaptureQueriesContext(connection) as queries:
@@ -461,7 +437,8 @@ def _move_while_a_waits_on_the_row_lock(post, to, holding_the_lock=True):
     assert not errors, errors
 
 
-def test_one_statement_returns_the_values_a_writer_committed_while_it_waited_for_the_row(one_query):
+def test_one_statement_returns_the_values_a_writer_committed_while_it_waited_for_the_row():
+    _skip_unless_one_statement()
     c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
     post = Post.objects.create(title='p', category=c1)
     _move_while_a_waits_on_the_row_lock(post, c3)
@@ -469,14 +446,16 @@ def test_one_statement_returns_the_values_a_writer_committed_while_it_waited_for
     _assert_cache_matches_database(c1, c2, c3)
 
 
-def test_one_statement_reading_the_row_unlocked_would_leave_a_stale_entry(monkeypatch, one_query):
+def test_one_statement_reading_the_row_unlocked_would_leave_a_stale_entry(monkeypatch):
     """What the row lock in the statement's subquery is for: without it, the subquery reads
     the version of the statement's snapshot, older than the one its UPDATE replaces."""
-    for name in ('_returning_tail', '_locked_read'):
-        def unlocked(*args, original=getattr(events, name)):
-            sql, *rest = original(*args)
-            return (sql.replace(' FOR NO KEY UPDATE', ''), *rest)
-        monkeypatch.setattr(events, name, unlocked)
+    _skip_unless_one_statement()
+    original = events._returning_tail
+
+    def unlocked(*args):
+        tail, converters = original(*args)
+        return tail.replace(' FOR NO KEY UPDATE', ''), converters
+    monkeypatch.setattr(events, '_returning_tail', unlocked)
     c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
     post = Post.objects.create(title='p', category=c1)
     _move_while_a_waits_on_the_row_lock(post, c3)
@@ -484,36 +463,32 @@ def test_one_statement_reading_the_row_unlocked_would_leave_a_stale_entry(monkey
     assert _cached(c2) == [(post.pk, 'moved by B')]  # stale: what the lock prevents
 
 
-def test_one_statement_locks_no_more_than_djangos_update(one_query):
+def test_one_statement_locks_no_more_than_djangos_update():
     """A row inserted (not committed yet) with a foreign key to the saved row holds a key
     share lock on it once the key is checked: Django's UPDATE doesn't wait for it, nor
     does the statement's read (FOR UPDATE would)."""
+    _skip_unless_one_statement()
     category = Category.objects.create(title='c')
     category.title = 'renamed'
     _save_beside_an_uncommitted_child(category)
     assert Category.objects.nocache().get(pk=category.pk).title == 'renamed'
 
 
-def _stale_post_moving_to_c3():
-    """(c1, c2, c3, a post loaded in c1, moved to c2 by a mass update since and now set to
-    c3): only the database knows it is in c2, where a cached list shows it."""
+def test_a_save_is_one_update_that_invalidates_by_the_values_it_overwrote():
+    _skip_unless_one_statement()
     c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
     post = Post.objects.create(title='p', category=c1)
     stale = Post.objects.get(pk=post.pk)
     Post.objects.filter(pk=post.pk).update(category=c2)  # a mass update: no invalidation
     assert _cached(c2) == [(post.pk, 'p')]
     stale.category = c3
-    return c1, c2, c3, stale
-
-
-def test_a_save_is_one_update_that_invalidates_by_the_values_it_overwrote(one_query):
-    c1, c2, c3, stale = _stale_post_moving_to_c3()
     sqls = _statements(stale.save)
-    assert _is_one_query(sqls, one_query), sqls
+    assert len(sqls) == 1 and sqls[0].startswith('UPDATE') and 'RETURNING' in sqls[0], sqls
     _assert_cache_matches_database(c1, c2, c3)
 
 
-def test_a_save_of_some_fields_invalidates_where_the_database_has_the_row(one_query):
+def test_a_save_of_some_fields_invalidates_where_the_database_has_the_row():
+    _skip_unless_one_statement()
     c1, c2 = Category.objects.create(title='c1'), Category.objects.create(title='c2')
     post = Post.objects.create(title='p', category=c1)
     stale = Post.objects.get(pk=post.pk)
@@ -544,9 +519,10 @@ def test_an_f_expression_save_invalidates_by_the_value_the_database_computed(eit
 
 
 @pytest.mark.skipif(not hasattr(models, 'GeneratedField'), reason='Django 5.0+')
-def test_values_the_database_computes_on_save_are_invalidated_by_and_refreshed(one_query):
+def test_values_the_database_computes_on_save_are_invalidated_by_and_refreshed():
     """Django 6 refreshes a generated field and a field set to its database default from
     the UPDATE's own RETURNING: the one statement returns them after the old values."""
+    _skip_unless_one_statement()
     from tests.models import Priced
     row = Priced.objects.create(price=2, quantity=3)
     assert (row.total, row.code) == (6, 7)
@@ -567,7 +543,8 @@ def test_values_the_database_computes_on_save_are_invalidated_by_and_refreshed(o
     assert [Priced.objects.filter(code=code).cache().count() for code in (1, 7)] == [0, 1]
 
 
-def test_a_row_deleted_meanwhile_makes_the_update_return_nothing_and_django_insert(one_query):
+def test_a_row_deleted_meanwhile_makes_the_update_return_nothing_and_django_insert():
+    _skip_unless_one_statement()
     c1, c2 = Category.objects.create(title='c1'), Category.objects.create(title='c2')
     post = Post.objects.create(title='p', category=c1)
     instance = Post.objects.get(pk=post.pk)
@@ -575,41 +552,31 @@ def test_a_row_deleted_meanwhile_makes_the_update_return_nothing_and_django_inse
     assert _cached(c2) == []
     instance.category = c2
     sqls = _statements(instance.save)
-    assert _is_one_query(sqls[:1], one_query) and sqls[1].startswith('INSERT'), sqls
+    assert [sql.split()[0] for sql in sqls] == ['UPDATE', 'INSERT'], sqls
     _assert_cache_matches_database(c1, c2)
 
 
-def test_a_row_that_the_locked_read_missed_but_the_update_found_invalidates_the_model(monkeypatch):
-    """Two statements take a snapshot each: a row inserted between them is updated, with
-    old values nobody read. The save invalidates every query on the model then."""
-    if connection.vendor != 'postgresql':
-        pytest.skip('a save is one query on PostgreSQL only')
-    original = events._locked_read
-
-    def missing_the_row(*args):  # as if the row were inserted just after the read
-        head, *rest = original(*args)
-        return (head.replace(' WHERE ', ' WHERE 1 = 0 AND ', 1), *rest)
-    monkeypatch.setattr(events, '_locked_read', missing_the_row)
-    c1, c2, c3, stale = _stale_post_moving_to_c3()
-    sqls = _statements(stale.save)
-    assert len(sqls) == 1 and '1 = 0' in sqls[0], sqls
-    _assert_cache_matches_database(c1, c2, c3)
-
-
-def test_a_statement_that_cant_be_built_falls_back_to_reading_the_old_values(monkeypatch, one_query):
+def test_a_statement_that_cant_be_built_falls_back_to_reading_the_old_values(monkeypatch):
+    _skip_unless_one_statement()
     monkeypatch.setattr(events, '_update_returning', lambda *args: None)
-    c1, c2, c3, stale = _stale_post_moving_to_c3()
+    c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
+    post = Post.objects.create(title='p', category=c1)
+    stale = Post.objects.get(pk=post.pk)
+    Post.objects.filter(pk=post.pk).update(category=c2)  # a mass update: no invalidation
+    assert _cached(c2) == [(post.pk, 'p')]
+    stale.category = c3
     sqls = _statements(stale.save)
     assert [sql.split()[0] for sql in sqls] == ['SELECT', 'UPDATE'], sqls
     assert 'category_id' in sqls[1].split('WHERE')[1]  # conditional on the values read
     _assert_cache_matches_database(c1, c2, c3)
 
 
-def test_a_save_beside_a_table_lock_waits_as_djangos_update_does(one_query):
+def test_a_save_beside_a_table_lock_waits_as_djangos_update_does():
     """B holds the table in SHARE ROW EXCLUSIVE mode (as LOCK TABLE, or CREATE INDEX in a
-    migration, would), then updates the row. The save takes the table in the mode its
-    UPDATE does before it locks the row: it waits for B, where holding the row while
-    waiting for the table would have deadlocked."""
+    migration, would), then updates the row. The one statement takes the table in the
+    mode an UPDATE does before it locks the row: it waits for B. (A locked read sent
+    before the UPDATE would hold the row while waiting for the table: a deadlock.)"""
+    _skip_unless_one_statement()
     post = Post.objects.create(title='p', category=Category.objects.create(title='c'))
     errors = []
 
@@ -635,55 +602,15 @@ def test_a_save_beside_a_table_lock_waits_as_djangos_update_does(one_query):
     assert Post.objects.nocache().get(pk=post.pk).title == 'by A'
 
 
-def test_a_save_in_pipeline_mode_is_one_statement(one_query):
-    """psycopg 3 takes one statement at a time in pipeline mode: the join then."""
+def test_a_save_in_pipeline_mode_is_the_one_statement():
+    _skip_unless_one_statement()
     post = Post.objects.create(title='p', category=Category.objects.create(title='c'))
     post.title = 'q'
     connection.ensure_connection()
     with connection.connection.pipeline():
         sqls = _statements(post.save)
-    assert _is_one_query(sqls, 'one statement'), sqls
+    assert len(sqls) == 1 and sqls[0].startswith('UPDATE') and 'RETURNING' in sqls[0], sqls
     assert Post.objects.nocache().get(pk=post.pk).title == 'q'
-
-
-@pytest.fixture
-def remote_table():
-    """tests_remote: a foreign table over a table of this database (postgres_fdw)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgres_fdw'")
-        if cursor.fetchone() is None:
-            pytest.skip("this PostgreSQL has no postgres_fdw (contrib)")
-        settings = connection.settings_dict
-        cursor.execute('CREATE EXTENSION IF NOT EXISTS postgres_fdw')
-        cursor.execute("CREATE SERVER tests_loopback FOREIGN DATA WRAPPER postgres_fdw "
-                       "OPTIONS (host %s, port %s, dbname %s)",
-                       [settings['HOST'] or 'localhost', str(settings['PORT'] or 5432), settings['NAME']])
-        cursor.execute('CREATE USER MAPPING FOR CURRENT_USER SERVER tests_loopback OPTIONS (user %s)',
-                       [settings['USER'] or 'postgres'])
-        cursor.execute('CREATE TABLE tests_remote_base (id integer PRIMARY KEY, title varchar(32))')
-        cursor.execute("CREATE FOREIGN TABLE tests_remote (id integer, title varchar(32)) "
-                       "SERVER tests_loopback OPTIONS (table_name 'tests_remote_base')")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute('DROP SERVER tests_loopback CASCADE')
-            cursor.execute('DROP TABLE tests_remote_base')
-
-
-def test_a_foreign_table_that_cant_be_locked_is_saved_in_one_statement(one_query, remote_table):
-    """LOCK TABLE refuses a foreign table: its save is the one statement, which reads the
-    row locked through the foreign data wrapper."""
-    from tests.models import Remote
-    Remote.objects.create(id=1, title='a')
-    stale = Remote.objects.get(pk=1)
-    Remote.objects.filter(pk=1).update(title='b')  # a mass update: no invalidation
-    assert Remote.objects.filter(title='b').cache().count() == 1
-    stale.title = 'c'
-    sqls = _statements(stale.save)
-    assert _is_one_query(sqls, 'one statement'), sqls
-    assert Remote.objects.nocache().get(pk=1).title == 'c'
-    assert Remote.objects.filter(title='b').cache().count() == 0  # by the old value returned
 
 
 def _composite_pk_model():
@@ -698,17 +625,19 @@ def _composite_pk_model():
     lambda: SelectOnSave.objects.create(num=1),
     lambda: _composite_pk_model().objects.create(left=1, right=2, num=1),
 ], ids=['multi-table child', 'select_on_save', 'composite primary key'])
-def test_models_one_statement_cant_serve_read_the_old_values_first(make, one_query):
+def test_models_one_statement_cant_serve_read_the_old_values_first(make):
+    _skip_unless_one_statement()
     row = make()
     sqls = _statements(row.save)
     assert sqls[0].startswith('SELECT') and not any('RETURNING' in sql for sql in sqls), sqls
 
 
-def test_a_proxy_model_is_served_by_one_statement(one_query):
+def test_a_proxy_model_is_served_by_one_statement():
+    _skip_unless_one_statement()
     post = ProxyPost.objects.create(title='p', category=Category.objects.create(title='c'))
     post.title = 'q'
     sqls = _statements(post.save)
-    assert _is_one_query(sqls, one_query), sqls
+    assert len(sqls) == 1 and 'RETURNING' in sqls[0], sqls
 
 
 @pytest.mark.skipif(not hasattr(models, 'CompositePrimaryKey'), reason='Django 5.2+')
