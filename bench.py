@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The cacheops benchmark: python3 bench.py [--quick] [--db sqlite|postgresql|all]
                                            [--mode conj|insideout|all] [--rounds N]
-                                           [--markdown FILE] [--hiredis]
+                                           [--markdown FILE] [--readme] [--hiredis]
 
 Sets itself up like demo.py: makes .venvs/bench (or .venvs/bench-hiredis) with
 cacheops and psycopg installed and runs again inside it, finds Redis at
@@ -33,7 +33,8 @@ Time rows run in rounds; in each round every system of a row runs a batch in tur
 The table shows the median over rounds with the interquartile range in brackets,
 and ratios as the median of the per-round ratios (paired within a round), IQR in
 brackets. "The cache off" means CACHEOPS_ENABLED=False: Django with cacheops
-installed but doing nothing.
+installed but doing nothing. --readme puts the summary of a full run (the targeted
+ratios, a column per database and mode) into README.rst's Performance section.
 
 Standard library only up to the re-exec into the venv.
 """
@@ -95,6 +96,8 @@ def parse_args(argv=None):
     parser.add_argument('--rounds', type=int,
                         help='rounds of the time rows (default 15, quick 5); the mixed workload gets N/5')
     parser.add_argument('--markdown', metavar='FILE', help='also write the report to FILE')
+    parser.add_argument('--readme', action='store_true',
+                        help="put the summary table into README.rst's Performance section")
     parser.add_argument('--hiredis', action='store_true', help='use redis-py with hiredis (.venvs/bench-hiredis)')
     # used by the parent to run one database in a child process
     parser.add_argument('--child', choices=['sqlite', 'postgresql'], help=argparse.SUPPRESS)
@@ -214,6 +217,9 @@ def main():
     if args.markdown:
         Path(args.markdown).write_text(report + '\n')
         log(f'report written to {args.markdown}')
+    if args.readme:
+        update_readme(ROOT / 'README.rst', render_summary(results), ' '.join(['python3 bench.py', *sys.argv[1:]]))
+        log('summary written to README.rst')
 
 
 # The report
@@ -308,6 +314,66 @@ def render_table(results):
                      target, f'**{outcome}**' if outcome == 'FAIL' else outcome]
             lines.append('| ' + ' | '.join(cells) + ' |')
     return lines, counts
+
+
+# Short labels of the targeted rows, in the summary's order
+SUMMARY_ROWS = {
+    'hit.get': 'get(pk) hit ÷ floor', 'hit.list': '20-row list hit ÷ floor',
+    'hit.count': 'count() hit ÷ floor', 'hit.exists': 'exists() hit ÷ floor',
+    'hit.aggregate': 'aggregate() hit ÷ floor',
+    'miss.get': 'get(pk) miss + store ÷ no cache', 'miss.list': '20-row list miss + store ÷ no cache',
+    'save.0': 'save(), 0 dependents ÷ no cache', 'save.10': 'save(), 10 dependents ÷ no cache',
+    'save.1000': 'save(), 1000 dependents ÷ no cache',
+    'mixed.1': 'mixed 95/5, 1 process ÷ no cache', 'mixed.2': 'mixed 95/5, 2 processes ÷ no cache',
+    'memory.get': 'Redis KiB per cached get(pk)',
+}
+README_START, README_END = '.. bench-summary-start', '.. bench-summary-end'
+
+
+def render_summary(results):
+    """An RST table of the targeted rows' medians (ratios, or KiB), a column per database
+    and mode, failing ones marked, and the targets."""
+    columns, cells, targets = [], {}, {}
+    for result in results:
+        db = result['db']
+        for row in result['rows']:
+            target = target_for(row['key'], db)
+            if row['key'] not in SUMMARY_ROWS or not target:
+                continue
+            column = f'{"SQLite" if db == "sqlite" else "PostgreSQL"} {row["mode"]}'
+            if column not in columns:
+                columns.append(column)
+            baseline, op, limit = target
+            value = quartiles(paired_ratios(row, baseline) if baseline else row['values']['cacheops'])[0]
+            text, outcome = verdict(row, db)
+            cells[row['key'], column] = f'{value:.2f}' + (' ✗' if outcome == 'FAIL' else '')
+            targets.setdefault(row['key'], {})[db] = text
+    table = [['measurement', *columns, 'target'],
+             *[[label, *[cells.get((key, c), '–') for c in columns], _target_text(targets[key])]
+               for key, label in SUMMARY_ROWS.items() if key in targets]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    rule = '  '.join('=' * w for w in widths)
+    lines = [rule, '  '.join(cell.ljust(w) for cell, w in zip(table[0], widths)).rstrip(), rule]
+    lines += ['  '.join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table[1:]]
+    return [*lines, rule]
+
+
+def _target_text(by_db):
+    """A row's target, told per database where they differ."""
+    if len(set(by_db.values())) == 1:
+        return next(iter(by_db.values()))
+    return ', '.join(f'{text} ({"SQLite" if db == "sqlite" else "PostgreSQL"})' for db, text in by_db.items())
+
+
+def update_readme(path, summary, command):
+    """Replace what lies between the summary markers of README.rst."""
+    text = path.read_text()
+    start, end = text.index(README_START), text.index(README_END)
+    failed = sum(line.count('✗') for line in summary)
+    block = [README_START, '', f'Medians of one run of ``{command}``, on the machine',
+             f'`BENCHMARKS.md <BENCHMARKS.md>`_ describes (✗: a target missed, {failed} of them):', '',
+             *summary, '']
+    path.write_text(text[:start] + '\n'.join(block) + '\n' + text[end:])
 
 
 def render_report(results, notes, elapsed):
