@@ -346,7 +346,10 @@ def render_summary(results):
             baseline, op, limit = target
             value = quartiles(paired_ratios(row, baseline) if baseline else row['values']['cacheops'])[0]
             text, outcome = verdict(row, db)
-            cells[row['key'], column] = f'{value:.2f}' + (' ✗' if outcome == 'FAIL' else '')
+            shown = f'{value:.2f}'
+            if outcome == 'FAIL' and (float(shown) <= limit if op == '<=' else float(shown) >= limit):
+                shown = f'{value:.3f}'  # 0.997 would show as 1.00, a pass
+            cells[row['key'], column] = shown + (' ✗' if outcome == 'FAIL' else '')
             targets.setdefault(row['key'], {})[db] = text
     table = [['measurement', *columns, 'target'],
              *[[label, *[cells.get((key, c), '–') for c in columns], _target_text(targets[key])]
