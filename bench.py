@@ -284,13 +284,19 @@ def verdict(row, db):
         return '', ''
     baseline, op, limit = target
     if baseline:
-        value = quartiles(paired_ratios(row, baseline))[0]
         text = f'{op.replace("<=", "≤").replace(">=", "≥")} {limit}x {BASELINE_NAMES[baseline]}'
     else:
-        value = quartiles(row['values']['cacheops'])[0]
         text = f'{op.replace("<=", "≤")} {limit} {row["unit"]}'
-    ok = value <= limit if op == '<=' else value >= limit
-    return text, 'PASS' if ok else 'FAIL'
+    return text, 'PASS' if meets(measured(row, baseline), op, limit) else 'FAIL'
+
+
+def measured(row, baseline):
+    """What a row's target judges: the median ratio to baseline, or the value if None."""
+    return quartiles(paired_ratios(row, baseline) if baseline else row['values']['cacheops'])[0]
+
+
+def meets(value, op, limit):
+    return value <= limit if op == '<=' else value >= limit
 
 
 def render_table(results):
@@ -328,6 +334,7 @@ SUMMARY_ROWS = {
     'memory.get': 'Redis KiB per cached get(pk)',
 }
 README_START, README_END = '.. bench-summary-start', '.. bench-summary-end'
+DB_NAMES = {'sqlite': 'SQLite', 'postgresql': 'PostgreSQL'}
 
 
 def render_summary(results):
@@ -340,14 +347,14 @@ def render_summary(results):
             target = target_for(row['key'], db)
             if row['key'] not in SUMMARY_ROWS or not target:
                 continue
-            column = f'{"SQLite" if db == "sqlite" else "PostgreSQL"} {row["mode"]}'
+            column = f'{DB_NAMES[db]} {row["mode"]}'
             if column not in columns:
                 columns.append(column)
             baseline, op, limit = target
-            value = quartiles(paired_ratios(row, baseline) if baseline else row['values']['cacheops'])[0]
+            value = measured(row, baseline)
             text, outcome = verdict(row, db)
             shown = f'{value:.2f}'
-            if outcome == 'FAIL' and (float(shown) <= limit if op == '<=' else float(shown) >= limit):
+            if outcome == 'FAIL' and meets(float(shown), op, limit):
                 shown = f'{value:.3f}'  # 0.997 would show as 1.00, a pass
             cells[row['key'], column] = shown + (' ✗' if outcome == 'FAIL' else '')
             targets.setdefault(row['key'], {})[db] = text
@@ -365,7 +372,7 @@ def _target_text(by_db):
     """A row's target, told per database where they differ."""
     if len(set(by_db.values())) == 1:
         return next(iter(by_db.values()))
-    return ', '.join(f'{text} ({"SQLite" if db == "sqlite" else "PostgreSQL"})' for db, text in by_db.items())
+    return ', '.join(f'{text} ({DB_NAMES[db]})' for db, text in by_db.items())
 
 
 def update_readme(path, summary, command):

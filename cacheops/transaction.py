@@ -183,7 +183,7 @@ def _is_statement_dirty(text):
     if not match:
         return False
     word = match.group(1).lower()
-    if word == 'with':
+    if word in ('with', 'explain'):  # a data-modifying CTE; EXPLAIN ANALYZE runs what it explains
         return bool(_WRITE_WORD.search(text))
     return word not in _CLEAN_STATEMENTS
 

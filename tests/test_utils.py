@@ -41,6 +41,7 @@ def test_children_of_an_abstract_model_are_not_family():
     'SELECT id FROM tests_post;',
     'SELECT 1; SELECT id FROM tests_post',
     '(SELECT id FROM tests_post) UNION (SELECT id FROM tests_post)',
+    'EXPLAIN SELECT id FROM tests_post',
 ])
 def test_select_is_not_dirty(sql):
     assert not is_sql_dirty(sql)
@@ -65,6 +66,7 @@ def test_select_is_not_dirty(sql):
     "WITH agg AS (SELECT string_agg(title, ';') AS t FROM tests_post) UPDATE tests_category SET title = agg.t FROM agg",
     "/* nightly fix; */ UPDATE tests_category SET title = 'written'",
     'SELECT 1; /* ; */ DELETE FROM tests_post',
+    'EXPLAIN ANALYZE DELETE FROM tests_post',
 ])
 def test_writes_are_dirty(sql):
     assert is_sql_dirty(sql)
