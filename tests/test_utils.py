@@ -54,7 +54,7 @@ def test_select_is_not_dirty(sql):
     'insert into tests_post (title) values (%s)',
     'update tests_post set title = %s',
     'delete from tests_post',
-    # statements sent together as one query (as a save does on PostgreSQL)
+    # statements sent together as one query (psycopg 3 runs them)
     'SELECT title FROM tests_post WHERE id = %s FOR NO KEY UPDATE; UPDATE tests_post SET title = %s',
     'SELECT 1; DELETE FROM tests_post',
     # any statement after the first counts, DDL and procedures too
