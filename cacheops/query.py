@@ -22,7 +22,7 @@ from .fingerprint import chain_fingerprint, expressions_fingerprint, plain_order
 from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
 from .keys import prefix_for
 from .transaction import transaction_states
-from .tree import dnfs
+from .tree import dnfs, query_dnfs
 from .utils import conj_value, md5hex, remember, tracked_tables, written_tables
 
 _django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
@@ -337,7 +337,9 @@ class QuerySetMixin:
         return (conf.timeout or profile.timeout,
                 profile.lock if conf.lock is None else conf.lock)
 
-    def _cached(self, op, compute, cache_settings, extra=''):
+    def _cached(self, op, compute, cache_settings, extra='', reads=None):
+        """compute(qs) through the cache. reads(qs), if given, is the Query the op reads
+        when that is more than qs's own (aggregate() joins): its conditions are the entry's."""
         fingerprint = self._fingerprint()
         db = self.db
         try:
@@ -358,8 +360,13 @@ class QuerySetMixin:
             if not made:
                 made.append(self._built())
             return made[0]
-        return cached_call(key, lambda: self._cacheable_dnfs(fingerprint, built, db), timeout,
-                           lambda: compute(built()),
+        if reads is None:
+            dnfs = lambda: self._cacheable_dnfs(fingerprint, built, db)  # noqa: E731
+        else:
+            # memoized apart from the plain query's DNFs: the op's own part is in the key
+            read = None if fingerprint is None else '%s\n%s%s' % (fingerprint, op, extra)
+            dnfs = lambda: self._cacheable_dnfs(read, lambda: reads(built()), db)  # noqa: E731
+        return cached_call(key, dnfs, timeout, lambda: compute(built()),
                            lock=lock, sender=self.model, warm=built)
 
     # Cached ops
@@ -394,7 +401,7 @@ class QuerySetMixin:
         extra = expressions_fingerprint(args, kwargs) if cache_settings else None
         if extra is not None:
             return self._cached('aggregate', lambda qs: _django['QuerySet.aggregate'](qs, *args, **kwargs),
-                                cache_settings, extra)
+                                cache_settings, extra, reads=lambda qs: _with_aggregates(qs.query, args, kwargs))
         return _django['QuerySet.aggregate'](self, *args, **kwargs)
 
     def get(self, *args, **kwargs):
@@ -508,6 +515,18 @@ class QuerySetMixin:
         return count
 
 
+def _with_aggregates(query, args, kwargs):
+    """A copy of query with the aggregates resolved on it as aggregate() resolves them:
+    the joins they add (Count('posts')) are tables the result reads."""
+    query = query.chain()
+    # aggregate() names positional aggregates by default_alias, and raises what it raises
+    named = {**{arg.default_alias: arg for arg in args}, **kwargs}
+    for alias, expression in named.items():
+        query.annotations[alias] = expression.resolve_expression(
+            query, allow_joins=True, reuse=None, summarize=True)
+    return query
+
+
 def _compile(qs):
     """(compiler, (sql, params)): the compiler Django's ModelIterable gets for qs, compiled
     ahead (while Redis places a miss's marker)."""
@@ -581,7 +600,7 @@ def _dnfs_memo():
 def _shared_dnfs(qs, fingerprint, built, db):
     """The DNFs of qs on db, which built() gives built; memoized by fingerprint."""
     if fingerprint is None:
-        return dnfs(built())
+        return query_dnfs(_query_of(built()), db)
     memo = _dnfs_memo()
     # a long fingerprint (of a long IN list) by its digest: there may be many of them
     key = (db, qs.model, fingerprint if len(fingerprint) <= 512 else md5hex(fingerprint.encode('latin-1')))
@@ -589,7 +608,12 @@ def _shared_dnfs(qs, fingerprint, built, db):
         return memo[key]
     except KeyError:
         pass
-    return remember(memo, key, dnfs(built()))
+    return remember(memo, key, query_dnfs(_query_of(built()), db))
+
+
+def _query_of(built):
+    """The Query of a queryset, or the Query itself."""
+    return getattr(built, 'query', built)
 
 
 # local_get: simple gets kept in this process's memory, never invalidated (as documented);

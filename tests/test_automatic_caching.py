@@ -5,6 +5,7 @@ import pytest
 from django.db.models import Count, Max, Sum
 
 from .models import All, Category, GenericContainer, Post
+from .utils import warm
 
 pytestmark = pytest.mark.django_db
 
@@ -159,6 +160,29 @@ def test_aggregate_is_cached(rows, django_assert_num_queries):
     All.objects.create(tag=10)
     with django_assert_num_queries(1):
         assert All.objects.aggregate(m=Max('tag'), s=Sum('tag')) == {'m': 10, 's': 18}
+
+
+def test_aggregate_over_a_join_is_invalidated_by_the_joined_table(django_assert_num_queries):
+    # Count('posts') joins the posts table, which the queryset itself doesn't read
+    category = Category.objects.create(title='a')
+    Post.objects.create(title='p1', category=category)
+    counted = Category.objects.cache()
+    assert warm(lambda: counted.aggregate(n=Count('posts'))) == {'n': 1}
+    Post.objects.create(title='p2', category=category)
+    assert counted.aggregate(n=Count('posts')) == {'n': 2}
+    # positional aggregates are named by their default alias
+    assert warm(lambda: counted.aggregate(Count('posts'))) == {'posts__count': 2}
+    Post.objects.create(title='p3', category=category)
+    assert counted.aggregate(Count('posts')) == {'posts__count': 3}
+
+
+def test_aggregate_of_an_annotation_over_a_join_is_invalidated():
+    category = Category.objects.create(title='a')
+    Post.objects.create(title='p1', category=category)
+    annotated = Category.objects.cache().annotate(k=Count('posts'))
+    assert warm(lambda: annotated.aggregate(m=Max('k'))) == {'m': 1}
+    Post.objects.create(title='p2', category=category)
+    assert annotated.aggregate(m=Max('k')) == {'m': 2}
 
 
 def test_different_aggregates_do_not_share_a_key(rows, django_assert_num_queries):
