@@ -35,10 +35,10 @@ from django.db.models.sql import UpdateQuery
 from django.db.models.sql.where import AND, ExtraWhere
 
 from . import invalidation, query
-from .conf import derived, model_profile
+from .conf import derived
 from .invalidation import invalidate_dicts, obj_dict, run_safely
 from .signals import cache_invalidated
-from .utils import chunks, remember, written_granular_columns
+from .utils import chunks, is_tracked, remember, written_granular_columns
 
 # how often a save's update is retried when its old values keep changing under it
 UPDATE_ATTEMPTS = 5
@@ -50,10 +50,6 @@ UNKNOWN = 'unknown'
 RETURNING = 'returning'
 
 LOCKED_READ_CHUNK = 500  # pks per locked read: under every backend's parameter limit
-
-
-def _tracked(model):
-    return model_profile(model) is not None
 
 
 # Reading rows
@@ -506,7 +502,7 @@ def _read_old_values(instance, using):
 
 
 def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
-    if not _tracked(sender):
+    if not is_tracked(sender):
         return
     state = instance.__dict__
     if any(key in state for key in SAVE_STATE):
@@ -530,7 +526,7 @@ def _pre_save(sender, instance, raw, using, update_fields, **kwargs):
 
 
 def _post_save(sender, instance, using, created, update_fields, **kwargs):
-    if not _tracked(sender):
+    if not is_tracked(sender):
         return
     old, refreshed, expressions = _pop_save_state(instance)
     if old is RETURNING:  # Django inserted without trying an update: there was no row
@@ -616,7 +612,7 @@ def collector_delete(original):
     @functools.wraps(original)
     def delete(self):
         through_rows = [(model, [obj_dict(obj) for obj in objs]) for model, objs in self.data.items()
-                        if model._meta.auto_created and _tracked(model)]
+                        if model._meta.auto_created and is_tracked(model)]
         with transaction.atomic(using=self.using, savepoint=False):
             _read_deleted_rows(self)
             result = original(self)
@@ -635,7 +631,7 @@ def _read_deleted_rows(collector):
         collector.data[model] = sorted(instances, key=attrgetter('pk'))
     collector.sort()
     for model, instances in collector.data.items():
-        if model._meta.auto_created or not _tracked(model):
+        if model._meta.auto_created or not is_tracked(model):
             continue
         attnames = _granular_attnames(model, vendor)
         if not attnames:
@@ -646,7 +642,7 @@ def _read_deleted_rows(collector):
 
 
 def _post_delete(sender, instance, using, **kwargs):
-    if not _tracked(sender):
+    if not is_tracked(sender):
         return
     # the database's values win over the instance's, which may be outdated
     row = {**obj_dict(instance), **(instance.__dict__.pop('_cacheops_deleted', None) or {})}
@@ -657,7 +653,7 @@ def _post_delete(sender, instance, using, **kwargs):
 def invalidate_m2o(model, obj, using=DEFAULT_DB_ALIAS):
     """Invalidate rows whose foreign keys to obj its deletion changed without model events."""
     for rel in model._meta.related_objects:
-        if rel.many_to_many or not _tracked(rel.related_model):
+        if rel.many_to_many or not is_tracked(rel.related_model):
             continue
         on_delete = rel.on_delete
         if on_delete in (models.CASCADE, models.PROTECT, models.RESTRICT, models.DO_NOTHING):
@@ -688,7 +684,7 @@ def _m2m_columns(sender, instance, model, reverse):
 
 
 def _m2m_changed(sender, instance, action, reverse, model, pk_set, using, **kwargs):
-    if not _tracked(sender) or action not in ('post_add', 'post_remove', 'pre_clear', 'post_clear'):
+    if not is_tracked(sender) or action not in ('post_add', 'post_remove', 'pre_clear', 'post_clear'):
         return
     own, other = _m2m_columns(sender, instance, model, reverse)
     if action == 'pre_clear':

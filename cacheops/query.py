@@ -23,7 +23,7 @@ from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safel
 from .keys import prefix_for
 from .transaction import transaction_states
 from .tree import dnfs, query_dnfs
-from .utils import conj_value, md5hex, remember, tracked_tables, written_tables
+from .utils import conj_value, is_tracked, md5hex, remember, tracked_tables, written_tables
 
 _django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
 
@@ -483,7 +483,7 @@ class QuerySetMixin:
 
     def bulk_create(self, objs, *args, **kwargs):
         objs = _django['QuerySet.bulk_create'](self, objs, *args, **kwargs)
-        if model_profile(self.model) is not None:
+        if is_tracked(self.model):
             # bulk_create(objs, batch_size, ignore_conflicts, update_conflicts, ...)
             if kwargs.get('update_conflicts', len(args) > 2 and args[2]):
                 # rows updated in place: their old values are unknown

@@ -83,11 +83,38 @@ def table_models():
 
 
 @derived
+def tracked_models():
+    """Models whose writes are invalidated: those with a profile, the models that write
+    the same tables (multi-table family, proxies, with or without a profile of their own),
+    and the auto-created through models of their many-to-many fields, from either side.
+
+    A profile says what may be cached; the tables a cached query reads must all have
+    their writes tracked, whoever writes them (see docs/design.md)."""
+    models = apps.get_models(include_auto_created=True)
+    tracked = set()
+    for model in models:
+        if model_profile(model) is not None:
+            tracked |= model_family(model)
+    for model in list(tracked):
+        for field in model._meta.get_fields(include_hidden=True):
+            through = getattr(field.remote_field, 'through', None) if field.many_to_many else None
+            if through is not None and not isinstance(through, str) and through._meta.auto_created:
+                tracked.add(through)
+    return frozenset(tracked)
+
+
+def is_tracked(model):
+    """Whether cacheops invalidates on this model's writes."""
+    return model in tracked_models()
+
+
+@derived
 def tracked_tables():
-    """Tables whose every model has a profile, so their writes are invalidated."""
+    """Tables whose every model is tracked, so all their writes are invalidated."""
+    tracked = tracked_models()
     return frozenset(
         table for table, models in table_models().items()
-        if all(model_profile(m) is not None for m in models))
+        if all(m in tracked for m in models))
 
 
 def table_columns(model):

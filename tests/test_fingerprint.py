@@ -556,13 +556,13 @@ def test_lookups_reading_the_current_time_zone_have_no_fingerprint():
 def dnfs_built(monkeypatch):
     from cacheops import query
     built = []
-    original = query.dnfs
+    original = query.query_dnfs
 
-    def counting(qs):
-        built.append(qs)
-        return original(qs)
+    def counting(sql_query, db):
+        built.append(sql_query)
+        return original(sql_query, db)
 
-    monkeypatch.setattr(query, 'dnfs', counting)
+    monkeypatch.setattr(query, 'query_dnfs', counting)
     query._dnfs_memo().clear()  # what earlier tests left
     return built
 

@@ -233,3 +233,98 @@ def test_settings_follow_override(settings):
     with override_settings(CACHEOPS_LONG_DISJUNCTION=7):
         assert cacheops_settings.CACHEOPS_LONG_DISJUNCTION == 7
     assert cacheops_settings.CACHEOPS_LONG_DISJUNCTION == 5
+
+
+# Per-model profiles: a profiled model's tables are written through models without a
+# profile of their own (multi-table children, proxies, auto-created through models).
+# Those writes invalidate, and the profiled model's queries are cached.
+
+def warm_hit(func):
+    """func() twice: a miss, then a hit that runs no query; returns the result."""
+    with CaptureQueriesContext(connection) as first:
+        result = func()
+    assert len(first) >= 1, 'expected a miss'
+    with CaptureQueriesContext(connection) as second:
+        assert func() == result
+    assert len(second) == 0, 'expected the result to be cached: %s' % [q['sql'] for q in second]
+    return result
+
+
+@override_settings(CACHEOPS={'tests.media': {'ops': 'all'}})
+def test_unprofiled_multi_table_child_leaves_parent_cached_and_invalidates_it():
+    from .models import Media, Movie
+    Media.objects.create(name='plain')
+    names = lambda: sorted(m.name for m in Media.objects.all())  # noqa: E731
+    assert warm_hit(names) == ['plain']
+    assert warm_hit(Media.objects.count) == 1
+    movie = Movie.objects.create(name='alien', year=1979)
+    assert warm_hit(names) == ['alien', 'plain']
+    movie.name = 'aliens'
+    movie.save()
+    assert warm_hit(names) == ['aliens', 'plain']
+    assert warm_hit(lambda: Media.objects.get(pk=movie.pk).name) == 'aliens'
+    movie.delete()
+    assert warm_hit(names) == ['plain']
+    assert warm_hit(Media.objects.count) == 1
+
+
+@override_settings(CACHEOPS={'tests.post': {'ops': 'all'}, 'tests.category': {}})
+def test_unprofiled_proxy_writes_invalidate_its_concrete_model():
+    from .models import ProxyPost
+    category = new_category()
+    titles = lambda: sorted(p.title for p in Post.objects.filter(category=category))  # noqa: E731
+    assert warm_hit(titles) == []
+    proxy = ProxyPost.objects.create(title='a', category=category)
+    assert warm_hit(titles) == ['a']
+    proxy.title = 'b'
+    proxy.save()
+    assert warm_hit(titles) == ['b']
+    proxy.delete()
+    assert warm_hit(titles) == []
+
+
+@override_settings(CACHEOPS={'tests.brand': {'ops': 'all'}, 'tests.label': {'ops': 'all'}})
+def test_models_joined_through_an_unprofiled_auto_through_table_are_cached():
+    from .models import Brand, Label
+    brand, label = Brand.objects.create(name='b'), Label.objects.create(text='l')
+    brands = lambda: [b.name for b in Brand.objects.filter(labels=label)]  # noqa: E731
+    assert warm_hit(brands) == []
+    assert warm_hit(Brand.objects.filter(labels=label).count) == 0
+    assert warm_hit(lambda: list(Brand.objects.filter(labels=label).values_list('name', flat=True))) == []
+    brand.labels.add(label)
+    assert warm_hit(brands) == ['b']
+    assert warm_hit(Brand.objects.filter(labels=label).count) == 1
+    label.brands.remove(brand)  # from the other side
+    assert warm_hit(brands) == []
+    brand.labels.add(label)
+    assert warm_hit(brands) == ['b']
+    brand.labels.clear()
+    assert warm_hit(brands) == []
+
+
+@override_settings(CACHEOPS={'auth.user': {'ops': 'all'}, 'auth.group': {'ops': 'all'}})
+def test_users_by_group_are_cached_with_per_model_auth_profiles():
+    from django.contrib.auth.models import User
+    group = Group.objects.create(name='g')
+    user = User.objects.create(username='u')
+    usernames = lambda: [u.username for u in User.objects.filter(groups=group)]  # noqa: E731
+    assert warm_hit(usernames) == []
+    user.groups.add(group)
+    assert warm_hit(usernames) == ['u']
+
+
+@override_settings(CACHEOPS={'tests.post': {'ops': 'all'}})
+def test_a_query_joining_a_table_written_without_tracking_is_not_cached():
+    # Category has no profile and is not family of Post: its writes are not tracked,
+    # so a query that reads its table must not be served from the cache
+    category = new_category()
+    Post.objects.create(title='p', category=category)
+    titles = lambda: [p.title for p in Post.objects.filter(category__title='c')]  # noqa: E731
+    with CaptureQueriesContext(connection) as first:
+        assert titles() == ['p']
+    with CaptureQueriesContext(connection) as second:
+        assert titles() == ['p']
+    assert len(first) == len(second) == 1
+    category.title = 'd'
+    category.save()
+    assert titles() == []
