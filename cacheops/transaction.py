@@ -7,6 +7,7 @@ level below, a rolled back one drops it, and the outermost commit runs them all,
 Django's on_commit callbacks. The connection methods that drive this are patched in
 monkey.py.
 """
+import inspect
 import re
 import threading
 from collections import defaultdict
@@ -79,6 +80,14 @@ class TransactionStates(threading.local):
     def __init__(self):
         self._states = defaultdict(TransactionState)
 
+    def __setattr__(self, name, value):
+        # test suites replace _states with an empty defaultdict to mean "no transaction is
+        # open" (see docs/design.md); one of another factory, or a plain dict, must still
+        # give states
+        if name == '_states' and getattr(value, 'default_factory', None) is not TransactionState:
+            value = defaultdict(TransactionState, value)
+        super().__setattr__(name, value)
+
     def __getitem__(self, alias):
         return self._states[alias]
 
@@ -116,14 +125,35 @@ transaction_states = TransactionStates()
 
 def queue_when_in_transaction(func):
     """Run func(..., using=) now outside a transaction; inside one, at the outermost commit."""
+    position, default = _using_parameter(func)
+
     @wraps(func)
-    def wrapper(*args, using=DEFAULT_DB_ALIAS, **kwargs):
-        state = transaction_states._states.get(using)
-        if state:
-            state[-1].queue.append((func, args, dict(kwargs, using=using)))
+    def wrapper(*args, **kwargs):
+        # the arguments go to func as given: the alias may be passed by position
+        if position is not None and len(args) > position:
+            using = args[position]
         else:
-            return func(*args, using=using, **kwargs)
+            using = kwargs.get('using', default)
+        state = transaction_states._states.get(using or DEFAULT_DB_ALIAS)
+        if state:
+            state[-1].queue.append((func, args, kwargs))
+        else:
+            return func(*args, **kwargs)
     return wrapper
+
+
+def _using_parameter(func):
+    """(position of func's using parameter, or None if it can't be passed by position; its default)."""
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return None, DEFAULT_DB_ALIAS
+    parameter = parameters.get('using')
+    if parameter is None:
+        return None, DEFAULT_DB_ALIAS
+    positional = parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+    default = DEFAULT_DB_ALIAS if parameter.default is parameter.empty else parameter.default
+    return (list(parameters).index('using') if positional else None), default
 
 
 def reads_snapshot(connection):

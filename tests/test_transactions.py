@@ -5,13 +5,17 @@
 3. Savepoints and rollbacks are handled: rolled back work drops its invalidation.
 These tests need real transactions, so they use transaction=True."""
 import threading
+from collections import defaultdict
 
 import pytest
 from django.db import connection, connections, transaction
+from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
 
+from cacheops.transaction import TransactionState, queue_when_in_transaction, transaction_states
+from . import conftest
 from .models import All, Category, DbBinded, Post
-from .utils import warm
+from .utils import queries, warm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -223,3 +227,85 @@ def test_manual_cache_in_transaction(django_assert_num_queries):
         assert (result, queries) == (['p'], 0)
     with django_assert_num_queries(1):
         assert sorted(post_titles()) == ['p', 'q']
+
+
+# A project's test suite replaces transaction_states._states with an empty defaultdict
+# in its base TestCase: the transaction TestCase wraps each test in is then not open
+# for cacheops, and restoring the old value afterwards is allowed.
+
+class SuiteHidingTestCaseTransactions(TestCase):
+    """The base TestCase of such a suite; empty_states() makes the replacement."""
+
+    def setUp(self):
+        # tests/conftest.py hides TestCase's transactions already: undo that here, so
+        # the test starts where a project's suite starts, in an open transaction
+        transaction_states._states = conftest._hidden_states[-1]
+        assert transaction_states.any_open()
+        self.kept_states = transaction_states._states
+        transaction_states._states = self.empty_states()
+
+    def tearDown(self):
+        transaction_states._states = self.kept_states
+
+    def empty_states(self):
+        return defaultdict(TransactionState)
+
+    def test_a_write_invalidates_at_once_and_reads_use_the_cache(self):
+        cat = Category.objects.create(title='c')
+        post = Post.objects.create(title='old', category=cat)
+
+        def post_titles():
+            return [p.title for p in Post.objects.cache().filter(category=cat)]
+        assert warm(post_titles) == ['old']
+        post.title = 'new'
+        post.save()
+        assert queries(post_titles) == (['new'], 1)
+        assert queries(post_titles) == (['new'], 0)
+
+    def test_a_committed_atomic_block_invalidates_at_its_end(self):
+        cat = Category.objects.create(title='c')
+
+        def post_titles():
+            return [p.title for p in Post.objects.cache().filter(category=cat)]
+        assert warm(post_titles) == []
+        with transaction.atomic():
+            Post.objects.create(title='p', category=cat)
+        assert queries(post_titles) == (['p'], 1)
+        assert queries(post_titles) == (['p'], 0)
+
+
+class SuiteHidingWithAnotherFactory(SuiteHidingTestCaseTransactions):
+    """The same with a defaultdict of lists (any empty defaultdict means no transaction)."""
+
+    def empty_states(self):
+        return defaultdict(list)
+
+
+# queue_when_in_transaction passes the arguments as given
+
+@queue_when_in_transaction
+def _record_call(using='default', *, calls):
+    calls.append(using)
+
+
+@pytest.mark.parametrize('call', [
+    lambda calls: _record_call('default', calls=calls),
+    lambda calls: _record_call(using='default', calls=calls),
+], ids=['by-position', 'by-name'])
+def test_a_queued_function_gets_the_alias_once_as_given(call):
+    calls = []
+    call(calls)
+    assert calls == ['default']
+    with transaction.atomic():
+        call(calls)
+        assert calls == ['default']  # queued to the commit
+    assert calls == ['default', 'default']
+
+
+def test_a_function_queued_by_alias_position_is_dropped_on_rollback():
+    calls = []
+    with pytest.raises(Rollback):
+        with transaction.atomic():
+            _record_call('default', calls=calls)
+            raise Rollback
+    assert calls == []
