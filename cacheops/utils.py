@@ -62,13 +62,16 @@ def model_family(model):
         return set()
     bases = {b for b in model.__mro__ if getattr(b, '_meta', None) is not None
              and not b._meta.abstract and not b._meta.proxy}
-    family = set()
+    family, seen = set(), set()
     stack = list(bases)
     while stack:
         m = stack.pop()
-        if m in family or m._meta.abstract:
+        if m in seen:
             continue
-        family.add(m)
+        seen.add(m)
+        # an abstract subclass is no member, but its concrete subclasses are children
+        if not m._meta.abstract:
+            family.add(m)
         stack.extend(m.__subclasses__())
     return family
 

@@ -102,6 +102,26 @@ class ThingB(AbstractThing):
     pass
 
 
+# Multi-table inheritance through an abstract model: Magazine is a child of Publication
+
+class Publication(models.Model):
+    title = models.CharField(max_length=64, default='')
+
+
+class AbstractIssue(Publication):
+    class Meta:
+        abstract = True
+
+
+class Magazine(AbstractIssue):
+    number = models.IntegerField(default=0)
+
+
+class ProxyMagazine(Magazine):
+    class Meta:
+        proxy = True
+
+
 # Models named after profiles in tests/settings.py
 
 class All(models.Model):

@@ -8,7 +8,10 @@ import pytest
 
 from cacheops.transaction import is_sql_dirty
 from cacheops.utils import model_family
-from .models import AbstractThing, Assorted, Category, Media, Movie, Post, ProxyPost, ThingA, ThingB
+from .models import (
+    AbstractIssue, AbstractThing, Assorted, Category, Magazine, Media, Movie, OwnedVehicle, Owner,
+    Post, ProxyMagazine, ProxyPost, Publication, ThingA, ThingB, Vehicle,
+)
 
 
 def test_plain_model_family_is_itself():
@@ -25,8 +28,22 @@ def test_multi_table_inheritance_is_family():
     assert set(model_family(Movie)) == {Media, Movie}
 
 
+def test_multi_table_children_through_an_abstract_model_are_family():
+    family = {Publication, Magazine, ProxyMagazine}
+    assert model_family(Publication) == family
+    assert model_family(Magazine) == family
+    assert model_family(ProxyMagazine) == family
+
+
+def test_a_child_of_two_concrete_parents_is_family_of_each():
+    assert model_family(OwnedVehicle) == {Owner, Vehicle, OwnedVehicle}
+    assert model_family(Owner) == {Owner, OwnedVehicle}
+    assert model_family(Vehicle) == {Vehicle, OwnedVehicle}
+
+
 def test_abstract_model_has_no_family():
     assert set(model_family(AbstractThing)) == set()
+    assert model_family(AbstractIssue) == set()
 
 
 def test_children_of_an_abstract_model_are_not_family():
