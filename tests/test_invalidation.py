@@ -1,8 +1,11 @@
 """Event-driven invalidation on Model.save() (create and update), .delete(),
 bulk_create and cascade deletes. An update invalidates by the old and the new
 values of the row; old values come from the database."""
+from unittest import mock
+
 import pytest
 
+from cacheops import invalidation
 from .models import All, Category, Extra, Post
 from .utils import warm
 
@@ -230,3 +233,30 @@ def test_bulk_create_of_equal_clock_times_in_a_repeated_hour_invalidates_both_in
     assert warm(lambda: labels(late)) == []
     Assorted.objects.bulk_create([Assorted(label='a', datetime=early), Assorted(label='b', datetime=late)])
     assert labels(late) == ['b']
+
+
+# Test suites patch cacheops.query.invalidate_dict, looked up when a model event
+# invalidates, and expect a call per row: the new row of a create, the old and the new
+# rows of a save that changes values, the row of a delete
+
+def test_model_events_invalidate_through_query_invalidate_dict(cats):
+    with mock.patch('cacheops.query.invalidate_dict', wraps=invalidation.invalidate_dict) as spy:
+        post = Post.objects.create(title='a', category=cats[0])
+        post.category = cats[1]
+        post.save()
+        post.delete()
+    calls = [(args[0], args[1]['category_id'], kwargs) for args, kwargs in spy.call_args_list]
+    using = {'using': 'default'}
+    assert calls == [(Post, cats[0].pk, using),  # created
+                     (Post, cats[0].pk, using), (Post, cats[1].pk, using),  # saved
+                     (Post, cats[1].pk, using)]  # deleted
+
+
+def test_a_patched_invalidate_dict_is_all_a_save_invalidates_by(cats, django_assert_num_queries):
+    post = Post.objects.create(title='a', category=cats[0])
+    assert warm(lambda: posts_in(cats[0])) == ['a']
+    with mock.patch('cacheops.query.invalidate_dict'):
+        post.category = cats[1]
+        post.save()
+    with django_assert_num_queries(0):
+        assert posts_in(cats[0]) == ['a']  # stale: the patch took the invalidation

@@ -1,7 +1,10 @@
 """Many-to-many changes invalidate: add/remove/clear/set from both sides, and
 changes made through an explicit through model."""
+from unittest import mock
+
 import pytest
 
+from cacheops import invalidation
 from .models import Brand, Label, Product, ProductTag, Tag
 from .utils import warm
 
@@ -195,3 +198,27 @@ def test_remove_and_clear_through_model_invalidate(product, tags, django_assert_
     tags[1].products.clear()
     with django_assert_num_queries(1):
         assert tags_of(product) == []
+
+
+# Test suites patch cacheops.invalidation.invalidate_dict, looked up when an m2m change
+# invalidates, and expect a call per through row added or removed
+
+M2M_CHANGES = {
+    'add': lambda brand, labels: brand.labels.add(*labels),
+    'add-reverse': lambda brand, labels: [label.brands.add(brand) for label in labels],
+    'remove': lambda brand, labels: brand.labels.remove(*labels),
+    'clear': lambda brand, labels: brand.labels.clear(),
+}
+
+
+@pytest.mark.parametrize('change', list(M2M_CHANGES))
+def test_m2m_changes_invalidate_through_invalidate_dict(brand, labels, change):
+    if not change.startswith('add'):
+        brand.labels.add(*labels)
+    with mock.patch('cacheops.invalidation.invalidate_dict', wraps=invalidation.invalidate_dict) as spy:
+        M2M_CHANGES[change](brand, labels)
+    through = Brand.labels.through
+    calls = sorted(((args[0], sorted(args[1].items()), kwargs) for args, kwargs in spy.call_args_list),
+                   key=repr)
+    assert calls == sorted(((through, [('brand_id', brand.pk), ('label_id', label.pk)], {'using': 'default'})
+                            for label in labels), key=repr)
