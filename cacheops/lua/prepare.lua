@@ -24,6 +24,9 @@ if current then
 end
 
 local timeout = tonumber(ARGV[2])
+-- a conjunction set outlives every key it references: by a margin, as TTL counts whole
+-- seconds (one reported as the timeout may be a little less)
+local conj_ttl = timeout + 10
 redis.call('set', key, ARGV[1], 'EX', timeout)
 redis.call('del', KEYS[2])
 
@@ -40,9 +43,8 @@ while a <= #ARGV do
             redis.call('del', conj)
             redis.call('sadd', conj, key)
         end
-        -- a conjunction set outlives every key it references
-        if redis.call('ttl', conj) < timeout then
-            redis.call('expire', conj, timeout)
+        if redis.call('ttl', conj) <= timeout then
+            redis.call('expire', conj, conj_ttl)
         end
         k, a = k + 1, a + 1
     end

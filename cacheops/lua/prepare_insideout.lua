@@ -10,6 +10,8 @@
 -- key is a set of conj-set mode (a deploy switching modes runs both): it is left for
 -- the writes that delete its cache keys with it, and the value is not to be stored.
 local fresh, timeout, nconj = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+-- a stamp outlives the values stored with it, as conj sets do (see prepare.lua)
+local conj_ttl = timeout + 10
 
 local stamps, conj_set = {}, false
 for i = 1, nconj do
@@ -19,9 +21,9 @@ for i = 1, nconj do
         conj_set = true
     elseif not stamp then
         stamp = fresh
-        redis.call('set', conj, stamp, 'EX', timeout)
-    elseif redis.call('ttl', conj) < timeout then
-        redis.call('expire', conj, timeout)
+        redis.call('set', conj, stamp, 'EX', conj_ttl)
+    elseif redis.call('ttl', conj) <= timeout then
+        redis.call('expire', conj, conj_ttl)
     end
     stamps[i] = stamp
 end

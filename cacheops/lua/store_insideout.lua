@@ -1,7 +1,7 @@
 -- Insideout mode, after the database was queried: store the value, prefixed with the
--- checksum of the conjunction stamps read before the query, and keep those stamps at
--- least as long as the value (a stamp expiring first would make the value a miss
--- early). A stamp gone meanwhile was invalidated: it is left gone, and the value never
+-- checksum of the conjunction stamps read before the query, and keep those stamps
+-- longer than the value (a stamp expiring first would make the value a miss early; the
+-- margin is prepare.lua's). A stamp gone meanwhile was invalidated: it is left gone, and the value never
 -- validates.
 --
 -- KEYS: cache key, lock key, signal list key, then the conjunction stamp keys
@@ -12,8 +12,8 @@ local timeout = tonumber(ARGV[2])
 redis.call('set', KEYS[1], ARGV[1], 'EX', timeout)
 for i = 4, #KEYS do
     local ttl = redis.call('ttl', KEYS[i])
-    if ttl >= 0 and ttl < timeout then
-        redis.call('expire', KEYS[i], timeout)
+    if ttl >= 0 and ttl <= timeout then
+        redis.call('expire', KEYS[i], timeout + 10)
     end
 end
 if ARGV[3] == '1' then

@@ -17,6 +17,8 @@
 --       epoch as read, the number m of its conjunctions, then m schemes
 -- Returns 1 when stored, 0 when dropped.
 local timeout, fresh, n = tonumber(ARGV[2]), ARGV[5], tonumber(ARGV[6])
+-- stamps outlive the values stored with them (the margin is prepare.lua's)
+local conj_ttl = timeout + 10
 
 local function stored(result)
     if ARGV[3] == '1' then
@@ -49,9 +51,9 @@ for i = 1, n do
         end
         if not stamp then
             stamp = fresh
-            redis.call('set', conj, stamp, 'EX', timeout)
-        elseif redis.call('ttl', conj) < timeout then
-            redis.call('expire', conj, timeout)
+            redis.call('set', conj, stamp, 'EX', conj_ttl)
+        elseif redis.call('ttl', conj) <= timeout then
+            redis.call('expire', conj, conj_ttl)
         end
     end
     stamps[i] = stamp
