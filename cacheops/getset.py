@@ -1,4 +1,4 @@
-"""The read/store protocol: a hit is one GET; a miss stores race-free (DESIGN.md, invariant 1).
+"""The read/store protocol: a hit is one GET; a miss stores race-free (docs/design.md, invariant 1).
 
 Conj-set mode: before querying, a pending marker is put at the key and the key is
 registered in its conjunction sets; the result is stored only if the marker is still

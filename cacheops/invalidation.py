@@ -1,6 +1,6 @@
 """Invalidation by row, by model and of everything; no_invalidation.
 
-A write must never fail because of the cache (DESIGN.md, invariant 2): invalidations
+A write must never fail because of the cache (docs/design.md, invariant 2): invalidations
 run from model events go through run_safely(), which logs a Redis failure and keeps
 the invalidation to retry before this process next uses the cache.
 """

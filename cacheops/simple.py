@@ -183,7 +183,7 @@ class RedisCache(BaseCache):
     def _cached_call(self, key, compute, func):
         """A miss puts a pending marker at the key before computing and stores only if the
         marker is still there, so an invalidate() during the computation is never
-        overwritten by what was computed before it (DESIGN.md, invariant 1)."""
+        overwritten by what was computed before it (docs/design.md, invariant 1)."""
         data = self._read(key)
         if is_value(data):
             try:
@@ -320,7 +320,7 @@ class FileCache(BaseCache):
     def _cached_call(self, key, compute, func):
         """A miss leaves a pending file by the entry before computing and stores only if
         it is still there: delete() removes them with the entry, so an invalidate() during
-        the computation is never overwritten by what was computed before it (DESIGN.md,
+        the computation is never overwritten by what was computed before it (docs/design.md,
         invariant 1)."""
         try:
             value = self.get(key)

@@ -391,7 +391,7 @@ def test_cached_in_a_clean_transaction():
     assert counted.runs == 1
 
 
-# No lasting stale entry (DESIGN.md, invariant 1)
+# No lasting stale entry (docs/design.md, invariant 1)
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize('keep_fresh', [False, True])

@@ -236,7 +236,7 @@ def test_disabled_cacheops_makes_the_decorators_pass_through(cache_dir):
     assert entry_files(cache_dir) == []
 
 
-# An invalidation during a computation (DESIGN.md, invariant 1)
+# An invalidation during a computation (docs/design.md, invariant 1)
 
 def test_an_invalidation_during_a_computation_is_not_overwritten(cache_dir):
     started, release = threading.Event(), threading.Event()

@@ -1,4 +1,4 @@
-"""Invariant 1 of DESIGN.md: no lasting stale entry, whatever the interleaving.
+"""Invariant 1 of docs/design.md: no lasting stale entry, whatever the interleaving.
 
 A reader that misses, reads old rows and stores them after a concurrent writer has
 committed and invalidated must not leave them in the cache. The deterministic test

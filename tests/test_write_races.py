@@ -1,5 +1,5 @@
-"""Invariant 1 of DESIGN.md with writers racing writers: invalidation knows the values
-a row had when it was written, not those an instance or an earlier read had.
+"""Invariant 1 of docs/design.md with writers racing writers: invalidation knows the
+values a row had when it was written, not those an instance or an earlier read had.
 
 The interleaving that matters: writer A reads a row's old values; writer B moves the
 row and commits; a reader caches B's version; then A writes. A's invalidation must
