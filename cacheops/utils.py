@@ -100,7 +100,10 @@ def tracked_models():
             tracked |= model_family(model)
     for model in list(tracked):
         for field in model._meta.get_fields(include_hidden=True):
-            through = getattr(field.remote_field, 'through', None) if field.many_to_many else None
+            if not field.many_to_many:
+                continue
+            # a field has its through model on its remote_field, a reverse relation on itself
+            through = getattr(field, 'through', None) or getattr(field.remote_field, 'through', None)
             if through is not None and not isinstance(through, str) and through._meta.auto_created:
                 tracked.add(through)
     return frozenset(tracked)

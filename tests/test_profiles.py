@@ -302,6 +302,16 @@ def test_models_joined_through_an_unprofiled_auto_through_table_are_cached():
     assert warm_hit(brands) == []
 
 
+@override_settings(CACHEOPS={'tests.label': {'ops': 'all'}})
+def test_an_auto_through_table_is_tracked_from_the_side_without_the_field():
+    from .models import Brand, Label
+    brand, label = Brand.objects.create(name='b'), Label.objects.create(text='l')
+    labels = lambda: [x.text for x in Label.objects.filter(brands__id=brand.pk)]  # noqa: E731
+    assert warm_hit(labels) == []
+    brand.labels.add(label)  # Brand has no profile: the through table is Label's too
+    assert warm_hit(labels) == ['l']
+
+
 @override_settings(CACHEOPS={'auth.user': {'ops': 'all'}, 'auth.group': {'ops': 'all'}})
 def test_users_by_group_are_cached_with_per_model_auth_profiles():
     from django.contrib.auth.models import User
