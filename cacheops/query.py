@@ -99,6 +99,13 @@ class QuerySetMixin:
         self._cacheconf = self._cacheconf._replace(inplace=False)
         return self
 
+    def clone(self):
+        """A copy of this queryset, keeping its .cache() and inplace()/cloning() settings."""
+        # _clone() of an inplace() queryset is the queryset itself
+        clone = self._shared_clone() if self._may_record() else _django['QuerySet._clone'](self)
+        clone._cacheconf = self._cacheconf
+        return clone
+
     @property
     def query(self):
         """The Query, built first from the recorded calls if there are any."""

@@ -176,3 +176,52 @@ def test_cloning_restores_cloning_mode():
 def test_querysets_clone_by_default():
     qs = All.objects.all()
     assert qs.filter(tag=1) is not qs
+
+
+# clone(): a copy that keeps the .cache() and inplace()/cloning() settings
+
+def test_clone_keeps_cache_settings(posts, django_assert_num_queries):
+    qs = Post.objects.cache(timeout=77).filter(title='p1')
+    clone = qs.clone()
+    assert clone is not qs
+    with django_assert_num_queries(1):
+        assert list(clone) == posts[1:2]
+    assert 67 < ttl_of(clone) <= 77
+    with django_assert_num_queries(0):
+        assert list(qs.clone()) == posts[1:2]
+
+
+def test_clone_keeps_nocache(posts, django_assert_num_queries):
+    qs = All.objects.filter(tag=1).nocache()
+    for _ in range(2):
+        with django_assert_num_queries(1):
+            list(qs.clone())
+
+
+def test_clone_of_an_inplace_queryset_is_a_copy_that_stays_inplace():
+    a = All.objects.create(tag=1, title='a')
+    b = All.objects.create(tag=2, title='b')
+    qs = All.objects.inplace().order_by('pk')
+    clone = qs.clone()
+    assert clone is not qs
+    assert clone.filter(tag=1) is clone
+    assert list(clone) == [a]
+    assert list(qs) == [a, b]
+
+
+def test_clone_of_a_cloning_queryset_clones_on_change():
+    qs = All.objects.inplace().cloning().clone()
+    assert qs.filter(tag=1) is not qs
+
+
+# The methods the queryset and manager API has (besides Django's)
+
+@pytest.mark.parametrize('name', ['cache', 'nocache', 'inplace', 'cloning', 'clone',
+                                  'invalidated_update', '_cache_key'])
+def test_querysets_have_cacheops_methods(name):
+    assert callable(getattr(Post.objects.all(), name))
+
+
+@pytest.mark.parametrize('name', ['cache', 'nocache', 'inplace', 'invalidated_update'])
+def test_managers_have_cacheops_methods(name):
+    assert callable(getattr(Post.objects, name))

@@ -72,6 +72,13 @@ def test_a_dotted_path(cat):
     assert queries(lambda: [p.title for p in qs.all()]) == (['a'], 1)
 
 
+@override_settings(CACHEOPS_PREFIX=per_table)
+def test_a_querysets_prefix_is_the_one_its_key_starts_with(cat):
+    qs = Post.objects.cache().filter(category=cat)
+    assert qs._prefix == 'tb-%s:' % POST
+    assert qs._cache_key().startswith(qs._prefix + 'q:')
+
+
 def test_the_query_object(cat):
     seen = []
 
