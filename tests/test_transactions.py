@@ -12,6 +12,7 @@ from django.db import connection, connections, transaction
 from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
 
+from cacheops import invalidate_all, invalidate_model, invalidate_obj
 from cacheops.transaction import TransactionState, queue_when_in_transaction, transaction_states
 from . import conftest
 from .models import All, Category, DbBinded, Post
@@ -227,6 +228,45 @@ def test_manual_cache_in_transaction(django_assert_num_queries):
         assert (result, queries) == (['p'], 0)
     with django_assert_num_queries(1):
         assert sorted(post_titles()) == ['p', 'q']
+
+
+# Rule 2 covers the invalidation API too: run only at once, it would let a reader on
+# another connection store the committed rows the transaction's writes replace
+
+@pytest.mark.parametrize('invalidate', [
+    lambda row: invalidate_obj(row), lambda row: invalidate_model(All), lambda row: invalidate_all(),
+], ids=['invalidate_obj', 'invalidate_model', 'invalidate_all'])
+def test_invalidation_calls_in_a_transaction_run_at_its_commit(rows, invalidate):
+    assert warm(lambda: titles(1)) == ['a']
+    with transaction.atomic():
+        All.objects.filter(pk=rows[0].pk).update(title='changed')
+        invalidate(rows[0])
+        assert in_other_thread(lambda: titles(1))[0] == ['a']
+    assert queries(lambda: titles(1)) == (['changed'], 1)
+
+
+@pytest.mark.django_db(transaction=True, databases=['default', 'slave'])
+def test_invalidate_all_runs_again_at_the_commit_on_another_database():
+    DbBinded.objects.using('slave').create(title='old')
+
+    def slave_titles():
+        return [o.title for o in DbBinded.objects.cache().using('slave')]
+    assert warm(slave_titles, 'slave') == ['old']
+    with transaction.atomic(using='slave'):
+        DbBinded.objects.using('slave').update(title='new')
+        invalidate_all()
+        assert in_other_thread(slave_titles)[0] == ['old']
+    assert queries(slave_titles, 'slave') == (['new'], 1)
+
+
+def test_invalidate_all_in_a_transaction_rolled_back_has_still_run(rows):
+    """As a test suite's setUp does, in the transaction its TestCase never commits."""
+    assert warm(lambda: titles(1)) == ['a']
+    with pytest.raises(Rollback):
+        with transaction.atomic():
+            invalidate_all()
+            raise Rollback
+    assert queries(lambda: titles(1)) == (['a'], 1)
 
 
 # A project's test suite replaces transaction_states._states with an empty defaultdict
