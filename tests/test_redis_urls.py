@@ -1,5 +1,5 @@
-"""CACHEOPS_REDIS as a unix:// URL, a dict with unix_socket_path, and a rediss:// (TLS)
-URL, each against a private redis-server of its own."""
+"""CACHEOPS_REDIS as a unix:// URL, a dict with unix_socket_path, a rediss:// (TLS) URL,
+and with a password as a URL or a dict, each against a private redis-server of its own."""
 import os
 import subprocess
 import tempfile
@@ -52,6 +52,14 @@ def tls_port():
             yield port, cert
 
 
+@pytest.fixture
+def password_port():
+    port = free_port()
+    with private_redis('--port', str(port), '--requirepass', 's3cret',
+                       ready=_answers(host='127.0.0.1', port=port, password='s3cret')):
+        yield port
+
+
 def _caches_through_the_client(django_assert_num_queries):
     """A miss then a hit, and the entry is in the Redis the setting names."""
     obj = All.objects.create(tag=7)
@@ -74,6 +82,26 @@ def test_unix_socket_path_in_a_dict(unix_socket, django_assert_num_queries):
     with override_settings(CACHEOPS_REDIS={'unix_socket_path': unix_socket, 'db': 3}):
         _caches_through_the_client(django_assert_num_queries)
     assert redis.Redis(unix_socket_path=unix_socket, db=3).dbsize() > 0
+
+
+def test_url_with_a_password(password_port, django_assert_num_queries):
+    with override_settings(CACHEOPS_REDIS='redis://:s3cret@127.0.0.1:%d/1' % password_port):
+        _caches_through_the_client(django_assert_num_queries)
+    assert redis.Redis(port=password_port, password='s3cret', db=1).dbsize() > 0
+
+
+def test_password_in_a_dict(password_port, django_assert_num_queries):
+    conf = {'host': '127.0.0.1', 'port': password_port, 'db': 2, 'password': 's3cret',
+            'socket_timeout': 3}
+    with override_settings(CACHEOPS_REDIS=conf):
+        _caches_through_the_client(django_assert_num_queries)
+    assert redis.Redis(port=password_port, password='s3cret', db=2).dbsize() > 0
+
+
+def test_a_wrong_password_is_refused(password_port):
+    with override_settings(CACHEOPS_REDIS='redis://:wrong@127.0.0.1:%d/1' % password_port):
+        with pytest.raises(redis.AuthenticationError):
+            list(All.objects.filter(tag=7))
 
 
 def test_rediss_url(tls_port, django_assert_num_queries):
