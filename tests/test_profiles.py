@@ -191,6 +191,27 @@ def test_get_op_covers_first_last_and_foreign_keys():
     assert counts == [1, 0]
 
 
+@override_settings(CACHEOPS={'auth.user': {'ops': 'get', 'timeout': 60 * 15}})
+def test_get_op_on_auth_user_covers_request_user():
+    """The spec's first profile: request.user is a get, cached for 15 minutes."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.auth.middleware import AuthenticationMiddleware
+    from django.contrib.auth.models import User
+    from django.test import RequestFactory
+    user = User.objects.create(username='u')
+
+    def request_user():
+        request = RequestFactory().get('/')
+        request.session = {SESSION_KEY: str(user.pk), HASH_SESSION_KEY: user.get_session_auth_hash(),
+                           BACKEND_SESSION_KEY: 'django.contrib.auth.backends.ModelBackend'}
+        AuthenticationMiddleware(lambda request: None).process_request(request)
+        return request.user.username
+
+    assert warm_hit(request_user) == 'u'
+    [key] = cacheops.redis.redis_client.keys('*q:*')
+    assert 15 * 60 - 10 < cacheops.redis.redis_client.ttl(key) <= 15 * 60
+
+
 # local_get
 
 def test_local_get_caches_in_process_memory():

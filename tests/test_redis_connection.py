@@ -138,6 +138,21 @@ def test_sentinel(django_assert_num_queries):
         assert raw_client().exists(qs._cache_key())
 
 
+def test_sentinel_options_beyond_the_required_go_to_sentinel():
+    """The client is built without connecting: no sentinel needs to run here."""
+    conf = {'locations': [('127.0.0.1', 26379)], 'service_name': 'svc', 'db': 3,
+            'socket_timeout': 0.5, 'socket_connect_timeout': 0.25,
+            'sentinel_kwargs': {'socket_timeout': 0.125}}
+    with override_settings(CACHEOPS_SENTINEL=conf):
+        pool = client().connection_pool
+        assert isinstance(pool, redis.sentinel.SentinelConnectionPool)
+        assert pool.service_name == 'svc'
+        kwargs = pool.connection_kwargs
+        assert (kwargs['db'], kwargs['socket_timeout'], kwargs['socket_connect_timeout']) == (3, 0.5, 0.25)
+        assert pool.sentinel_manager.sentinel_kwargs['socket_timeout'] == 0.125
+        assert [s.connection_pool.connection_kwargs['port'] for s in pool.sentinel_manager.sentinels] == [26379]
+
+
 def test_client_class(django_assert_num_queries):
     path = __name__ + '.CountingRedis'
     cls = import_string(path)
