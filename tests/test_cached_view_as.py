@@ -52,6 +52,15 @@ def test_the_key_is_the_uri_query_string_included(client, posts, calls):
     assert calls['post_titles'] == 3
 
 
+def test_only_the_uri_of_the_request_makes_the_key(client, posts, calls):
+    """Headers, cookies and the user don't: that is what extra is for."""
+    assert get(client, '/views/post-titles/') == (200, 'p0,p1')
+    assert get(client, '/views/post-titles/', Accept_Language='fr', X_Staff='1') == (200, 'p0,p1')
+    client.cookies['sessionid'] = 'another'
+    assert get(client, '/views/post-titles/') == (200, 'p0,p1')
+    assert calls['post_titles'] == 1
+
+
 def test_the_key_includes_the_host(client, posts, calls):
     with override_settings(ALLOWED_HOSTS=['one.example', 'two.example']):
         client.get('/views/post-titles/', HTTP_HOST='one.example')

@@ -68,6 +68,23 @@ def test_cache_with_ops_caches_only_those_ops(posts, django_assert_num_queries):
             assert len(list(Post.objects.filter(category=posts[0].category).cache(ops=['count']))) == 3
 
 
+def test_cache_with_ops_count_caches_the_paginators_count_only(posts, django_assert_num_queries):
+    """The spec's example: the count is cached, the articles of a page hit the database."""
+    from django.core.paginator import Paginator
+
+    def page_titles(number):
+        qs = Post.objects.filter(category=posts[0].category).order_by('pk').cache(ops=['count'])
+        paginator = Paginator(qs, 2)
+        return [p.title for p in paginator.page(number)]
+
+    with django_assert_num_queries(2):
+        assert page_titles(1) == ['p0', 'p1']
+    with django_assert_num_queries(1):
+        assert page_titles(1) == ['p0', 'p1']
+    with django_assert_num_queries(1):
+        assert page_titles(2) == ['p2']
+
+
 def test_cache_with_empty_ops_turns_automatic_caching_off(django_assert_num_queries):
     All.objects.create(tag=1)
     list(All.objects.filter(tag=1))
@@ -161,6 +178,14 @@ def test_inplace_mutates_the_queryset():
     assert qs.filter(tag=1) is qs
     assert qs.order_by('pk') is qs
     assert list(qs) == [a]
+
+
+def test_the_spec_inplace_chain_with_a_slice(django_assert_num_queries):
+    rows = [All.objects.create(tag=12, title=t) for t in 'abc'] + [All.objects.create(tag=13, title='d')]
+    with django_assert_num_queries(1):
+        assert list(All.objects.inplace().filter(tag=12).order_by('-title')[:2]) == rows[2:0:-1]
+    with django_assert_num_queries(0):  # All's profile caches fetches
+        assert list(All.objects.inplace().filter(tag=12).order_by('-title')[:2]) == rows[2:0:-1]
 
 
 def test_cloning_restores_cloning_mode():
