@@ -2,6 +2,7 @@
 `reapconjs`. Mass updates don't invalidate, so they make entries stale on purpose;
 a command that invalidates makes the next read query the database again."""
 import io
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Group
@@ -321,6 +322,33 @@ def test_reapconjs_summary(cats):
 def test_reapconjs_default_sizes(cats):
     expired_references(cats[0], 3)
     assert 'checked 0 sets of at least 1000 members' in run('reapconjs')
+
+
+@override_settings(CACHEOPS_INSIDEOUT=False)
+def test_reapconjs_default_chunk_size_is_1000(cats):
+    from cacheops import reaper
+    from cacheops.keys import conj_key, prefix_for
+    from cacheops.redis import get_client
+    conj = conj_key(prefix_for(['default'], [POST]), POST, {'category_id': cats[0].pk})
+    redis_client.sadd(conj, *('q:expired%d' % i for i in range(2500)))
+    scans, scripts = [], []
+    client_class = type(get_client())
+    sscan, run_script = client_class.sscan, reaper.run_script
+
+    def spied_sscan(self, name, cursor=0, match=None, count=None, **kwargs):
+        scans.append(count)
+        return sscan(self, name, cursor, match=match, count=count, **kwargs)
+
+    def spied_run_script(name, keys=(), args=()):
+        scripts.append(len(keys) - 1)  # the conj key, then the members
+        return run_script(name, keys, args)
+
+    with mock.patch.object(client_class, 'sscan', spied_sscan), \
+            mock.patch.object(reaper, 'run_script', spied_run_script):
+        out = run('reapconjs', '--min-conj-set-size=1')
+    assert '2500 references to expired keys removed' in out
+    assert set(scans) == {1000}
+    assert sum(scripts) == 2500 and max(scripts) <= 1000
 
 
 @override_settings(CACHEOPS_INSIDEOUT=False)

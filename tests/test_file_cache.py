@@ -7,11 +7,13 @@ import time
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.test import override_settings
 
 from cacheops import CacheMiss, file_cache
 from cacheops.simple import FileCache
 from . import views
+from .models import Category
 
 pytestmark = pytest.mark.django_db
 
@@ -201,6 +203,24 @@ def test_cached_function():
     with pytest.raises(CacheMiss):
         top.key('sport').get()
     assert runs == ['news', 'sport', 'news']
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_file_cache_works_in_dirty_transactions():
+    runs = []
+
+    @file_cache.cached(timeout=60)
+    def top():
+        runs.append(1)
+        return len(runs)
+
+    with transaction.atomic():
+        Category.objects.create(title='dirty')
+        assert top() == top() == 1
+        file_cache.set('key', 'set in a transaction')
+        assert file_cache.get('key') == 'set in a transaction'
+    assert top() == 1
+    assert runs == [1]
 
 
 def test_cached_function_bare():

@@ -131,6 +131,17 @@ def test_invalidate_fragment():
     assert render(CACHED, tick=tick, extra=2) == '2'
 
 
+def test_several_extras_and_invalidate_fragment_with_them():
+    tick = Tick()
+    source = '{% load cacheops %}{% cached 60 "menu" lang part %}{{ tick }}{% endcached %}'
+    variants = [('en', 'top'), ('en', 'bottom'), ('fr', 'top')]
+    assert [render(source, tick=tick, lang=lang, part=part) for lang, part in variants * 2] == \
+        ['1', '2', '3'] * 2
+    invalidate_fragment('menu', 'en', 'bottom')
+    assert [render(source, tick=tick, lang=lang, part=part) for lang, part in variants] == \
+        ['1', '4', '3']
+
+
 @pytest.mark.parametrize('serializer', ['pickle', 'tests.test_serializer.JsonSerializer'])
 def test_fragments_are_not_escaped_twice(serializer):
     # a serializer like JSON gives back a plain str for the SafeString the fragment rendered
