@@ -2,10 +2,12 @@
 .db/.table for a single one), applied alike to queryset keys, @cached_as, the simple
 cache and invalidation, so that prefixes by database or by table keep caches apart
 and invalidation still reaches every entry."""
+import threading
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from cacheops import CacheMiss, cache, cached_as, invalidate_all, invalidate_model, invalidate_obj
@@ -175,6 +177,59 @@ def test_a_query_on_two_tables_with_different_prefixes_is_invalidated_by_both(ca
     Post.objects.filter(pk=post.pk).update(title='b')
     invalidate_model(Post)
     assert queries(in_c) == (['b'], 1)
+
+
+# The spec's examples: a prefix by tables that gives None for other queries, and one by
+# the host of the current request
+
+HELPER_TABLES = {CATEGORY}
+
+
+def tables_prefix(query):
+    if set(query.tables) <= HELPER_TABLES:
+        return 'helper:'
+    if query.tables == [POST]:
+        return 'blog:'
+
+
+@override_settings(CACHEOPS_PREFIX=tables_prefix)
+def test_a_prefix_by_tables_none_meaning_no_prefix(cat):
+    posts = Post.objects.cache().filter(category=cat)
+    helpers = Category.objects.cache().filter(pk=cat.pk)
+    joined = Post.objects.cache().filter(category__title='c')
+    for qs in (posts, helpers, joined):
+        warm(lambda: list(qs.all()))
+    assert posts._cache_key().startswith('blog:q:')
+    assert helpers._cache_key().startswith('helper:q:')
+    assert joined._cache_key().startswith('q:')
+    Post.objects.create(title='a', category=cat)
+    assert queries(lambda: [p.title for p in posts.all()]) == (['a'], 1)
+    assert queries(lambda: [p.title for p in joined.all()]) == (['a'], 1)
+    assert queries(lambda: [c.title for c in helpers.all()]) == (['c'], 0)
+
+
+_current = threading.local()  # what a middleware would keep the request in
+
+
+def host_prefix(query):
+    return _current.request.get_host() + ':'
+
+
+@override_settings(CACHEOPS_PREFIX=host_prefix, ALLOWED_HOSTS=['one.example', 'two.example'])
+def test_a_prefix_by_the_host_of_the_current_request(cat):
+    def on(host, func):
+        _current.request = RequestFactory().get('/', HTTP_HOST=host)
+        try:
+            return func()
+        finally:
+            del _current.request
+
+    hosts = ['one.example', 'two.example', 'one.example', 'two.example']
+    assert [on(host, lambda: queries(lambda: titles(category=cat))) for host in hosts] == \
+        [([], 1), ([], 1), ([], 0), ([], 0)]
+    assert keys('one.example:q:*') and keys('two.example:q:*')
+    on('one.example', lambda: Post.objects.create(title='a', category=cat))
+    assert on('one.example', lambda: queries(lambda: titles(category=cat))) == (['a'], 1)
 
 
 # @cached_as and the simple cache
