@@ -8,8 +8,11 @@ import weakref
 from contextlib import contextmanager
 from typing import NamedTuple
 
+import django
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
 from django.db import connections, router, transaction
+from django.db.backends.base.operations import BaseDatabaseOperations
+from django.db.utils import DJANGO_VERSION_PICKLE_KEY
 from django.db.models import Q
 from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 
@@ -299,7 +302,12 @@ class QuerySetMixin:
         return clone
 
     def __getstate__(self):
-        state = _django['QuerySet.__getstate__'](self)
+        if self._result_cache is None:
+            state = _django['QuerySet.__getstate__'](self)
+        else:
+            # what Django's gives without evaluating: these results may be being
+            # pickled for the cache, before prefetch_related() has run on them
+            state = {**self.__dict__, DJANGO_VERSION_PICKLE_KEY: django.__version__}
         if state.get('_pending'):
             # a process without recorded calls (an older deploy) must get the query whole;
             # this queryset keeps its calls, and so its key
@@ -383,10 +391,16 @@ class QuerySetMixin:
             op = self._cacheconf.op or 'fetch'
             cache_settings = self._cache_settings(op)
             if cache_settings:
-                self._result_cache = self._cached(
-                    '', lambda qs: list(qs._iterable_class(qs)), cache_settings)
+                self._result_cache = self._cached('', self._fetched, cache_settings)
                 _track_peers(self)
         _django['QuerySet._fetch_all'](self)
+
+    def _fetched(self, qs):
+        """qs's results, kept on this queryset before they are stored: pickling them may
+        reach this queryset (an instance's attribute holding it), which must not be
+        evaluated again then."""
+        self._result_cache = list(qs._iterable_class(qs))
+        return self._result_cache
 
     def count(self):
         if self._result_cache is None:

@@ -394,6 +394,24 @@ def test_a_cached_deferred_queryset_loads_deferred_fields_on_touch(post):
     assert queries(lambda: obj.text) == ('body', 1)
 
 
+def test_an_instance_holding_its_own_cached_queryset_pickles(post):
+    """Its results refer back to it: storing them must not evaluate the queryset again."""
+    cat = post.category
+    cat.posts_copy = cat.posts.cache()
+    assert bool(cat.posts_copy)
+    copy = pickle.loads(pickle.dumps(cat))
+    assert [p.title for p in copy.posts_copy] == ['post']
+    again = cat.posts.cache()
+    assert queries(lambda: [p.title for p in again]) == (['post'], 0)  # and it was stored
+
+
+def test_an_instance_holding_its_own_unevaluated_cached_queryset_pickles(post):
+    cat = post.category
+    cat.posts_copy = cat.posts.cache()
+    copy = pickle.loads(pickle.dumps(cat))
+    assert queries(lambda: [p.title for p in copy.posts_copy]) == (['post'], 0)
+
+
 def test_the_stored_bytes_are_a_plain_pickle(post):
     cache.set('key', [post])
     data = cacheops.redis.redis_client.get(cacheops.simple._full_key('key'))
