@@ -12,6 +12,7 @@ from functools import wraps
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
 from django.db.models import Model, QuerySet
+from django.http import HttpResponseBase
 
 from .conf import derived, model_profile, prefix_func, settings
 from .getset import cached_call
@@ -52,7 +53,8 @@ def cached_view_as(*samples, timeout=None, extra=None, lock=None, keep_fresh=Fal
     """Cache a view's responses, invalidated like these samples, keyed on the request's URI.
 
     Only GET and HEAD requests answered with status 200 are cached; a TemplateResponse
-    is rendered before it is stored. Works for function views and View.as_view().
+    is rendered before it is stored; a value that is not a response is cached as it is.
+    Works for function views and View.as_view().
     """
     querysets = _sample_querysets(samples)
     if querysets is None:
@@ -194,7 +196,10 @@ class _NotCacheable(Exception):
 
 
 def _cacheable_response(response):
-    """A rendered response to store, or _NotCacheable for anything but a plain 200."""
+    """A rendered response to store, or _NotCacheable for anything but a plain 200; a view
+    may return any value, which is stored as it is."""
+    if not isinstance(response, HttpResponseBase):
+        return response
     if response.status_code != 200 or getattr(response, 'streaming', False):
         raise _NotCacheable(response)
     render = getattr(response, 'render', None)

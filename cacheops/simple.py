@@ -111,7 +111,8 @@ class BaseCache:
         return decorator
 
     def cached_view(self, timeout=None, extra=None):
-        """Cache a view's 200 responses to GET and HEAD for timeout seconds, keyed on the URI.
+        """Cache a view's 200 responses (or other values it returns) to GET and HEAD for
+        timeout seconds, keyed on the URI.
 
         .invalidate() and .key() take a request or an absolute URI, then the view's other
         arguments. Also usable bare, as @cached_view.

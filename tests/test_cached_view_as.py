@@ -165,6 +165,21 @@ def test_streaming_responses_are_not_cached(client, posts, calls):
     assert calls['answer'] == 2
 
 
+def test_a_view_may_return_any_value_which_is_cached(rf, posts):
+    runs = []
+
+    @cached_view_as(Post)
+    def titles(request):
+        runs.append(1)
+        return {'titles': [p.title for p in Post.objects.order_by('pk')]}
+
+    assert titles(rf.get('/api/titles/')) == titles(rf.get('/api/titles/')) == {'titles': ['p0', 'p1']}
+    assert len(runs) == 1
+    posts[0].delete()
+    assert titles(rf.get('/api/titles/')) == {'titles': ['p1']}
+    assert len(runs) == 2
+
+
 @override_settings(CACHEOPS_ENABLED=False)
 def test_disabled_cacheops_makes_it_a_pass_through(client, posts, calls):
     get(client, '/views/post-titles/')

@@ -376,6 +376,21 @@ def test_cached_view_caches_only_status_200_to_get_and_head(client, calls):
     assert calls['simple_view'] == 2
 
 
+@pytest.mark.parametrize('value', [['a', 'list'], {'a': 'dict'}, 'text', None])
+@pytest.mark.parametrize('store', ['redis', 'file'])
+def test_cached_view_caches_any_value_the_view_returns(rf, tmp_path, store, value):
+    own = cacheops.simple.cache if store == 'redis' else cacheops.simple.FileCache(str(tmp_path))
+    runs = []
+
+    @own.cached_view(timeout=60)
+    def view(request):
+        runs.append(1)
+        return value
+
+    assert view(rf.get('/api/')) == view(rf.get('/api/')) == value
+    assert len(runs) == 1
+
+
 @override_settings(CACHEOPS_ENABLED=False)
 def test_disabled_cacheops_makes_cached_view_a_pass_through(client, calls):
     get(client, '/views/simple/1/')
