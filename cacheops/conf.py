@@ -31,12 +31,27 @@ DEFAULTS = {
 }
 
 
+# Read where they are used, so checked on every read: a flag given a string ('no') would
+# read as true, a number given one fails far from the setting
+FLAGS = frozenset({'CACHEOPS_ENABLED', 'CACHEOPS_INSIDEOUT', 'CACHEOPS_DEGRADE_ON_FAILURE'})
+DURATIONS = frozenset({'CACHEOPS_LOCK_WAIT', 'FILE_CACHE_TIMEOUT'})
+
+
 class Settings:
     """Each CACHEOPS_* attribute reads the Django setting or its default, so override_settings works."""
     def __getattr__(self, name):
         if name not in DEFAULTS:
             raise AttributeError(name)
-        return getattr(django_settings, name, DEFAULTS[name])
+        value = getattr(django_settings, name, DEFAULTS[name])
+        if name in FLAGS and not isinstance(value, int):  # True and False are ints
+            raise ImproperlyConfigured('%s must be True or False, got %r' % (name, value))
+        if name in DURATIONS and not _is_duration(value):
+            raise ImproperlyConfigured('%s must be a positive number of seconds, got %r' % (name, value))
+        return value
+
+
+def _is_duration(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 settings = Settings()
@@ -240,3 +255,53 @@ def long_disjunction():
         raise ImproperlyConfigured('CACHEOPS_LONG_DISJUNCTION must be a positive integer, got %r'
                                    % (value,))
     return value
+
+
+# System checks (registered in apps.py): every validation above, run early
+
+def setting_errors():
+    """[(check id, message)] of every bad setting."""
+    from . import redis  # it imports this module
+    validations = [
+        ('cacheops.E001', profiles),
+        ('cacheops.E002', redis.make_client),
+        ('cacheops.E003', prefix_func),
+        ('cacheops.E004', serializer),
+        ('cacheops.E005', skip_field_types),
+        ('cacheops.E006', long_disjunction),
+        *(('cacheops.E007', _reader(name)) for name in sorted(FLAGS)),
+        *(('cacheops.E008', _reader(name)) for name in sorted(DURATIONS)),
+    ]
+    errors = []
+    for check_id, validate in validations:
+        try:
+            validate()
+        except ImproperlyConfigured as e:
+            errors.append((check_id, str(e)))
+    return errors
+
+
+def _reader(name):
+    return lambda: getattr(settings, name)
+
+
+def setting_warnings(installed_labels, model_exists):
+    """[(check id, message, hint or None)] of valid profiles that likely say what was not meant."""
+    table = profiles()
+    warnings = []
+    wide = table.get('*.*')
+    if wide is not None and wide.ops:
+        warnings.append((
+            'cacheops.W001',
+            "CACHEOPS['*.*'] caches %s for every model, migrations' and other apps' included"
+            % ', '.join(sorted(wide.ops)),
+            "Enable automatic caching per app with 'app_label.*' and keep '*.*' ops empty."))
+    for name in table:
+        app, model = name.split('.')
+        if app == '*':
+            continue
+        if app not in installed_labels:
+            warnings.append(('cacheops.W002', "CACHEOPS[%r] names an app that is not installed" % name, None))
+        elif model != '*' and not model_exists(app, model):
+            warnings.append(('cacheops.W002', "CACHEOPS[%r] names a model that does not exist" % name, None))
+    return warnings

@@ -6,6 +6,7 @@ from django.core.checks.registry import registry
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
+from cacheops.conf import settings as cacheops_settings
 from .models import All, Category
 
 pytestmark = pytest.mark.django_db
@@ -78,3 +79,58 @@ def test_bad_defaults(defaults):
 
 def test_good_settings_pass_checks():
     assert [m for m in cacheops_messages() if m.is_serious()] == []
+
+
+# Each system check, triggered by a setting a user could write, and by nothing else
+
+CHECKS = [
+    ('cacheops.E001', {'CACHEOPS': {'tests.category': {'ops': 'bogus'}}}),
+    ('cacheops.E001', {'CACHEOPS_DEFAULTS': {'timeoutt': 10}}),
+    ('cacheops.E002', {'CACHEOPS_REDIS': 42}),
+    ('cacheops.E002', {'CACHEOPS_REDIS': 'http://127.0.0.1:6379/0'}),
+    ('cacheops.E002', {'CACHEOPS_SENTINEL': {'locations': [('127.0.0.1', 26379)]}}),
+    ('cacheops.E002', {'CACHEOPS_CLIENT_CLASS': 'no_such_module.Redis'}),
+    ('cacheops.E003', {'CACHEOPS_PREFIX': 'no_such_module.prefix'}),
+    ('cacheops.E003', {'CACHEOPS_PREFIX': 42}),
+    ('cacheops.E004', {'CACHEOPS_SERIALIZER': 'no_such_serializer'}),
+    ('cacheops.E004', {'CACHEOPS_SERIALIZER': 'os'}),
+    ('cacheops.E005', {'CACHEOPS_SKIP_FIELDS': 'TextField'}),
+    ('cacheops.E006', {'CACHEOPS_LONG_DISJUNCTION': 0}),
+    ('cacheops.E007', {'CACHEOPS_ENABLED': 'no'}),
+    ('cacheops.E007', {'CACHEOPS_INSIDEOUT': 'no'}),
+    ('cacheops.E007', {'CACHEOPS_DEGRADE_ON_FAILURE': 'yes'}),
+    ('cacheops.E008', {'CACHEOPS_LOCK_WAIT': '30'}),
+    ('cacheops.E008', {'FILE_CACHE_TIMEOUT': 0}),
+    ('cacheops.W001', {'CACHEOPS': {'*.*': {'ops': 'all', 'timeout': 60}}}),
+    ('cacheops.W002', {'CACHEOPS': {'nosuchapp.*': {'timeout': 60}}}),
+    ('cacheops.W002', {'CACHEOPS': {'tests.nosuchmodel': {'timeout': 60}}}),
+]
+
+
+@pytest.mark.parametrize('check_id, setting', CHECKS, ids=['%s-%s' % (i, '-'.join(s)) for i, s in CHECKS])
+def test_a_bad_setting_gives_its_check_id(check_id, setting):
+    with override_settings(**setting):
+        assert [m.id for m in cacheops_messages()] == [check_id]
+
+
+@pytest.mark.parametrize('name, value', [
+    ('CACHEOPS_ENABLED', 'no'), ('CACHEOPS_INSIDEOUT', 'no'), ('CACHEOPS_DEGRADE_ON_FAILURE', 'yes'),
+])
+def test_a_flag_given_a_string_is_not_taken_as_true(name, value):
+    with override_settings(**{name: value}):
+        with pytest.raises(ImproperlyConfigured, match=name):
+            getattr(cacheops_settings, name)
+
+
+def test_a_flag_given_a_string_fails_a_cached_read():
+    Category.objects.create(title='c')
+    with override_settings(CACHEOPS_ENABLED='no'):
+        with pytest.raises(ImproperlyConfigured, match='CACHEOPS_ENABLED'):
+            list(Category.objects.cache().filter(title='c'))
+
+
+@pytest.mark.parametrize('value', [True, False, 1, 0])
+def test_flags_take_booleans(value):
+    with override_settings(CACHEOPS_DEGRADE_ON_FAILURE=value):
+        assert cacheops_settings.CACHEOPS_DEGRADE_ON_FAILURE == value
+        assert cacheops_messages() == []
