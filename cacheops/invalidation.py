@@ -27,9 +27,9 @@ from .utils import chunks, conj_value, glob_escape, written_granular_columns, wr
 
 logger = logging.getLogger('cacheops')
 
-# Redis refusing or failing, a cluster's slots moving (not RedisErrors): what a replay
-# may get past later
-REDIS_FAILURES = (redis.RedisError, redis.exceptions.RedisClusterException)
+# Redis refusing or failing, a cluster's slots moving (not RedisErrors; redis-py has them
+# from 4.1 on, with its cluster client): what a replay may get past later
+REDIS_FAILURES = (redis.RedisError, getattr(redis.exceptions, 'RedisClusterException', redis.RedisError))
 UNLINK_CHUNK = 1000
 
 

@@ -1,10 +1,10 @@
 import pytest
 from django.conf import settings
-from redis.connection import AbstractConnection
 from django.test import TestCase
 
 from cacheops import fingerprint
 from cacheops.transaction import transaction_states
+from tests.utils import AbstractConnection
 
 _hidden_states = []  # the states in force before each hiding, innermost last
 

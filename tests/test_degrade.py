@@ -15,6 +15,7 @@ import redis.connection
 from django.test import override_settings
 
 from .models import All, Category, Post
+from .utils import AbstractConnection
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +25,7 @@ def redis_down():
     error = redis.exceptions.ConnectionError('injected: redis is down')
     with mock.patch.object(redis.connection.ConnectionPool, 'get_connection', side_effect=error), \
          mock.patch.object(redis.connection.BlockingConnectionPool, 'get_connection', side_effect=error), \
-         mock.patch.object(redis.connection.AbstractConnection, 'send_packed_command', side_effect=error):
+         mock.patch.object(AbstractConnection, 'send_packed_command', side_effect=error):
         yield
 
 

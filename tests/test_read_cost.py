@@ -12,7 +12,6 @@ import redis
 from django.db import connection
 from django.test import override_settings
 from django.db.models.sql.compiler import SQLCompiler
-from redis.connection import AbstractConnection
 
 import cacheops.redis
 from cacheops import chain, fingerprint, getset, invalidate_all
@@ -22,7 +21,7 @@ from cacheops.redis import _script, get_client
 
 from tools.redis_server import private_redis
 from .models import Category, Locked, Post
-from .utils import losing_replies, queries, warm
+from .utils import AbstractConnection, losing_replies, queries, warm
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,10 @@ renders, losing Redis replies."""
 import redis
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.test.utils import CaptureQueriesContext
-from redis.connection import AbstractConnection
+try:
+    from redis.connection import AbstractConnection
+except ImportError:  # redis-py before 4.5, where Connection is the others' base class
+    from redis.connection import Connection as AbstractConnection
 
 
 def queries(func, using=DEFAULT_DB_ALIAS):
