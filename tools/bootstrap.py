@@ -59,9 +59,9 @@ def ensure_venv(name, python, packages):
     return str(venv_python)
 
 
-def packages_for_tests(django_spec):
-    """pip arguments for a test venv: the test requirements and one Django series."""
-    return ['-r', str(REQUIREMENTS), django_spec]
+def packages_for_tests(*requirements):
+    """pip arguments for a test venv: the test requirements and the run's own pins."""
+    return ['-r', str(REQUIREMENTS), *requirements]
 
 
 def _stamp(python, packages):
