@@ -7,6 +7,6 @@ from .invalidation import (  # noqa: F401
 from .reaper import reap_conjs  # noqa: F401
 from .decorators import cached_as, cached_view_as  # noqa: F401
 from .simple import (  # noqa: F401
-    CacheMiss, cache, cached, cached_view, file_cache, invalidate_fragment,
+    CacheMiss, FileCache, RedisCache, cache, cached, cached_view, file_cache, invalidate_fragment,
 )
 from .templatetags.cacheops import CacheopsLibrary  # noqa: F401
