@@ -119,7 +119,7 @@ def _run_invalidation(client, keys, budget, args, prefix, table):
     members, patterns = run_script('invalidate', keys, [budget, new_epoch(), *args])
     if members:
         _delete_dropped_keys(client, members, keys[-1])
-    for pattern in patterns:
+    for pattern in dict.fromkeys(patterns):  # rows lacking the same columns give the same
         invalidate_conjs(client, _scan(client, pattern), prefix, table)
 
 
