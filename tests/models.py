@@ -308,3 +308,78 @@ if hasattr(models, 'GeneratedField'):  # Django 5.0+
         total = models.GeneratedField(expression=models.F('price') * models.F('quantity'),
                                       output_field=models.IntegerField(), db_persist=True)
         code = models.IntegerField(db_default=7)
+
+
+# Django 5.2+/6.1 features (tests/test_django_features.py)
+
+class Memo(models.Model):
+    """A key with no reverse accessor (related_name='+'): deleting the category nulls it."""
+    category = models.ForeignKey(Category, on_delete=models.SET_NULL, null=True, related_name='+')
+    text = models.CharField(max_length=64, default='')
+
+
+class NoProfileRef(models.Model):
+    """A cached model keyed to one that is never cached."""
+    target = models.ForeignKey(NoProfile, on_delete=models.SET_NULL, null=True)
+    text = models.CharField(max_length=64, default='')
+
+
+if hasattr(models, 'DB_CASCADE'):  # Django 6.1+: the database acts on delete, no signals
+    class Shelf(models.Model):
+        number = models.IntegerField(primary_key=True)
+
+    class Book(models.Model):
+        """Deleted by the database with its shelf."""
+        shelf = models.ForeignKey(Shelf, on_delete=models.DB_CASCADE, related_name='books')
+        title = models.CharField(max_length=64, default='')
+
+    class Page(models.Model):
+        """Deleted by the database with its book: a chain of DB_CASCADEs."""
+        book = models.ForeignKey(Book, on_delete=models.DB_CASCADE)
+        num = models.IntegerField(default=0)
+        see_also = models.ForeignKey('self', on_delete=models.DB_SET_NULL, null=True)
+
+    class Bookmark(models.Model):
+        """Loses its book when the database deletes it with its shelf."""
+        book = models.ForeignKey(Book, on_delete=models.DB_SET_NULL, null=True)
+        note = models.CharField(max_length=64, default='')
+
+    class Sticker(models.Model):
+        """Nulled by the database, through a key with no reverse accessor."""
+        shelf = models.ForeignKey(Shelf, on_delete=models.DB_SET_NULL, null=True, related_name='+')
+        color = models.CharField(max_length=16, default='')
+
+    class Slot(models.Model):
+        """Moved by the database to the spare shelf, 99 (not on MySQL, which can't)."""
+        shelf = models.ForeignKey(Shelf, on_delete=models.DB_SET_DEFAULT, db_default=99,
+                                  related_name='slots')
+        num = models.IntegerField(default=0)
+
+        class Meta:
+            required_db_features = {'supports_on_delete_db_default'}
+
+
+# Differential test (tests/test_differential.py): an author's works, a multi-table child
+# with a many-to-many of its own and a proxy. The test's per-model profiles name Author
+# and Work only, leaving Poem, ShortWork and Poem.fans' table to be tracked as family.
+
+class Author(models.Model):
+    name = models.CharField(max_length=16, default='')
+    age = models.IntegerField(default=0)
+
+
+class Work(models.Model):
+    title = models.CharField(max_length=16, default='')
+    pages = models.IntegerField(default=0)
+    author = models.ForeignKey(Author, on_delete=models.CASCADE, null=True, blank=True,
+                               related_name='works')
+
+
+class Poem(Work):
+    lines = models.IntegerField(default=0)
+    fans = models.ManyToManyField(Author, related_name='fan_poems', blank=True)
+
+
+class ShortWork(Work):
+    class Meta:
+        proxy = True
