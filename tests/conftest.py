@@ -1,10 +1,25 @@
+import os
+from pathlib import Path
+
+import hypothesis
 import pytest
 from django.conf import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 from django.test import TestCase
 
 from cacheops import fingerprint
 from cacheops.transaction import transaction_states
 from tests.utils import AbstractConnection
+
+# Hypothesis profiles, picked by HYPOTHESIS_PROFILE: 'ci' (the default) is reproducible
+# and keeps no example database; 'long' searches many more examples, and keeps those that
+# failed in .test-logs/ (ignored by git) to try them first next time.
+hypothesis.settings.register_profile('ci', deadline=None, derandomize=True, database=None,
+                                     print_blob=False)
+hypothesis.settings.register_profile(
+    'long', deadline=None, max_examples=1000, print_blob=False,
+    database=DirectoryBasedExampleDatabase(Path(__file__).resolve().parent.parent / '.test-logs' / 'hypothesis'))
+hypothesis.settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 _hidden_states = []  # the states in force before each hiding, innermost last
 
