@@ -181,6 +181,7 @@ def take_write_lock(model, using):
     connection = connections[using]
     if connection.vendor == 'sqlite':
         qn = connection.ops.quote_name
+        model = model._meta.concrete_model  # a proxy has no fields of its own
         # any real column: a composite primary key has none of its own
         column = qn(model._meta.local_concrete_fields[0].column)
         with connection.cursor() as cursor:

@@ -1,0 +1,935 @@
+"""Differential test: a cached read always equals the same read from the database.
+
+Hypothesis generates querysets over the test models (filters, Q with | and ~, exclude(),
+forward and reverse foreign keys, one-to-ones, many-to-manys with auto-created and
+explicit through models, multi-table inheritance, proxies, select_related(),
+prefetch_related(), aggregates over joins, Subquery, Exists/OuterRef, F(), Case/When,
+values()/values_list(), distinct(), ordering, slicing, union/intersection/difference)
+and an op on each (fetch, count, exists, get, first, last, aggregate). It caches them,
+then applies random writes (create, save, delete with its cascades, m2m changes from
+both sides, bulk_create, invalidated_update(), queryset delete(), some in a
+transaction). After every write each cached read must equal its .nocache() twin.
+
+Right after a read is cached, reading it again must not query the database, except
+for the statements that are not cached by design (expected_uncached() says which).
+
+Each read and write is printed as the code that makes it: a failing example shrinks
+to the shortest sequence of them. HYPOTHESIS_PROFILE=long runs many more examples
+(README.rst, "Running the tests"; the profiles are in tests/conftest.py).
+"""
+import pprint
+import re
+from dataclasses import dataclass
+
+import pytest
+from django.core.exceptions import FieldDoesNotExist, MultipleObjectsReturned, ObjectDoesNotExist
+from django.db import connection, transaction
+from django.db.models import (Case, Count, Exists, F, Max, Model, OuterRef, Prefetch, Q,
+                              Subquery, Sum, Value, When)
+from django.test.utils import CaptureQueriesContext, override_settings
+from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis.internal.conjecture import engine
+
+from cacheops.redis import redis_client
+
+from . import models
+from .models import (Author, Brand, Category, Extra, Gadget, Label, Media, Movie, Poem, Post,
+                     Product, ProductTag, ProxyPost, Tag, Task, Work)
+from .utils import warm
+
+# Values are few, so that conditions, rows and writes meet often.
+IDS = range(1, 7)
+INTS = range(0, 5)
+STRS = ('', 'a', 'b', 'ab', 'ba')
+
+LOOKUPS = {
+    'id': ('exact', 'in', 'gt', 'lt', 'range'),
+    'fk': ('exact', 'in', 'gt', 'lt'),  # keys to other rows: 'id' but range
+    'int': ('exact', 'in', 'gt', 'lt', 'range'),
+    'str': ('exact', 'in', 'contains', 'startswith'),
+    'text': ('exact', 'contains'),
+    'bool': ('exact',),
+}
+
+
+@dataclass(frozen=True)
+class Root:
+    """What the generator may do with querysets of one model."""
+    fields: dict            # lookup path: kind, from LOOKUPS ('?': nullable, isnull applies;
+                            # a multi-table child's pk is its parent link: 'fk')
+    own: tuple              # the model's own fields, for values() and order_by()
+    annotations: tuple = ()  # (expression, kind)
+    aggregates: tuple = ()
+    select: tuple = ()      # select_related() paths
+    prefetch: tuple = ()    # (lookup, model of the rows it fetches)
+    conditions: tuple = ()  # filter() arguments as code: F(), subqueries, Exists()
+
+
+POST = Root(
+    fields={'pk': 'id', 'title': 'str', 'visible': 'bool', 'text': 'text', 'category': 'id',
+            'category__title': 'str', 'extra': 'id?', 'extra__tag': 'int?', 'extra__to_tag': 'id?',
+            'category__gadgets__stock': 'int?'},
+    own=('title', 'visible', 'category', 'text'),
+    annotations=(("F('category__title')", 'str'), ("Count('category__gadgets')", 'int'),
+                 ("Case(When(visible=True, then=Value(1)), default=Value(0))", 'int'),
+                 ("Case(When(category__title='a', then=Value(2)), When(extra__tag__gt=1, then=Value(1)), "
+                  "default=Value(0))", 'int'),
+                 ("Exists(Extra.objects.filter(post=OuterRef('pk'), tag__gt=1))", 'bool'),
+                 ("Subquery(Extra.objects.filter(post=OuterRef('pk')).values('tag')[:1])", 'int?')),
+    aggregates=("Count('pk')", "Max('extra__tag')", "Count('category', distinct=True)",
+                "Sum('extra__tag')", "Max('category__title')", "Count('category__gadgets')"),
+    select=('category', 'extra', 'extra__to_tag'),
+    prefetch=(('category', 'Category'), ('extra', 'Extra'), ('category__gadgets', 'Gadget')),
+    conditions=("category__in=Category.objects.filter(title__startswith='a')",
+                "title=F('category__title')",
+                "pk__in=Extra.objects.filter(tag__gt=1).values('post')",
+                "Exists(Extra.objects.filter(post=OuterRef('pk'), tag__gt=1))",
+                "~Exists(Gadget.objects.filter(category=OuterRef('category'), is_active=True))"),
+)
+
+WORK = Root(
+    fields={'pk': 'id', 'title': 'str', 'pages': 'int', 'author': 'id?', 'author__name': 'str?',
+            'poem': 'id?', 'poem__lines': 'int?', 'poem__fans': 'id?'},
+    own=('title', 'pages', 'author'),
+    annotations=(("Count('poem__fans')", 'int'), ("F('author__name')", 'str?'),
+                 ("Case(When(poem__isnull=False, then=Value(1)), default=Value(0))", 'int')),
+    aggregates=("Sum('pages')", "Count('poem')", "Max('author__age')", "Count('poem__fans')"),
+    select=('author', 'poem'),
+    prefetch=(('poem', 'Poem'), ('author', 'Author'), ('poem__fans', 'Author')),
+    conditions=("Exists(Poem.objects.filter(pk=OuterRef('pk'), lines__gt=1))",
+                "author__in=Author.objects.filter(age__gt=1)"),
+)
+
+ROOTS = {
+    'Category': Root(
+        fields={'pk': 'id', 'title': 'str', 'posts': 'id?', 'posts__visible': 'bool?',
+                'posts__title': 'str?', 'posts__extra__tag': 'int?', 'gadgets__stock': 'int?',
+                'gadgets__is_active': 'bool?', 'gadgets__tags': 'id?', 'task': 'id?'},
+        own=('title',),
+        annotations=(("Count('posts')", 'int'), ("Count('posts', distinct=True)", 'int'),
+                     ("Count('posts', filter=Q(posts__visible=True))", 'int'),
+                     ("Sum('gadgets__stock')", 'int?'), ("Max('posts__extra__tag')", 'int?'),
+                     ("Count('gadgets__tags')", 'int'),
+                     ("Exists(Post.objects.filter(category=OuterRef('pk'), visible=True))", 'bool'),
+                     ("Subquery(Post.objects.filter(category=OuterRef('pk')).order_by('-pk')"
+                      ".values('title')[:1])", 'str?')),
+        aggregates=("Count('posts')", "Sum('gadgets__stock')", "Max('posts__extra__tag')",
+                    "Count('pk')", "Max('title')", "Count('gadgets__tags', distinct=True)"),
+        prefetch=(('posts', 'Post'), ('gadgets', 'Gadget'), ('posts__extra', 'Extra'),
+                  ('task_set', 'Task'), ('gadgets__tags', 'Tag')),
+        conditions=("pk__in=Post.objects.filter(visible=False).values('category')",
+                    "Exists(Task.objects.filter(category=OuterRef('pk')))",
+                    "~Exists(Gadget.objects.filter(category=OuterRef('pk'), stock__gt=1))"),
+    ),
+    'Post': POST,
+    'ProxyPost': POST,
+    'Extra': Root(
+        fields={'pk': 'id', 'tag': 'int', 'post': 'id', 'post__visible': 'bool', 'post__title': 'str',
+                'post__category': 'id', 'post__category__title': 'str', 'to_tag': 'id?',
+                'to_tag__tag': 'int?', 'extra': 'id?'},
+        own=('tag', 'post', 'to_tag'),
+        annotations=(("F('post__title')", 'str'), ("Count('extra')", 'int'),
+                     ("Case(When(to_tag__isnull=True, then=Value(0)), default=F('to_tag__tag'))", 'int')),
+        aggregates=("Sum('tag')", "Max('post__title')", "Count('to_tag')", "Max('to_tag__tag')"),
+        select=('post', 'post__category', 'to_tag'),
+        prefetch=(('post', 'Post'), ('extra_set', 'Extra')),
+        conditions=("tag__gt=F('to_tag__tag')", "post__in=Post.objects.filter(visible=True)",
+                    "Exists(Extra.objects.filter(to_tag=OuterRef('pk')))"),
+    ),
+    'Task': Root(
+        fields={'pk': 'id', 'title': 'str', 'category': 'id?', 'category__title': 'str?',
+                'category__posts__visible': 'bool?'},
+        own=('title', 'category'),
+        annotations=(("F('category__title')", 'str?'), ("Count('category__posts')", 'int')),
+        aggregates=("Count('category')", "Max('category__title')", "Count('pk')"),
+        select=('category',),
+        prefetch=(('category', 'Category'), ('category__posts', 'Post')),
+        conditions=("title=F('category__title')",
+                    "Exists(Post.objects.filter(category=OuterRef('category'), title=OuterRef('title')))"),
+    ),
+    'Gadget': Root(
+        fields={'pk': 'id', 'title': 'str', 'stock': 'int', 'price': 'int', 'is_active': 'bool',
+                'category': 'id', 'category__title': 'str', 'tags': 'id?', 'tags__name': 'str?'},
+        own=('title', 'stock', 'price', 'is_active', 'category'),
+        annotations=(("Count('tags')", 'int'), ("F('stock') * 2", 'int'),
+                     ("Case(When(stock__gt=2, then=Value(1)), default=Value(0))", 'int'),
+                     ("Max('tags__name')", 'str?')),
+        aggregates=("Sum('stock')", "Max('price')", "Count('tags')", "Max('rating')",
+                    "Count('tags', distinct=True)", "Count('category__posts')"),
+        select=('category',),
+        prefetch=(('tags', 'Tag'), ('category', 'Category'), ('tags__products', 'Product')),
+        conditions=("stock__gt=F('category_id')", "tags__in=Tag.objects.filter(name__contains='a')",
+                    "Exists(Post.objects.filter(category=OuterRef('category'), visible=False))"),
+    ),
+    'Tag': Root(
+        fields={'pk': 'id', 'name': 'str', 'gadgets': 'id?', 'gadgets__stock': 'int?', 'products': 'id?',
+                'products__name': 'str?', 'producttag__weight': 'int?'},
+        own=('name',),
+        annotations=(("Count('gadgets')", 'int'), ("Count('products')", 'int'),
+                     ("Max('producttag__weight')", 'int?'), ("Sum('gadgets__stock')", 'int?')),
+        aggregates=("Count('gadgets')", "Max('producttag__weight')", "Sum('gadgets__stock')",
+                    "Count('products', distinct=True)"),
+        prefetch=(('gadgets', 'Gadget'), ('products', 'Product'), ('producttag_set', 'ProductTag')),
+        conditions=("pk__in=ProductTag.objects.filter(weight__gt=1).values('tag')",
+                    "Exists(Gadget.objects.filter(tags=OuterRef('pk'), is_active=True))"),
+    ),
+    'Product': Root(
+        fields={'pk': 'id', 'name': 'str', 'tags': 'id?', 'tags__name': 'str?', 'producttag__weight': 'int?'},
+        own=('name',),
+        annotations=(("Count('tags')", 'int'), ("Sum('producttag__weight')", 'int?')),
+        aggregates=("Count('tags')", "Sum('producttag__weight')"),
+        prefetch=(('tags', 'Tag'), ('producttag_set', 'ProductTag')),
+        conditions=("Exists(ProductTag.objects.filter(product=OuterRef('pk'), weight__gte=2))",),
+    ),
+    'ProductTag': Root(
+        fields={'pk': 'id', 'weight': 'int', 'product': 'id', 'tag': 'id', 'product__name': 'str',
+                'tag__name': 'str', 'tag__gadgets': 'id?'},
+        own=('weight', 'product', 'tag'),
+        annotations=(("F('tag__name')", 'str'), ("Count('tag__gadgets')", 'int')),
+        aggregates=("Sum('weight')", "Max('tag__name')", "Count('tag', distinct=True)"),
+        select=('product', 'tag'),
+        prefetch=(('tag__gadgets', 'Gadget'),),
+        conditions=("weight__lt=F('tag_id')",),
+    ),
+    'Brand': Root(
+        fields={'pk': 'id', 'name': 'str', 'labels': 'id?', 'labels__text': 'str?'},
+        own=('name',),
+        annotations=(("Count('labels')", 'int'), ("Max('labels__text')", 'str?')),
+        aggregates=("Count('labels')", "Max('labels__text')"),
+        prefetch=(('labels', 'Label'),),
+        conditions=("Exists(Brand.labels.through.objects.filter(brand=OuterRef('pk'), label__text='a'))",),
+    ),
+    'Label': Root(
+        fields={'pk': 'id', 'text': 'str', 'brands': 'id?', 'brands__name': 'str?'},
+        own=('text',),
+        annotations=(("Count('brands')", 'int'),),
+        aggregates=("Count('brands')", "Max('brands__name')"),
+        prefetch=(('brands', 'Brand'),),
+    ),
+    'Media': Root(
+        fields={'pk': 'id', 'name': 'str', 'movie': 'id?', 'movie__year': 'int?'},
+        own=('name',),
+        annotations=(("Count('movie')", 'int'), ("F('movie__year')", 'int?')),
+        aggregates=("Count('movie')", "Max('movie__year')", "Max('name')"),
+        select=('movie',),
+        prefetch=(('movie', 'Movie'),),
+        conditions=("pk__in=Movie.objects.filter(year__gt=2).values('pk')",),
+    ),
+    'Movie': Root(
+        fields={'pk': 'fk', 'name': 'str', 'year': 'int', 'media_ptr': 'id'},
+        own=('name', 'year'),
+        annotations=(("Case(When(year__gt=2, then=Value(1)), default=Value(0))", 'int'),
+                     ("F('name')", 'str')),
+        aggregates=("Sum('year')", "Max('name')", "Count('pk')"),
+        select=('media_ptr',),
+        conditions=("Exists(Media.objects.filter(name=OuterRef('name')).exclude(pk=OuterRef('pk')))",),
+    ),
+    'Author': Root(
+        fields={'pk': 'id', 'name': 'str', 'age': 'int', 'works': 'id?', 'works__pages': 'int?',
+                'works__poem__lines': 'int?', 'fan_poems': 'id?', 'fan_poems__lines': 'int?'},
+        own=('name', 'age'),
+        annotations=(("Count('works')", 'int'), ("Sum('works__pages')", 'int?'),
+                     ("Count('fan_poems')", 'int'), ("Max('works__poem__lines')", 'int?'),
+                     ("Exists(Poem.objects.filter(author=OuterRef('pk')))", 'bool')),
+        aggregates=("Count('works')", "Sum('works__pages')", "Count('fan_poems', distinct=True)",
+                    "Max('age')"),
+        prefetch=(('works', 'Work'), ('fan_poems', 'Poem'), ('works__poem', 'Poem')),
+        conditions=("pk__in=Poem.fans.through.objects.values('author')",),
+    ),
+    'Work': WORK,
+    'ShortWork': WORK,
+    'Poem': Root(
+        fields={'pk': 'fk', 'title': 'str', 'pages': 'int', 'lines': 'int', 'author': 'id?',
+                'author__name': 'str?', 'fans': 'id?', 'fans__age': 'int?'},
+        own=('title', 'pages', 'lines', 'author'),
+        annotations=(("Count('fans')", 'int'), ("F('author__age')", 'int?')),
+        aggregates=("Sum('lines')", "Count('fans')", "Max('author__name')"),
+        select=('author', 'work_ptr'),
+        prefetch=(('fans', 'Author'), ('author__works', 'Work')),
+        conditions=("lines__gt=F('pages')",),
+    ),
+}
+
+# Profiles naming some models only. Left out: proxies (ProxyPost, ShortWork), multi-table
+# children (Movie, Poem) and auto-created through tables, which are tracked with the
+# profiled models whose tables they write (see docs/design.md); and Tag and Label, which
+# share no table with a profiled model: nothing invalidates on their writes.
+PER_MODEL_PROFILES = {f'tests.{name}': {} for name in (
+    'category', 'post', 'extra', 'task', 'gadget', 'product', 'producttag', 'brand', 'media',
+    'author', 'work')}
+PROFILES = {
+    'all': ({'tests.*': {}}, frozenset()),
+    'per-model': (PER_MODEL_PROFILES, frozenset({'tests_tag', 'tests_label'})),
+}
+
+
+# Writes: the fields a write may set, by kind (as in LOOKUPS), and the m2m managers
+
+WRITE_FIELDS = {
+    'Category': {'title': 'str'},
+    'Post': {'title': 'str', 'visible': 'bool', 'category_id': 'id', 'text': 'str'},
+    'Extra': {'tag': 'int', 'post_id': 'id', 'to_tag_id': 'id?'},
+    'Task': {'title': 'str', 'category_id': 'id?'},
+    'Gadget': {'title': 'str', 'category_id': 'id', 'stock': 'int', 'price': 'int', 'is_active': 'bool',
+               'rating': 'int'},
+    'Tag': {'name': 'str'},
+    'Product': {'name': 'str'},
+    'ProductTag': {'product_id': 'id', 'tag_id': 'id', 'weight': 'int'},
+    'Brand': {'name': 'str'},
+    'Label': {'text': 'str'},
+    'Media': {'name': 'str'},
+    'Movie': {'name': 'str', 'year': 'int'},
+    'Author': {'name': 'str', 'age': 'int'},
+    'Work': {'title': 'str', 'pages': 'int', 'author_id': 'id?'},
+    'Poem': {'title': 'str', 'pages': 'int', 'author_id': 'id?', 'lines': 'int'},
+}
+WRITE_FIELDS['ProxyPost'] = WRITE_FIELDS['Post']
+WRITE_FIELDS['ShortWork'] = WRITE_FIELDS['Work']
+M2M = {
+    'Gadget': ('tags',), 'Tag': ('gadgets', 'products'), 'Product': ('tags',),
+    'Brand': ('labels',), 'Label': ('brands',), 'Poem': ('fans',), 'Author': ('fan_poems',),
+}
+MULTI_TABLE = {'Movie', 'Poem'}  # bulk_create() can't make their rows
+
+
+# The data every example starts from
+
+def load_baseline():
+    """A few rows of every model, with relations between them."""
+    c1, c2, c3 = Category.objects.bulk_create(
+        [Category(pk=1, title='a'), Category(pk=2, title='b'), Category(pk=3, title='ab')])
+    p1, p2, p3, _ = Post.objects.bulk_create([
+        Post(pk=1, title='a', category=c1), Post(pk=2, title='b', category=c1, visible=False),
+        Post(pk=3, title='ab', category=c2, text='a'), Post(pk=4, title='a', category=c2)])
+    e1 = Extra.objects.create(pk=1, post=p1, tag=1)
+    Extra.objects.create(pk=2, post=p3, tag=2, to_tag=e1)
+    Task.objects.bulk_create([Task(pk=1, title='a'), Task(pk=2, title='b', category=c1),
+                              Task(pk=3, title='a', category=c2)])
+    g1, g2, _ = Gadget.objects.bulk_create([
+        Gadget(pk=1, title='a', category=c1, stock=1, price=1, rating=1),
+        Gadget(pk=2, title='b', category=c1, stock=3, price=2, is_active=False),
+        Gadget(pk=3, title='ab', category=c2, stock=2, price=3, rating=2)])
+    t1, t2, _ = Tag.objects.bulk_create([Tag(pk=1, name='a'), Tag(pk=2, name='b'), Tag(pk=3, name='ab')])
+    g1.tags.add(t1, t2)
+    g2.tags.add(t2)
+    pr1, pr2 = Product.objects.bulk_create([Product(pk=1, name='a'), Product(pk=2, name='b')])
+    ProductTag.objects.bulk_create([ProductTag(pk=1, product=pr1, tag=t1, weight=1),
+                                    ProductTag(pk=2, product=pr1, tag=t2, weight=2),
+                                    ProductTag(pk=3, product=pr2, tag=t2, weight=3)])
+    b1, b2 = Brand.objects.bulk_create([Brand(pk=1, name='a'), Brand(pk=2, name='b')])
+    l1, l2, _ = Label.objects.bulk_create([Label(pk=1, text='a'), Label(pk=2, text='b'), Label(pk=3, text='ab')])
+    b1.labels.add(l1, l2)
+    b2.labels.add(l2)
+    Media.objects.create(pk=1, name='a')
+    Movie.objects.create(pk=2, name='b', year=2)
+    Movie.objects.create(pk=3, name='ab', year=3)
+    a1, a2 = Author.objects.bulk_create([Author(pk=1, name='a', age=1), Author(pk=2, name='b', age=2)])
+    Work.objects.create(pk=1, title='a', pages=1, author=a1)
+    Poem.objects.create(pk=2, title='b', pages=2, lines=1, author=a1).fans.add(a1)
+    Poem.objects.create(pk=3, title='ab', pages=3, lines=4, author=a2).fans.add(a1, a2)
+    Work.objects.create(pk=4, title='b', pages=2)
+
+
+DATA_MODELS = (Gadget.tags.through, Brand.labels.through, Poem.fans.through, ProductTag, Extra,
+               Post, Task, Gadget, Tag, Product, Brand, Label, Movie, Media, Poem, Work, Author, Category)
+
+
+def reset():
+    """The baseline data in the database, and nothing in the cache."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        for model in DATA_MODELS:
+            cursor.execute('DELETE FROM %s' % connection.ops.quote_name(model._meta.db_table))
+        load_baseline()
+    redis_client.flushdb()
+
+
+# Write helpers: a write that would break a constraint (a missing row referenced, a taken
+# primary key or one-to-one) does nothing, so that any sequence of writes is valid
+
+def _rows(model):
+    return model._base_manager.nocache()
+
+
+def _get(model, pk):
+    return _rows(model).filter(pk=pk).first()
+
+
+def _pk_free(model, pk):
+    top = ([model, *model._meta.get_parent_list()])[-1]._meta.concrete_model
+    return not _rows(top).filter(pk=pk).exists()
+
+
+def _valid(model, values, pk=None):
+    """Whether these field values reference existing rows and take no unique value."""
+    for name, value in values.items():
+        field = model._meta.get_field(name)
+        if not field.is_relation or isinstance(value, F) or value is None:
+            continue
+        if not _rows(field.related_model).filter(pk=value).exists():
+            return False
+        if field.unique and _rows(model).filter(**{name: value}).exclude(pk=pk).exists():
+            return False
+    return True
+
+
+def create(model, pk, **values):
+    """Create a row with this primary key."""
+    if _pk_free(model, pk) and _valid(model, values):
+        model.objects.create(pk=pk, **values)
+
+
+def save(model, pk, **values):
+    """Change a row's fields and save() it."""
+    _save(model, pk, values, None)
+
+
+def save_fields(model, pk, **values):
+    """Change a row's fields and save(update_fields=...) them."""
+    _save(model, pk, values, list(values))
+
+
+def _save(model, pk, values, update_fields):
+    obj = _get(model, pk)
+    if obj is not None and _valid(model, values, pk):
+        for name, value in values.items():
+            setattr(obj, name, value)
+        obj.save(update_fields=update_fields)
+
+
+def delete(model, pk):
+    """Delete a row, and its cascades."""
+    obj = _get(model, pk)
+    if obj is not None:
+        obj.delete()
+
+
+def m2m(model, pk, name, action, pks=()):
+    """obj.<name>.<action>(*pks) from either side of a many-to-many."""
+    obj = _get(model, pk)
+    if obj is None:
+        return
+    manager = getattr(obj, name)
+    targets = [p for p in pks if _get(manager.model, p) is not None]
+    # the explicit through model needs its weight
+    extra = {'through_defaults': {'weight': 1}} if name in ('tags', 'products') and model in (Tag, Product) else {}
+    if action == 'clear':
+        manager.clear()
+    elif action == 'set':
+        manager.set(targets, **extra)
+    elif action == 'remove':
+        manager.remove(*targets)
+    else:
+        manager.add(*targets, **extra)
+
+
+def bulk_create(model, rows):
+    """bulk_create() the rows that can be made."""
+    objs, taken = [], set()
+    for row in rows:
+        unique = {name: value for name, value in row.items()
+                  if name != 'pk' and model._meta.get_field(name).unique}
+        key = tuple(sorted(unique.items()))
+        if row['pk'] in taken or key in taken or not _pk_free(model, row['pk']) \
+                or not _valid(model, {n: v for n, v in row.items() if n != 'pk'}):
+            continue
+        taken.update((key, row['pk']))
+        objs.append(model(**row))
+    model.objects.bulk_create(objs)
+
+
+def update(qs, **values):
+    """qs.invalidated_update(**values)."""
+    if _valid(qs.model, values):
+        qs.invalidated_update(**values)
+
+
+NAMESPACE = {
+    **{name: getattr(models, name) for name in {*ROOTS, *WRITE_FIELDS}},
+    'Q': Q, 'F': F, 'Count': Count, 'Sum': Sum, 'Max': Max, 'Case': Case, 'When': When, 'Value': Value,
+    'Exists': Exists, 'OuterRef': OuterRef, 'Subquery': Subquery, 'Prefetch': Prefetch,
+    'atomic': transaction.atomic, 'create': create, 'save': save, 'save_fields': save_fields,
+    'delete': delete, 'm2m': m2m, 'bulk_create': bulk_create, 'update': update,
+}
+
+
+# Reads, and what makes them comparable
+
+MISSING, MULTIPLE = 'DoesNotExist', 'MultipleObjectsReturned'
+
+
+class Step:
+    """Generated code, printed as itself (Hypothesis prints the failing example so)."""
+    def __init__(self, code):
+        self.code = code
+
+    def __repr__(self):
+        return self.code
+
+    def _repr_pretty_(self, printer, cycle):
+        printer.text(self.code)
+
+
+class Read(Step):
+    def __init__(self, code, ordered, plain_prefetch):
+        super().__init__(code)  # evaluates to the result; '.cache()' marks what caches
+        self.ordered = ordered  # the order of the result rows is determined
+        self.plain_prefetch = plain_prefetch  # prefetches with no cached queryset
+
+    def run(self, cached=True):
+        """The result, as comparable data."""
+        code = self.code if cached else self.code.replace('.cache()', '.nocache()')
+        try:
+            result = eval(code, NAMESPACE)  # noqa: S307 - the test's own generated code
+        except ObjectDoesNotExist:
+            return MISSING
+        except MultipleObjectsReturned:
+            return MULTIPLE
+        if isinstance(result, list):
+            rows = [snapshot(row) for row in result]
+            return rows if self.ordered else sorted(rows, key=repr)
+        return snapshot(result)
+
+
+class Write(Step):
+    def run(self):
+        exec(self.code, NAMESPACE)  # noqa: S102 - the test's own generated code
+
+
+def snapshot(value, back=None, depth=0):
+    """A value as plain data: an instance with its fields, annotations, and the related
+    objects select_related() and prefetch_related() left on it."""
+    if isinstance(value, Model):
+        return _instance_snapshot(value, back, depth)
+    if isinstance(value, dict):
+        return {key: snapshot(v) for key, v in value.items()}
+    if isinstance(value, tuple):
+        return getattr(value, '_fields', None), tuple(snapshot(v) for v in value)
+    return value
+
+
+def _instance_snapshot(obj, back, depth):
+    if depth > 4:
+        return '...'
+    model = type(obj)
+    own = {name: value for name, value in vars(obj).items() if not name.startswith('_')}
+    # the way back to the object we came from is that object: it is compared there
+    related = {name: snapshot(rel, _back_name(model, name), depth + 1)
+               for name, rel in obj._state.fields_cache.items() if name != back}
+    prefetched = {name: sorted((repr(snapshot(o, _back_name(model, name), depth + 1)) for o in rows))
+                  for name, rows in vars(obj).get('_prefetched_objects_cache', {}).items() if name != back}
+    return model.__name__, own, related, prefetched
+
+
+def _back_name(model, name):
+    """The name under which objects reached through model.<name> refer back to model's."""
+    try:
+        field = model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
+    if not field.is_relation:
+        return None
+    if field.auto_created and not field.concrete:  # a reverse relation
+        return field.field.name
+    return field.remote_field.get_accessor_name()
+
+
+# Generating reads
+
+def value_for(kind, lookup):
+    scalar = {'id': st.sampled_from(IDS), 'fk': st.sampled_from(IDS), 'int': st.sampled_from(INTS), 'str': st.sampled_from(STRS),
+              'text': st.sampled_from(STRS), 'bool': st.booleans()}[kind]
+    if lookup == 'isnull':
+        return st.booleans()
+    if lookup == 'in':
+        return st.lists(scalar, max_size=3)
+    if lookup == 'range':
+        return st.tuples(scalar, scalar).map(sorted).map(tuple)
+    if lookup in ('contains', 'startswith'):
+        return st.sampled_from(('a', 'b', ''))
+    return scalar
+
+
+@st.composite
+def terms(draw, root):
+    """One keyword condition, as code: "posts__title__contains='a'"."""
+    path, kind = draw(st.sampled_from(sorted(root.fields.items())))
+    nullable, kind = kind.endswith('?'), kind.rstrip('?')
+    lookups = LOOKUPS[kind] if path == 'pk' or kind != 'id' else LOOKUPS['fk']
+    lookup = draw(st.sampled_from(lookups + (('isnull',) if nullable else ())))
+    value = draw(value_for(kind, lookup))
+    if lookup == 'exact' and nullable and draw(st.integers(0, 4)) == 4:
+        value = None
+    return '%s%s=%r' % (path, '' if lookup == 'exact' else '__' + lookup, value)
+
+
+@st.composite
+def conditions(draw, root):
+    """A filter() or exclude() call, as code."""
+    term = terms(root)
+    form = draw(st.sampled_from(('filter', 'filter', 'exclude', 'two', 'or', 'not', 'and_not',
+                                 'exclude_or', 'expression')))
+    if form == 'expression' and root.conditions:
+        return '.filter(%s)' % draw(st.sampled_from(root.conditions))
+    if form == 'exclude':
+        return '.exclude(%s)' % draw(term)
+    if form == 'two':
+        first, second = draw(term), draw(term)
+        if first.split('=')[0] == second.split('=')[0]:  # one keyword twice: Q()s
+            return '.filter(Q(%s), Q(%s))' % (first, second)
+        return '.filter(%s, %s)' % (first, second)
+    if form == 'or':
+        return '.filter(Q(%s) | Q(%s))' % (draw(term), draw(term))
+    if form == 'not':
+        return '.filter(~Q(%s))' % draw(term)
+    if form == 'and_not':
+        return '.filter(Q(%s) & ~Q(%s))' % (draw(term), draw(term))
+    if form == 'exclude_or':
+        return '.exclude(Q(%s) | Q(%s))' % (draw(term), draw(term))
+    return '.filter(%s)' % draw(term)
+
+
+def set_operations():
+    ops = ['union', 'union_all']
+    if connection.features.supports_select_intersection:
+        ops.append('intersection')
+    if connection.features.supports_select_difference:
+        ops.append('difference')
+    return ops
+
+
+@st.composite
+def combined(draw, name, root):
+    """(code, ordered) of a union, intersection or difference of two querysets of a model."""
+    columns = draw(st.sampled_from((None, ('pk',) + root.own[:1])))
+    parts = []
+    for _ in range(2):
+        part = name + '.objects.all()' + ''.join(draw(st.lists(conditions(root).filter(_plain_condition),
+                                                         max_size=2)))
+        if columns:
+            part += '.values_list(%s)' % ', '.join(map(repr, columns))
+        parts.append(part)
+    op = draw(st.sampled_from(set_operations()))
+    code = ('%s.union(%s, all=True)' if op == 'union_all' else '%s.' + op + '(%s)') % tuple(parts)
+    ordered = draw(st.booleans())
+    if ordered:
+        code += ".order_by('%spk')" % draw(st.sampled_from(('', '-')))
+        if draw(st.booleans()):
+            code += '[%d:%d]' % draw(_slices())
+    return code, ordered
+
+
+def _plain_condition(code):
+    # set operations compile their parts alone: no OuterRef() in sight of the outer query
+    return 'OuterRef' not in code
+
+
+def _slices():
+    return st.tuples(st.integers(0, 2), st.integers(1, 3)).map(lambda t: (t[0], t[0] + t[1]))
+
+
+@st.composite
+def reads(draw, roots, profiled):
+    """A Read: a generated queryset and an op on it."""
+    name = draw(st.sampled_from(roots))
+    root = ROOTS[name]
+    if draw(st.integers(0, 9)) == 9:
+        code, ordered = draw(combined(name, root))
+        op = draw(st.sampled_from(('list', 'count', 'exists')))
+        return _with_op(code, op, ordered, False)
+
+    code = name + '.objects' + ''.join(draw(st.lists(conditions(root), max_size=3)))
+    names = list(root.own)
+    if root.annotations and draw(st.booleans()):
+        expression, kind = draw(st.sampled_from(root.annotations))
+        code += '.annotate(n=%s)' % expression
+        names.append('n')
+        if draw(st.booleans()):
+            kind = kind.rstrip('?')
+            lookup = draw(st.sampled_from(LOOKUPS[kind]))
+            code += '.filter(n%s=%r)' % ('' if lookup == 'exact' else '__' + lookup,
+                                         draw(value_for(kind, lookup)))
+    shape = draw(st.sampled_from(('instances', 'instances', 'values', 'values_list', 'flat')))
+    plain_prefetch = False
+    if shape == 'instances':
+        if root.select and draw(st.booleans()):
+            code += '.select_related(%s)' % ', '.join(
+                map(repr, draw(st.lists(st.sampled_from(root.select), min_size=1, max_size=2, unique=True))))
+        if root.prefetch and draw(st.booleans()):
+            lookups = draw(st.lists(st.sampled_from(root.prefetch), min_size=1, max_size=2,
+                                    unique_by=lambda p: p[0]))
+            # a queryset of a model without a profile can't cache(); a Prefetch() of a
+            # nested lookup gives the last level's queryset only
+            cached = all(model in profiled and '__' not in lookup for lookup, model in lookups) \
+                and draw(st.booleans())
+            plain_prefetch = not cached
+            code += '.prefetch_related(%s)' % ', '.join(
+                "Prefetch(%r, queryset=%s.objects.cache())" % p if cached else repr(p[0]) for p in lookups)
+    if draw(st.integers(0, 4)) == 4:
+        code += '.distinct()'
+    # an own field first: Django 5.2 can't count() values() of an aggregate alone
+    if shape == 'values':
+        code += '.values(%s)' % ', '.join(map(repr, _some(draw, root.own, names)))
+    elif shape == 'values_list':
+        named = ', named=True' if draw(st.booleans()) else ''
+        code += '.values_list(%s%s)' % (', '.join(map(repr, _some(draw, root.own, names))), named)
+    elif shape == 'flat':
+        code += '.values_list(%r, flat=True)' % draw(st.sampled_from(root.own))
+    ordered = draw(st.booleans())
+    sliced = False
+    if ordered:
+        fields = ['%s%s' % (draw(st.sampled_from(('', '-'))), f)
+                  for f in draw(st.lists(st.sampled_from(names), max_size=2, unique=True))]
+        code += '.order_by(%s)' % ', '.join(map(repr, fields + [draw(st.sampled_from(('pk', '-pk')))]))
+        sliced = draw(st.integers(0, 2)) == 2
+        if sliced:
+            code += '[%d:%d]' % draw(_slices())
+    ops = ['list', 'list', 'count', 'exists', 'aggregate']
+    if not sliced:
+        ops += ['get', 'get_pk', 'first', 'last']
+    op = draw(st.sampled_from(ops))
+    if op == 'aggregate':
+        aggregates = draw(st.lists(st.sampled_from(root.aggregates), min_size=1, max_size=2, unique=True))
+        return _with_op(code, '.aggregate(%s)' % ', '.join(
+            'a%d=%s' % (i, a) for i, a in enumerate(aggregates)), ordered, plain_prefetch)
+    if op == 'get_pk':
+        return _with_op(code, '.get(pk=%d)' % draw(st.sampled_from(IDS)), ordered, plain_prefetch)
+    return _with_op(code, op, ordered, plain_prefetch)
+
+
+def _some(draw, first, names):
+    head = draw(st.sampled_from(first))
+    rest = [n for n in names if n != head]
+    return [head, *(draw(st.lists(st.sampled_from(rest), max_size=2, unique=True)) if rest else ())]
+
+
+def _with_op(code, op, ordered, plain_prefetch):
+    code += '.cache()'
+    if op == 'list':
+        return Read('list(%s)' % code, ordered, plain_prefetch)
+    if op in ('count', 'exists', 'get', 'first', 'last'):
+        return Read('%s.%s()' % (code, op), True, plain_prefetch)
+    return Read(code + op, True, plain_prefetch)
+
+
+# Generating writes
+
+def write_value(kind):
+    if kind == 'id?':
+        return st.one_of(st.none(), st.sampled_from(IDS))
+    return value_for(kind, 'exact')
+
+
+def field_values(model, min_size=1):
+    fields = WRITE_FIELDS[model]
+    chosen = st.lists(st.sampled_from(sorted(fields)), min_size=min_size, max_size=len(fields), unique=True)
+    return chosen.flatmap(lambda names: st.fixed_dictionaries({n: write_value(fields[n]) for n in names}))
+
+
+class Code(str):
+    """A value written as code."""
+    def __repr__(self):
+        return self
+
+
+def _kwargs(values):
+    return ', '.join('%s=%r' % item for item in values.items())
+
+
+@st.composite
+def writes(draw, models):
+    """A Write to one of these models: a model event, as code."""
+    name = draw(st.sampled_from(models))
+    fields = WRITE_FIELDS[name]
+    pk = draw(st.sampled_from(IDS))
+    kinds = ['create', 'save', 'save', 'save_fields', 'delete', 'qs_delete', 'update']
+    if name in M2M:
+        kinds += ['m2m', 'm2m']
+    if name not in MULTI_TABLE:
+        kinds.append('bulk_create')
+    kind = draw(st.sampled_from(kinds))
+    if kind == 'create':
+        code = 'create(%s, %d, %s)' % (name, pk, _kwargs(draw(field_values(name, len(fields)))))
+    elif kind in ('save', 'save_fields'):
+        code = '%s(%s, %d, %s)' % (kind, name, pk, _kwargs(draw(field_values(name))))
+    elif kind == 'delete':
+        code = 'delete(%s, %d)' % (name, pk)
+    elif kind == 'qs_delete':
+        code = '%s.objects.filter(%s).delete()' % (name, draw(terms(ROOTS[name])))
+    elif kind == 'update':
+        values = draw(field_values(name))
+        values = {n: v for n, v in values.items() if n != 'post_id'}  # one-to-one: rows would collide
+        for n in values:
+            if fields[n] == 'int' and draw(st.booleans()):
+                values[n] = Code("F('%s') + 1" % n)
+        if not values:
+            values = {n: draw(write_value(k)) for n, k in list(fields.items())[:1]}
+        code = 'update(%s.objects.filter(%s), %s)' % (name, draw(terms(ROOTS[name])), _kwargs(values))
+    elif kind == 'm2m':
+        relation = draw(st.sampled_from(M2M[name]))
+        action = draw(st.sampled_from(('add', 'remove', 'set', 'clear')))
+        pks = '' if action == 'clear' else ', %r' % draw(st.lists(st.sampled_from(IDS), max_size=3, unique=True))
+        code = 'm2m(%s, %d, %r, %r%s)' % (name, pk, relation, action, pks)
+    else:
+        rows = draw(st.lists(st.tuples(st.sampled_from(IDS), field_values(name, len(fields))),
+                             min_size=1, max_size=3))
+        code = 'bulk_create(%s, [%s])' % (name, ', '.join('dict(pk=%d, %s)' % (p, _kwargs(v)) for p, v in rows))
+    if draw(st.integers(0, 5)) == 5:
+        code = 'with atomic(): ' + code
+    return Write(code)
+
+
+# The checks
+
+def statements(func):
+    """(func(), [the SQL of each statement it ran])."""
+    with CaptureQueriesContext(connection) as ctx:
+        result = func()
+    return result, [q['sql'] for q in ctx.captured_queries]
+
+
+def expected_uncached(read, fresh_statements, untracked):
+    """The statements of a read that run again on a second read, by design: those of
+    prefetches whose querysets don't cache() (each follows its own model's profile, and
+    the test's profiles cache no op automatically), and those reading a table whose writes
+    nothing invalidates (a table of a model without a profile nor a profiled family)."""
+    quoted = [connection.ops.quote_name(table) for table in untracked]
+    return [sql for i, sql in enumerate(fresh_statements)
+            if (read.plain_prefetch and i > 0) or any(q in sql for q in quoted)]
+
+
+def check_caches(read, untracked):
+    """The read, cached, equals the database's; read again it runs only what isn't cached."""
+    fresh, fresh_statements = statements(lambda: read.run(cached=False))
+    first = read.run()
+    assert first == fresh, _mismatch(read, [], first, fresh)
+    again, again_statements = statements(read.run)
+    assert again == fresh, _mismatch(read, [], again, fresh)
+    expected = expected_uncached(read, fresh_statements, untracked)
+    assert again_statements == expected, (
+        'Read again right after it was cached, %r ran\n%s\ninstead of\n%s'
+        % (read, pprint.pformat(again_statements), pprint.pformat(expected)))
+
+
+def check_fresh(read, done):
+    cached, fresh = read.run(), read.run(cached=False)
+    assert cached == fresh, _mismatch(read, done, cached, fresh)
+
+
+def _mismatch(read, done, cached, fresh):
+    return 'Stale read: %r\nafter writes:\n  %s\ncached:   %s\ndatabase: %s' % (
+        read, '\n  '.join(map(repr, done)) or '(none)', pprint.pformat(cached), pprint.pformat(fresh))
+
+
+# Models that refer to each other. An example reads and writes one group: its writes
+# then meet its reads often; the last group, all models, finds effects across groups.
+GROUPS = (
+    ('Category', 'Post', 'ProxyPost', 'Extra', 'Task', 'Gadget'),
+    ('Category', 'Gadget', 'Tag', 'Product', 'ProductTag'),
+    ('Author', 'Work', 'ShortWork', 'Poem'),
+    ('Media', 'Movie'),
+    ('Brand', 'Label'),
+    tuple(sorted(WRITE_FIELDS)),
+)
+
+
+def scenarios(roots, profiled):
+    """(reads, writes) of a group of models."""
+    def of_group(group):
+        return st.tuples(st.lists(reads([r for r in group if r in roots], profiled), min_size=1, max_size=8),
+                         st.lists(writes(group), min_size=1, max_size=10))
+    return st.sampled_from(GROUPS).flatmap(of_group)
+
+
+def differential(roots, profiled, untracked):
+    """The property, as a function for Hypothesis to call."""
+    # one failure at a time: shrinking one costs minutes already
+    @settings(report_multiple_bugs=False,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                     HealthCheck.large_base_example])
+    @given(scenarios(roots, profiled))
+    def cached_reads_equal_database_reads(scenario):
+        reads, writes = scenario
+        reset()
+        for read in reads:
+            check_caches(read, untracked)
+        for i, write in enumerate(writes):
+            write.run()
+            for read in reads:
+                check_fresh(read, writes[:i + 1])
+    return cached_reads_equal_database_reads
+
+
+def _profiled_models(profiles):
+    names = {label.split('.')[1] for label in profiles}
+    return frozenset(name for name in {*ROOTS, *WRITE_FIELDS} if '*' in names or name.lower() in names)
+
+
+@pytest.fixture
+def bounded_shrinking(monkeypatch):
+    """In the 'ci' profile, a failure shrinks for a minute at most (Hypothesis' own limit
+    is five), so that a failing run still reports within the test command's timeout."""
+    if settings._current_profile == 'ci':
+        monkeypatch.setattr(engine, 'MAX_SHRINKING_SECONDS', 60, raising=False)
+
+
+@pytest.fixture
+def fast_commits(transactional_db):
+    """Commits that don't wait for the disk: the test commits thousands of times, and
+    durability is not what it tests."""
+    settings = {'sqlite': ('PRAGMA synchronous', 'PRAGMA synchronous = %s', 'OFF'),
+                'postgresql': ('SHOW synchronous_commit', "SET synchronous_commit = '%s'", 'off')}
+    if connection.vendor not in settings:
+        yield
+        return
+    show, change, off = settings[connection.vendor]
+    with connection.cursor() as cursor:
+        cursor.execute(show)
+        before = cursor.fetchone()[0]
+        cursor.execute(change % off)
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(change % before)
+
+
+@pytest.mark.parametrize('insideout', [False, True], ids=['conj-sets', 'insideout'])
+@pytest.mark.parametrize('profiles', sorted(PROFILES))
+def test_cached_reads_equal_database_reads(fast_commits, bounded_shrinking, profiles, insideout):
+    cacheops, untracked = PROFILES[profiles]
+    profiled = _profiled_models(cacheops)
+    with override_settings(CACHEOPS=cacheops, CACHEOPS_INSIDEOUT=insideout):
+        differential(sorted(profiled & set(ROOTS)), profiled, untracked)()
+
+
+# Regressions the differential test found, as examples
+
+@pytest.fixture
+def brand():
+    brand = Brand.objects.create(name='a')
+    brand.labels.add(Label.objects.create(text='a'), Label.objects.create(text='b'))
+    return brand
+
+
+@pytest.mark.django_db
+def test_aggregate_over_a_many_to_many_is_invalidated_by_its_rows(brand, django_assert_num_queries):
+    assert warm(lambda: Brand.objects.cache().aggregate(n=Count('labels'))) == {'n': 2}
+    Label.objects.filter(text='a').get().delete()
+    with django_assert_num_queries(1):
+        assert Brand.objects.cache().aggregate(n=Count('labels')) == {'n': 1}
+
+
+@pytest.mark.django_db
+@override_settings(CACHEOPS=PER_MODEL_PROFILES)
+def test_aggregate_over_a_table_without_profile_is_not_cached(brand, django_assert_num_queries):
+    """Label has no profile: nothing invalidates what its rows make."""
+    for _ in range(2):
+        with django_assert_num_queries(1):
+            assert Brand.objects.cache().aggregate(last=Max('labels__text')) == {'last': 'b'}
+
+
+@pytest.mark.django_db
+def test_invalidated_update_through_a_proxy(django_assert_num_queries):
+    post = Post.objects.create(title='a', category=Category.objects.create(title='c'))
+    assert warm(lambda: list(Post.objects.cache().filter(pk=post.pk).values_list('title', flat=True))) == ['a']
+    assert ProxyPost.objects.filter(pk=post.pk).invalidated_update(title='b') == 1
+    with django_assert_num_queries(1):
+        assert list(Post.objects.cache().filter(pk=post.pk).values_list('title', flat=True)) == ['b']
