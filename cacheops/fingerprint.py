@@ -58,7 +58,7 @@ def chain_fingerprint(query, calls, using=None, build=None):
     """A fingerprint of the Query these recorded calls (chain.py) would build from query,
     made without building it; or None. build() gives that Query, for VERIFY."""
     try:
-        tree = (('chain', _query(query), tuple(map(_call, calls))), _settings())
+        tree = (('chain', _query(query), *_calls(query, calls)), _settings())
         fingerprint = marshal.dumps(tree, 2).decode('latin-1')
     except (Unknown, ValueError, RecursionError):
         return None
@@ -67,10 +67,43 @@ def chain_fingerprint(query, calls, using=None, build=None):
     return fingerprint
 
 
-def _call(call):
-    if call[0] == 'filter':  # ('filter', negate, ((name, value), ...))
-        return ('filter', call[1], tuple([(name, _fingerprint(value)) for name, value in call[2]]))
-    return call  # order_by names and slice bounds are plain data
+def _calls(query, calls):
+    """The recorded calls as what the SQL of the Query they build depends on, so that the
+    spellings of one query share a fingerprint: the conditions in the order they join the
+    WHERE clause, whichever calls added them (but a call with a condition on a
+    many-to-many joins it anew: such a call stays a part of its own); the last order_by()
+    (each replaces the ones before, and names are resolved only when compiling); and the
+    bounds the slices leave."""
+    where, run, ordering, limits = [], None, None, None
+    for call in calls:
+        kind = call[0]
+        if kind == 'filter':
+            if call[2] is None:  # a value fingerprints can't read
+                raise Unknown(call)
+            conditions, multivalued = call[2]
+            if multivalued:
+                where.append(conditions)
+                run = None
+            elif run is None:
+                run = list(conditions)
+                where.append(run)
+            else:
+                run.extend(conditions)
+        elif kind == 'order_by':
+            ordering = call[1]
+        else:
+            low, high = limits or (query.low_mark, query.high_mark)
+            limits = _sliced(low, high, call[1], call[2])
+    return tuple(map(tuple, where)), ordering, limits
+
+
+def _sliced(low, high, start, stop):
+    """The bounds Query.set_limits(start, stop) leaves on a query bounded by low and high."""
+    if stop is not None:
+        high = low + stop if high is None else min(high, low + stop)
+    if start is not None:
+        low = low + start if high is None else min(high, low + start)
+    return low, high
 
 
 def expressions_fingerprint(args, kwargs):
@@ -100,6 +133,9 @@ def _fingerprint(obj):
     if handler is None:
         raise Unknown(type(obj))
     return handler(obj)
+
+
+fingerprint_value = _fingerprint  # for chain.py: a recorded value as the walk reads it
 
 
 # Values go into the tree as they are when marshal writes them (it refuses subclasses),

@@ -31,7 +31,7 @@ from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safel
 from .keys import prefix_for
 from .transaction import transaction_states
 from .tree import dnfs, query_dnfs
-from .utils import conj_value, is_tracked, md5hex, remember, tracked_tables, written_tables
+from .utils import is_tracked, md5hex, remember, tracked_tables, written_tables
 
 _django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
 
@@ -147,8 +147,8 @@ class QuerySetMixin:
 
     def _recorded_filter(self, negate, args, kwargs):
         """A clone with this filter() (or exclude()) call recorded, or None to make it."""
-        if kwargs and not args and self._may_record():
-            call = chain.filter_call(self.model, negate, kwargs)
+        if (args or kwargs) and self._may_record():
+            call = chain.filter_call(self.model, negate, args, kwargs)
             if call is not None and self._plain_base():
                 return self._record(call)
         return None
@@ -439,6 +439,13 @@ class QuerySetMixin:
                 fast = fast_get(self, args, kwargs)
                 if fast is not None:
                     return self._fast_get(fast, args, kwargs, cache_settings)
+        elif not (args or kwargs):
+            # filter(pk=1).get(): the entry of get(pk=1), whose SQL it has
+            recorded = self._recorded_get()
+            cache_settings = recorded and self._cache_settings('get')
+            fast = cache_settings and fast_get(self, *recorded)
+            if fast:
+                return self._fast_get(fast, (), {}, cache_settings)
         return _django['QuerySet.get'](self._for_get(), *args, **kwargs)
 
     def _fast_get(self, fast, args, kwargs, cache_settings):
@@ -485,11 +492,25 @@ class QuerySetMixin:
         d = self.__dict__
         if d.get('_pending') or self._deferred_filter is not None:
             return False
-        query = d['_query']  # only read: the getter's bookkeeping would cost every get()
+        return self._plain_over(d['_query'])  # only read: the getter's bookkeeping would cost every get()
+
+    def _plain_over(self, query):
+        """Whether this queryset would be plain over this Query (see _is_simple)."""
         return not (query.where or query.combinator or query.annotations or query.select_related
                     or query.is_sliced or query.deferred_loading[0] or query.extra or query.distinct
-                    or self._prefetch_related_lookups) \
+                    or query.extra_tables or self._prefetch_related_lookups) \
             and self._iterable_class is ModelIterable and self._result_cache is None
+
+    def _recorded_get(self):
+        """(args, kwargs) of the one filter() call recorded on a plain manager queryset, or
+        None: its get() compiles as a get() with these arguments would."""
+        pending = self.__dict__.get('_pending')
+        if not pending or len(pending[1]) != 1 or self._deferred_filter is not None:
+            return None
+        call = pending[1][0]
+        if call[0] != 'filter' or call[1] or not self._plain_over(pending[0]):
+            return None
+        return call[3], dict(call[4])
 
     def first(self):
         return _django['QuerySet.first'](self._for_get())
@@ -706,7 +727,8 @@ def _single_lookup(args, kwargs):
 
 
 def _unique_field(model, name):
-    """The concrete unique field a lookup name selects by equality, or None."""
+    """(the concrete unique field a lookup name selects by equality, the ints it may take
+    or None for any), or None."""
     try:
         return _unique_lookups[model, name]
     except KeyError:
@@ -714,26 +736,30 @@ def _unique_field(model, name):
     opts = model._meta
     base = name[:-7] if name.endswith('__exact') else name
     parts = base.split('__')
-    field = None
+    field = int_range = None
     try:
         if base == 'pk':
             field = opts.pk
         elif len(parts) == 1:
             field = opts.get_field(base)
-            if field.is_relation and base != field.attname:
-                field = None  # the value would be an instance: leave it to Django
         elif len(parts) == 2:  # a one-to-one by the target's column: 'post__id'
             fk = opts.get_field(parts[0])
-            if fk.one_to_one and fk.concrete and \
-                    parts[1] in ('pk', fk.target_field.name, fk.target_field.attname):
+            target = fk.target_field
+            if fk.one_to_one and fk.concrete and not target.is_relation and \
+                    parts[1] in ('pk', target.name, target.attname):
                 field = fk
+                # Django compiles 'post__id' as 'post_id' only for ints every database
+                # takes: outside them, as no rows (see chain._through_target)
+                int_range = BaseDatabaseOperations.integer_field_ranges.get(target.get_internal_type())
+                if int_range is None:
+                    field = None
     except Exception:  # FieldDoesNotExist and friends: Django will say what is wrong
         field = None
     if field is not None and not (getattr(field, 'concrete', False) and field.column
                                   and (field.primary_key or field.unique)):
         field = None
-    _unique_lookups[model, name] = field
-    return field
+    found = _unique_lookups[model, name] = None if field is None else (field, int_range)
+    return found
 
 
 def _field_list(model):
@@ -756,9 +782,12 @@ def fast_get(qs, args, kwargs):
     if lookup is None:
         return None
     model = qs.model
-    field = _unique_field(model, lookup[0])
-    value = lookup[1]
-    if field is None or hasattr(value, 'resolve_expression') or hasattr(value, '_meta'):
+    found = _unique_field(model, lookup[0])
+    if found is None:
+        return None
+    field, int_range = found
+    value = _compared_value(field, int_range, lookup[1])
+    if value is _NOT_PLAIN:
         return None
     try:
         value = field.get_prep_value(value)
@@ -771,7 +800,9 @@ def fast_get(qs, args, kwargs):
     # keys per DNFs object (getset.insideout_keys)
     memo = _get_keys_memo()
     try:
-        memo_key = (model, field, type(value), value, db)
+        # equal values may be passed as different parameters (Decimal('1.0'), Decimal('1.00')):
+        # but for ints and strings, by what their key says
+        memo_key = (model, field, value if type(value) in _SAME_AS_EQUAL else _key_value(value), db)
         found = memo.get(memo_key)
     except TypeError:  # an unhashable value
         return _fast_get_key(model, db, field, value)
@@ -780,10 +811,41 @@ def fast_get(qs, args, kwargs):
     return found
 
 
+_NOT_PLAIN = object()
+_SAME_AS_EQUAL = frozenset({int, str})  # types whose equal values have equal reprs
+
+
+def _compared_value(field, int_range, value):
+    """The value Django compares the column to, or _NOT_PLAIN when Django must see it:
+    an expression, an instance not of the related model or not saved, an int beyond
+    int_range."""
+    if type(value) not in _SAME_AS_EQUAL:
+        if hasattr(value, 'resolve_expression'):
+            return _NOT_PLAIN
+        if hasattr(value, '_meta'):
+            # get(post=extra.post) is get(post_id=extra.post_id)
+            if not field.is_relation or type(value) is not field.related_model or value.pk is None:
+                return _NOT_PLAIN
+            value = getattr(value, field.target_field.attname)
+            if value is None:
+                return _NOT_PLAIN
+    if int_range is not None and value is not None and \
+            (type(value) is not int or not int_range[0] <= value <= int_range[1]):
+        return _NOT_PLAIN
+    return value
+
+
+def _key_value(value):
+    """A prepared value in a key: different for the values Django passes as different
+    parameters (conj_value() gives '1' for True and 'None' for None and 'None', as
+    invalidation needs)."""
+    return '%s:%r' % (type(value).__name__, value)
+
+
 def _fast_get_key(model, db, field, value):
     tables = _written_table_names(model)
     parts = ['get', model._meta.label, '' if model_profile(model).db_agnostic else db,
-             field.column, conj_value(value), _field_list(model)]
+             field.column, _key_value(value), _field_list(model)]
     prefix = '' if prefix_func() is None else prefix_for([db], list(tables))
     key = '%sq:%s' % (prefix, md5hex('\n'.join(parts)))
     if len(tables) > 1 or value is None:

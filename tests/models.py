@@ -383,3 +383,9 @@ class Poem(Work):
 class ShortWork(Work):
     class Meta:
         proxy = True
+
+
+# A unique decimal: get() by it is keyed by the value (tests/test_key_identity.py)
+
+class UniquePrice(models.Model):
+    price = models.DecimalField(max_digits=8, decimal_places=2, unique=True)

@@ -3,10 +3,12 @@ calls instead of building Django's Query, and a cache hit never builds it.
 
 A queryset of a model with a profile (caching on, not nocache(), not inplace(), of a class
 that doesn't override Django's chaining methods, whose query nobody read yet) records
-filter(**kwargs)/exclude(**kwargs) with plain values on a field, its attname, pk or a forward
-m2m field and the lookups exact, in, gt, gte, lt, lte, isnull; order_by() with field or
-relation names; slices with non-negative bounds. The recorded calls stay in qs._pending (a
-non-empty tuple) until something needs the query: a miss, qs.query, any other method.
+filter()/exclude() with keyword arguments and Q objects joined by AND (negated or not), of
+plain values or saved instances of the related model on a field, its attname, pk, a forward
+m2m field or a foreign key's target column (category__pk) and the lookups exact, in, gt, gte,
+lt, lte, isnull; order_by() with field or relation names; slices with non-negative bounds.
+The recorded calls stay in qs._pending (a non-empty tuple) until something needs the query:
+a miss, qs.query, any other method.
 
 What this must never change, tested here:
 1. the SQL and results are Django's, for every chain;
@@ -536,12 +538,12 @@ CHAINS = [
     # calls that build the query at once
     B('Q object', lambda d: Post.objects.filter(Q(title='a') | Q(title='c'))),
     U('Q object then kwargs', lambda d: Post.objects.filter(Q(title='a')).filter(visible=True)),
-    B('kwargs then Q object', lambda d: Post.objects.filter(visible=True).exclude(Q(title='a'))),
+    R('kwargs then Q object', lambda d: Post.objects.filter(visible=True).exclude(Q(title='a'))),
     B('F()', lambda d: Post.objects.filter(title=F('text'))),
-    B('model instance', lambda d: Post.objects.filter(category=d.c1)),
-    B('model instances in', lambda d: Post.objects.filter(category__in=[d.c1, d.c3])),
+    R('model instance', lambda d: Post.objects.filter(category=d.c1)),
+    R('model instances in', lambda d: Post.objects.filter(category__in=[d.c1, d.c3])),
     B('join through a fk', lambda d: Post.objects.filter(category__title='one')),
-    B('join through a fk, by pk', lambda d: Post.objects.filter(category__pk=d.c1.pk)),
+    R('join through a fk, by pk', lambda d: Post.objects.filter(category__pk=d.c1.pk)),
     B('m2m by target field', lambda d: Gadget.objects.filter(tags__id=d.red.pk)),
     B('reverse relation', lambda d: Category.objects.filter(posts=d.pa.pk)),
     B('transform', lambda d: Gadget.objects.filter(created__date=DAY)),
