@@ -30,7 +30,9 @@ def dnfs(qs):
 def query_dnfs(query, db):
     result = {}
     _add_query(result, query, db)
-    return {table: _simplify(conjs) for table, conjs in result.items()}
+    # A table no part of the query may match a row of can't change its result: the
+    # parts whose conditions match nothing (Django leaves them out of a union's SQL)
+    return {table: _simplify(conjs) for table, conjs in result.items() if conjs}
 
 
 def _add_query(result, query, db):
