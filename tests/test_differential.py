@@ -18,7 +18,6 @@ to the shortest sequence of them. HYPOTHESIS_PROFILE=long runs many more example
 (README.rst, "Running the tests"; the profiles are in tests/conftest.py).
 """
 import pprint
-import re
 from dataclasses import dataclass
 
 import pytest
@@ -436,7 +435,7 @@ def bulk_create(model, rows):
         unique = {name: value for name, value in row.items()
                   if name != 'pk' and model._meta.get_field(name).unique}
         key = tuple(sorted(unique.items()))
-        if row['pk'] in taken or key in taken or not _pk_free(model, row['pk']) \
+        if row['pk'] in taken or (key and key in taken) or not _pk_free(model, row['pk']) \
                 or not _valid(model, {n: v for n, v in row.items() if n != 'pk'}):
             continue
         taken.update((key, row['pk']))
@@ -543,6 +542,7 @@ def _back_name(model, name):
 # Generating reads
 
 def value_for(kind, lookup):
+    """Values for a lookup on a field of this kind."""
     scalar = {'id': st.sampled_from(IDS), 'fk': st.sampled_from(IDS), 'int': st.sampled_from(INTS), 'str': st.sampled_from(STRS),
               'text': st.sampled_from(STRS), 'bool': st.booleans()}[kind]
     if lookup == 'isnull':
@@ -596,6 +596,7 @@ def conditions(draw, root):
 
 
 def set_operations():
+    """The set operations the database supports."""
     ops = ['union', 'union_all']
     if connection.features.supports_select_intersection:
         ops.append('intersection')
@@ -721,12 +722,14 @@ def _with_op(code, op, ordered, plain_prefetch):
 # Generating writes
 
 def write_value(kind):
+    """Values a write may give a field of this kind."""
     if kind == 'id?':
         return st.one_of(st.none(), st.sampled_from(IDS))
     return value_for(kind, 'exact')
 
 
 def field_values(model, min_size=1):
+    """{field: value} for some of the fields a write to model may set."""
     fields = WRITE_FIELDS[model]
     chosen = st.lists(st.sampled_from(sorted(fields)), min_size=min_size, max_size=len(fields), unique=True)
     return chosen.flatmap(lambda names: st.fixed_dictionaries({n: write_value(fields[n]) for n in names}))
@@ -818,6 +821,7 @@ def check_caches(read, untracked):
 
 
 def check_fresh(read, done):
+    """The read, cached, equals the database's after the writes done."""
     cached, fresh = read.run(), read.run(cached=False)
     assert cached == fresh, _mismatch(read, done, cached, fresh)
 
@@ -867,6 +871,7 @@ def differential(roots, profiled, untracked):
 
 
 def _profiled_models(profiles):
+    """The names of the models these profiles name, by model or by app."""
     names = {label.split('.')[1] for label in profiles}
     return frozenset(name for name in {*ROOTS, *WRITE_FIELDS} if '*' in names or name.lower() in names)
 
@@ -883,12 +888,12 @@ def bounded_shrinking(monkeypatch):
 def fast_commits(transactional_db):
     """Commits that don't wait for the disk: the test commits thousands of times, and
     durability is not what it tests."""
-    settings = {'sqlite': ('PRAGMA synchronous', 'PRAGMA synchronous = %s', 'OFF'),
+    commands = {'sqlite': ('PRAGMA synchronous', 'PRAGMA synchronous = %s', 'OFF'),
                 'postgresql': ('SHOW synchronous_commit', "SET synchronous_commit = '%s'", 'off')}
-    if connection.vendor not in settings:
+    if connection.vendor not in commands:
         yield
         return
-    show, change, off = settings[connection.vendor]
+    show, change, off = commands[connection.vendor]
     with connection.cursor() as cursor:
         cursor.execute(show)
         before = cursor.fetchone()[0]
@@ -901,6 +906,7 @@ def fast_commits(transactional_db):
 @pytest.mark.parametrize('insideout', [False, True], ids=['conj-sets', 'insideout'])
 @pytest.mark.parametrize('profiles', sorted(PROFILES))
 def test_cached_reads_equal_database_reads(fast_commits, bounded_shrinking, profiles, insideout):
+    """After any writes, a cached read equals the database's; a read is cached at once."""
     cacheops, untracked = PROFILES[profiles]
     profiled = _profiled_models(cacheops)
     with override_settings(CACHEOPS=cacheops, CACHEOPS_INSIDEOUT=insideout):
@@ -911,6 +917,7 @@ def test_cached_reads_equal_database_reads(fast_commits, bounded_shrinking, prof
 
 @pytest.fixture
 def brand():
+    """A brand with labels 'a' and 'b'."""
     brand = Brand.objects.create(name='a')
     brand.labels.add(Label.objects.create(text='a'), Label.objects.create(text='b'))
     return brand
