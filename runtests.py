@@ -61,10 +61,16 @@ VENVS = {
     'py312-dj60': Venv('3.12', ('Django>=6.0,<6.1',), ('sqlite',)),
     'py311-dj52-redis40': Venv('3.11', ('Django>=5.2,<5.3', 'redis>=4.0,<4.1'), ('sqlite',)),
 }
+# The differential test (tests/test_differential.py) searches its few hundred examples
+# ('ci' Hypothesis profile) on SQLite and PostgreSQL in both storage modes, on the newest
+# LTS and the newest Django; elsewhere it runs a handful ('smoke'): the search is what costs.
+# HYPOTHESIS_PROFILE set by the caller wins everywhere (e.g. 'long').
+DIFFERENTIAL_RUNS = ('py311-dj52-sqlite', 'py311-dj52-postgresql', 'py313-dj61-sqlite',
+                     'py313-dj61-postgresql')
 PARALLEL = 2  # the machines have 2 cores
 # Seconds. A hung run must not eat the CI budget: a run gets RUN_TIMEOUT at most, and all
 # runs must end within RUNS_TIMEOUT (CI's whole run should stay under 15 minutes).
-RUN_TIMEOUT = 300
+RUN_TIMEOUT = 420
 RUNS_TIMEOUT = 12 * 60
 # A slot n is Redis db n plus test database suffix _n. Slots are held with file locks,
 # so that runs of concurrent runtests.py invocations on one machine never share one.
@@ -202,6 +208,8 @@ def execute(run, python, redis_url, sentinel, pytest_args, deadline):
                     'CACHEOPS_TEST_DB_SUFFIX': f'_{slot}', 'CACHEOPS_TEST_SENTINEL': sentinel}
         # Only this run's settings: a CACHEOPS_* variable of the caller's must not leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith('CACHEOPS_')}
+        settings['HYPOTHESIS_PROFILE'] = os.environ.get('HYPOTHESIS_PROFILE') or (
+            'ci' if run.name in DIFFERENTIAL_RUNS else 'smoke')
         env.update(settings)
         start = time.monotonic()
         with open(run.log, 'w') as log:

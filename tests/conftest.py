@@ -16,6 +16,8 @@ from tests.utils import AbstractConnection
 # failed in .test-logs/ (ignored by git) to try them first next time.
 hypothesis.settings.register_profile('ci', deadline=None, derandomize=True, database=None,
                                      print_blob=False)
+# runtests.py's runs other than the differential test's own: a smoke test of its setup
+hypothesis.settings.register_profile('smoke', hypothesis.settings.get_profile('ci'), max_examples=10)
 hypothesis.settings.register_profile(
     'long', deadline=None, max_examples=1000, print_blob=False,
     database=DirectoryBasedExampleDatabase(Path(__file__).resolve().parent.parent / '.test-logs' / 'hypothesis'))
