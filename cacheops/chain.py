@@ -160,6 +160,7 @@ _DEDUPING_IN = frozenset({lookups.In, related_lookups.RelatedIn})
 # Values
 
 _REFUSED = object()  # a value Django must see for itself
+_PLAIN_EXACT = SCALARS - {type(None)}
 
 
 def _value(name, value):
@@ -252,12 +253,20 @@ def filter_call(model, negate, args, kwargs):
                 found = _filter_fields[model, name]
             except KeyError:
                 found = _filter_field(model, name)
-            made = None if found is None else _condition(found, value, state)
+            if found is None:
+                return None
+            if found.multivalued:
+                state[0] = True
+            if found.lookup == 'exact' and type(value) in _PLAIN_EXACT and found.int_range is None:
+                # _condition()'s common case: a hit makes this call
+                item = found.field.get_prep_value(value) if found.prepares else value
+                where.append((found.column, 'exact', item if type(item) in MARSHALLED else _read(item, state)))
+                replayed_kwargs.append((name, value))
+                continue
+            made = _condition(found, value, state)
             if made is None:
                 return None
             where.append(made[1])
-            if found.multivalued:
-                state[0] = True
             replayed_kwargs.append((name, made[0]))
     except Exception:  # a value the field refuses: Django raises its error at the call
         return None
