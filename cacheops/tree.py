@@ -6,6 +6,7 @@ Anything we can't reason about narrows nothing, which is always safe.
 """
 from itertools import product
 
+from django.core.exceptions import EmptyResultSet
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models.expressions import Col
 from django.db.models.lookups import Exact, In, IsNull
@@ -30,13 +31,11 @@ def dnfs(qs):
 def query_dnfs(query, db):
     result = {}
     _add_query(result, query, db)
-    # A table no part of the query may match a row of can't change its result: the
-    # parts whose conditions match nothing (Django leaves them out of a union's SQL)
-    return {table: _simplify(conjs) for table, conjs in result.items() if conjs}
+    return {table: _simplify(conjs) for table, conjs in result.items()}
 
 
 def _add_query(result, query, db):
-    for combined in query.combined_queries:
+    for combined in _read_parts(query, db):
         _add_query(result, combined, db)
 
     # isnull=True on an outer-joined table also matches rows missing there
@@ -51,6 +50,27 @@ def _add_query(result, query, db):
     for sub in _subqueries(query):
         for table in query_dnfs(sub, db):
             result.setdefault(table, []).append({})
+
+
+def _read_parts(query, db):
+    """The parts of a union, intersection or difference its SQL has: Django leaves out a
+    union's parts that match nothing, and a difference's after the first."""
+    parts = query.combined_queries
+    if query.combinator not in ('union', 'difference'):
+        return parts
+    return [part for i, part in enumerate(parts)
+            if (i == 0 and query.combinator == 'difference') or not _matches_nothing(part, db)]
+
+
+def _matches_nothing(query, db):
+    """Whether Django finds that a query matches no row, compiling it."""
+    try:
+        query.get_compiler(using=db).as_sql()
+    except EmptyResultSet:
+        return True
+    except Exception:  # a part that only compiles within its union: it is read
+        return False
+    return False
 
 
 def _tables_in_sql(query, db):

@@ -956,3 +956,12 @@ def test_set_operation_part_that_matches_nothing_reads_no_table(django_assert_nu
     Product.objects.create(name='a')
     qs = Product.objects.filter(name__in=[], tags__name='b').union(Product.objects.all())
     assert warm(lambda: qs.cache().count()) == 1
+
+
+@pytest.mark.django_db
+@override_settings(CACHEOPS=PER_MODEL_PROFILES)
+def test_conditions_that_contradict_each_other_still_read_the_table(brand, django_assert_num_queries):
+    """The database reads Label for them: it has no profile, so the query isn't cached."""
+    for _ in range(2):
+        with django_assert_num_queries(1):
+            assert Brand.objects.filter(Q(labels__text='a'), Q(labels__text='b')).cache().count() == 0
