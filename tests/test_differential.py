@@ -903,6 +903,9 @@ def fast_commits(transactional_db):
         cursor.execute(change % before)
 
 
+@pytest.mark.skipif(connection.vendor == 'mysql', reason=(
+    'searched on SQLite and PostgreSQL (issue 20); on MySQL/MariaDB each example\'s reset '
+    'takes seconds, and string conditions, which collate there, narrow nothing'))
 @pytest.mark.parametrize('insideout', [False, True], ids=['conj-sets', 'insideout'])
 @pytest.mark.parametrize('profiles', sorted(PROFILES))
 def test_cached_reads_equal_database_reads(fast_commits, bounded_shrinking, profiles, insideout):

@@ -365,7 +365,8 @@ def kwargs_text(items):
 def test_querysets_share_a_key_exactly_when_their_sql_is_the_same():
     seen = Counter()
 
-    @settings(max_examples=400)
+    # runtests.py's smoke runs (the other versions and configs) try fewer
+    @settings(max_examples=50 if settings._current_profile == 'smoke' else 400)
     @given(st.data())
     def check(data):
         if data.draw(st.booleans(), label='the same query twice'):
