@@ -46,8 +46,11 @@ def _add_query(result, query, db):
         for conj in conjs:
             table_conjs.append({col: val for (a, col), val in conj.items() if a == alias})
 
-    # Conditions inside subqueries don't narrow (caveat 7) but their tables are used.
+    # Conditions inside subqueries don't narrow (caveat 7) but their tables are used,
+    # unless Django finds the subquery matches nothing (filter(x__in=[])), leaving it out
     for sub in _subqueries(query):
+        if _matches_nothing(sub, db):
+            continue
         for table in query_dnfs(sub, db):
             result.setdefault(table, []).append({})
 
@@ -63,12 +66,12 @@ def _read_parts(query, db):
 
 
 def _matches_nothing(query, db):
-    """Whether Django finds that a query matches no row, compiling it."""
+    """Whether Django finds, compiling it, that a query matches no row whatever the data."""
     try:
         query.get_compiler(using=db).as_sql()
     except EmptyResultSet:
         return True
-    except Exception:  # a part that only compiles within its union: it is read
+    except Exception:  # a part that only compiles within its query (OuterRef): it is read
         return False
     return False
 

@@ -968,3 +968,10 @@ def test_conditions_that_contradict_each_other_still_read_the_table(brand, djang
     for _ in range(2):
         with django_assert_num_queries(1):
             assert Brand.objects.filter(Q(labels__text='a'), Q(labels__text='b')).cache().count() == 0
+
+
+@pytest.mark.django_db
+@override_settings(CACHEOPS=PER_MODEL_PROFILES)
+def test_subquery_that_matches_nothing_reads_no_table(brand, django_assert_num_queries):
+    """exclude() across a many-to-many makes a subquery: empty, Django leaves it out."""
+    assert warm(lambda: Brand.objects.exclude(labels__text__in=[]).cache().count()) == 1
