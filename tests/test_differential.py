@@ -25,6 +25,7 @@ from django.core.exceptions import FieldDoesNotExist, MultipleObjectsReturned, O
 from django.db import connection, transaction
 from django.db.models import (Case, Count, Exists, F, Max, Model, OuterRef, Prefetch, Q,
                               Subquery, Sum, Value, When)
+from django.db.models.sql.query import Query
 from django.test.utils import CaptureQueriesContext, override_settings
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.internal.conjecture import engine
@@ -476,8 +477,9 @@ class Step:
 
 
 class Read(Step):
-    def __init__(self, code, ordered, plain_prefetch):
+    def __init__(self, code, queryset, ordered, plain_prefetch):
         super().__init__(code)  # evaluates to the result; '.cache()' marks what caches
+        self.queryset = queryset  # the code of the queryset the op is on
         self.ordered = ordered  # the order of the result rows is determined
         self.plain_prefetch = plain_prefetch  # prefetches with no cached queryset
 
@@ -713,10 +715,10 @@ def _some(draw, first, names):
 def _with_op(code, op, ordered, plain_prefetch):
     code += '.cache()'
     if op == 'list':
-        return Read('list(%s)' % code, ordered, plain_prefetch)
+        return Read('list(%s)' % code, code, ordered, plain_prefetch)
     if op in ('count', 'exists', 'get', 'first', 'last'):
-        return Read('%s.%s()' % (code, op), True, plain_prefetch)
-    return Read(code + op, True, plain_prefetch)
+        return Read('%s.%s()' % (code, op), code, True, plain_prefetch)
+    return Read(code + op, code, True, plain_prefetch)
 
 
 # Generating writes
@@ -807,6 +809,29 @@ def expected_uncached(read, fresh_statements, untracked):
             if (read.plain_prefetch and i > 0) or any(q in sql for q in quoted)]
 
 
+def referenced_tables(qs):
+    """The tables a queryset's Query and the queries in it name, before Django trims
+    joins from the SQL."""
+    tables, stack, seen = set(), [qs.query], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if hasattr(node, 'query') and not isinstance(node, Query):  # Subquery, Exists
+            stack.append(node.query)
+        if isinstance(node, Query):
+            tables.update(getattr(join, 'table_name', None) for join in node.alias_map.values())
+            stack.extend([node.where, *node.annotations.values(), *node.combined_queries])
+            continue
+        stack.extend(getattr(node, 'children', ()))
+        stack.extend(child for child in (getattr(node, 'lhs', None), getattr(node, 'rhs', None))
+                     if hasattr(child, 'resolve_expression') or isinstance(child, Query))
+        if hasattr(node, 'get_source_expressions'):
+            stack.extend(node.get_source_expressions())
+    return tables - {None}
+
+
 def check_caches(read, untracked):
     """The read, cached, equals the database's; read again it runs only what isn't cached."""
     fresh, fresh_statements = statements(lambda: read.run(cached=False))
@@ -814,6 +839,11 @@ def check_caches(read, untracked):
     assert first == fresh, _mismatch(read, [], first, fresh)
     again, again_statements = statements(read.run)
     assert again == fresh, _mismatch(read, [], again, fresh)
+    if untracked & referenced_tables(eval(read.queryset, NAMESPACE)):  # noqa: S307
+        # cached or not: the SQL may not read the table (Django trims joins, leaves out
+        # empty parts), and cacheops may tell that or not; a stale result shows later
+        assert all(sql in fresh_statements for sql in again_statements), again_statements
+        return
     expected = expected_uncached(read, fresh_statements, untracked)
     assert again_statements == expected, (
         'Read again right after it was cached, %r ran\n%s\ninstead of\n%s'
