@@ -810,9 +810,11 @@ def expected_uncached(read, fresh_statements, untracked):
 
 
 def referenced_tables(qs):
-    """The tables a queryset's Query and the queries in it name, before Django trims
-    joins from the SQL."""
-    tables, stack, seen = set(), [qs.query], set()
+    """The tables a queryset's Query and the queries in it name (select_related() ones
+    included), before Django trims joins from the SQL, as count() does those."""
+    query = qs.query.clone()
+    query.get_compiler(using=qs.db).pre_sql_setup()  # adds the select_related() joins
+    tables, stack, seen = set(), [query], set()
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
