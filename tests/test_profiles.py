@@ -11,6 +11,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 import cacheops.redis
+from .utils import warm
 from .models import (All, CacheOnSaveProfile, Category, GenericContainer, Local, NoProfile,
                      Post)
 
@@ -207,7 +208,7 @@ def test_get_op_on_auth_user_covers_request_user():
         AuthenticationMiddleware(lambda request: None).process_request(request)
         return request.user.username
 
-    assert warm_hit(request_user) == 'u'
+    assert warm(request_user) == 'u'
     [key] = cacheops.redis.redis_client.keys('*q:*')
     assert 15 * 60 - 10 < cacheops.redis.redis_client.ttl(key) <= 15 * 60
 
@@ -260,33 +261,22 @@ def test_settings_follow_override(settings):
 # profile of their own (multi-table children, proxies, auto-created through models).
 # Those writes invalidate, and the profiled model's queries are cached.
 
-def warm_hit(func):
-    """func() twice: a miss, then a hit that runs no query; returns the result."""
-    with CaptureQueriesContext(connection) as first:
-        result = func()
-    assert len(first) >= 1, 'expected a miss'
-    with CaptureQueriesContext(connection) as second:
-        assert func() == result
-    assert len(second) == 0, 'expected the result to be cached: %s' % [q['sql'] for q in second]
-    return result
-
-
 @override_settings(CACHEOPS={'tests.media': {'ops': 'all'}})
 def test_unprofiled_multi_table_child_leaves_parent_cached_and_invalidates_it():
     from .models import Media, Movie
     Media.objects.create(name='plain')
     names = lambda: sorted(m.name for m in Media.objects.all())  # noqa: E731
-    assert warm_hit(names) == ['plain']
-    assert warm_hit(Media.objects.count) == 1
+    assert warm(names) == ['plain']
+    assert warm(Media.objects.count) == 1
     movie = Movie.objects.create(name='alien', year=1979)
-    assert warm_hit(names) == ['alien', 'plain']
+    assert warm(names) == ['alien', 'plain']
     movie.name = 'aliens'
     movie.save()
-    assert warm_hit(names) == ['aliens', 'plain']
-    assert warm_hit(lambda: Media.objects.get(pk=movie.pk).name) == 'aliens'
+    assert warm(names) == ['aliens', 'plain']
+    assert warm(lambda: Media.objects.get(pk=movie.pk).name) == 'aliens'
     movie.delete()
-    assert warm_hit(names) == ['plain']
-    assert warm_hit(Media.objects.count) == 1
+    assert warm(names) == ['plain']
+    assert warm(Media.objects.count) == 1
 
 
 @override_settings(CACHEOPS={'tests.post': {'ops': 'all'}, 'tests.category': {}})
@@ -294,14 +284,14 @@ def test_unprofiled_proxy_writes_invalidate_its_concrete_model():
     from .models import ProxyPost
     category = new_category()
     titles = lambda: sorted(p.title for p in Post.objects.filter(category=category))  # noqa: E731
-    assert warm_hit(titles) == []
+    assert warm(titles) == []
     proxy = ProxyPost.objects.create(title='a', category=category)
-    assert warm_hit(titles) == ['a']
+    assert warm(titles) == ['a']
     proxy.title = 'b'
     proxy.save()
-    assert warm_hit(titles) == ['b']
+    assert warm(titles) == ['b']
     proxy.delete()
-    assert warm_hit(titles) == []
+    assert warm(titles) == []
 
 
 @override_settings(CACHEOPS={'tests.brand': {'ops': 'all'}, 'tests.label': {'ops': 'all'}})
@@ -309,18 +299,18 @@ def test_models_joined_through_an_unprofiled_auto_through_table_are_cached():
     from .models import Brand, Label
     brand, label = Brand.objects.create(name='b'), Label.objects.create(text='l')
     brands = lambda: [b.name for b in Brand.objects.filter(labels=label)]  # noqa: E731
-    assert warm_hit(brands) == []
-    assert warm_hit(Brand.objects.filter(labels=label).count) == 0
-    assert warm_hit(lambda: list(Brand.objects.filter(labels=label).values_list('name', flat=True))) == []
+    assert warm(brands) == []
+    assert warm(Brand.objects.filter(labels=label).count) == 0
+    assert warm(lambda: list(Brand.objects.filter(labels=label).values_list('name', flat=True))) == []
     brand.labels.add(label)
-    assert warm_hit(brands) == ['b']
-    assert warm_hit(Brand.objects.filter(labels=label).count) == 1
+    assert warm(brands) == ['b']
+    assert warm(Brand.objects.filter(labels=label).count) == 1
     label.brands.remove(brand)  # from the other side
-    assert warm_hit(brands) == []
+    assert warm(brands) == []
     brand.labels.add(label)
-    assert warm_hit(brands) == ['b']
+    assert warm(brands) == ['b']
     brand.labels.clear()
-    assert warm_hit(brands) == []
+    assert warm(brands) == []
 
 
 @override_settings(CACHEOPS={'tests.label': {'ops': 'all'}})
@@ -328,9 +318,9 @@ def test_an_auto_through_table_is_tracked_from_the_side_without_the_field():
     from .models import Brand, Label
     brand, label = Brand.objects.create(name='b'), Label.objects.create(text='l')
     labels = lambda: [x.text for x in Label.objects.filter(brands__id=brand.pk)]  # noqa: E731
-    assert warm_hit(labels) == []
+    assert warm(labels) == []
     brand.labels.add(label)  # Brand has no profile: the through table is Label's too
-    assert warm_hit(labels) == ['l']
+    assert warm(labels) == ['l']
 
 
 @override_settings(CACHEOPS={'auth.user': {'ops': 'all'}, 'auth.group': {'ops': 'all'}})
@@ -339,9 +329,9 @@ def test_users_by_group_are_cached_with_per_model_auth_profiles():
     group = Group.objects.create(name='g')
     user = User.objects.create(username='u')
     usernames = lambda: [u.username for u in User.objects.filter(groups=group)]  # noqa: E731
-    assert warm_hit(usernames) == []
+    assert warm(usernames) == []
     user.groups.add(group)
-    assert warm_hit(usernames) == ['u']
+    assert warm(usernames) == ['u']
 
 
 @override_settings(CACHEOPS={'tests.post': {'ops': 'all'}})
