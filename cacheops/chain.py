@@ -22,6 +22,7 @@ import decimal
 import uuid
 from typing import NamedTuple
 
+import django
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Q, QuerySet, lookups
 from django.db.models.fields import related_lookups
@@ -70,6 +71,7 @@ class Name(NamedTuple):
     prepares: bool       # the lookup holds the value as field.get_prep_value() gives it
     none_is_null: bool   # exact=None is isnull=True
     dedupes: bool        # an __in list compiles without None and repeated values
+    nullable: bool       # the column may hold NULL
 
 
 def _filter_field(model, name):
@@ -95,7 +97,8 @@ def _resolve_filter(model, name):
     except Exception:  # FieldDoesNotExist: Django raises it at the call
         return None
     if not field.is_relation:
-        return _name(field, field, lookup, field.attname) if field.concrete and len(parts) == 1 else None
+        return _name(field, field, lookup, field.attname, field.null) \
+            if field.concrete and len(parts) == 1 else None
     if not (field.concrete or field.many_to_many and not field.auto_created) \
             or field.related_model is None:
         return None  # reverse and generic relations
@@ -107,8 +110,8 @@ def _resolve_filter(model, name):
         return _through_target(field, target, parts[1], lookup)
     if name != parts[0] and _has_field(field.related_model, lookup):
         return None  # 'tags__in' is a lookup only while the related model has no field 'in'
-    return _name(target, _compared(field), lookup, field.attname, related=field.related_model,
-                 multivalued=field.many_to_many)
+    return _name(target, _compared(field), lookup, field.attname, field.null,
+                 related=field.related_model, multivalued=field.many_to_many)
 
 
 def _through_target(field, target, part, lookup):
@@ -123,16 +126,18 @@ def _through_target(field, target, part, lookup):
     int_range = BaseDatabaseOperations.integer_field_ranges.get(target.get_internal_type())
     if int_range is None:
         return None
-    return _name(target, target, lookup, field.attname, int_range=int_range)
+    return _name(target, target, lookup, field.attname, field.null, int_range=int_range)
 
 
-def _name(field, compared, lookup, column, related=None, int_range=None, multivalued=False):
+def _name(field, compared, lookup, column, nullable, related=None, int_range=None,
+          multivalued=False):
     """The Name of a column: compared is the field whose lookups Django uses on it."""
     exact, in_ = compared.get_lookup('exact'), compared.get_lookup('in')
     dedupes = in_ in _DEDUPING_IN
     prepares = exact in _PREPARING_EXACT if lookup == 'exact' else lookup == 'in' and dedupes
     return Name(field, lookup, column, related, int_range, multivalued, prepares,
-                none_is_null=exact is not None and not exact.can_use_none_as_rhs, dedupes=dedupes)
+                none_is_null=exact is not None and not exact.can_use_none_as_rhs, dedupes=dedupes,
+                nullable=nullable)
 
 
 def _compared(field):
@@ -155,6 +160,9 @@ _PREPARING_EXACT = frozenset(filter(None, (
     lookups.Exact, getattr(lookups, 'IntegerFieldExact', None), related_lookups.RelatedExact)))
 # ... and __in lookups that also drop None and repeated values, keeping the first of equals
 _DEDUPING_IN = frozenset({lookups.In, related_lookups.RelatedIn})
+# Since Django 6.1 a negated __in whose list holds None on a nullable column also excludes
+# NULLs (OR col IS NULL inside the NOT, and no IS NOT NULL): the None is then in the SQL.
+NEGATED_IN_READS_NONE = django.VERSION >= (6, 1)
 
 
 # Values
@@ -183,7 +191,7 @@ def _value(name, value):
     return prepared if name.prepares else value
 
 
-def _condition(name, value, state):
+def _condition(name, value, state, negated):
     """(the value to replay, the condition in a fingerprint), or None if Django must build it."""
     lookup = name.lookup
     if lookup == 'exact' and value is not None and type(value) in SCALARS and name.int_range is None:
@@ -197,6 +205,9 @@ def _condition(name, value, state):
         items = [_value(name, item) for item in value]
         if _REFUSED in items:
             return None
+        or_null = negated and NEGATED_IN_READS_NONE and None in items and name.nullable
+        if or_null and (name.multivalued or not name.dedupes):
+            return None  # joins decide it
         if name.dedupes:
             items = list(dict.fromkeys(items))
             if None in items:
@@ -204,7 +215,7 @@ def _condition(name, value, state):
         # replayed with the instances' keys: Django reads the list at the call
         replayed = type(value)([item if type(item) in SCALARS else getattr(item, name.field.attname)
                                 for item in value])
-        return replayed, (name.column, lookup, _read(items, state))
+        return replayed, (name.column, 'in or null' if or_null else lookup, _read(items, state))
     if lookup == 'isnull':
         return (value, (name.column, lookup, value)) if type(value) is bool else None
     item = _value(name, value)
@@ -263,7 +274,7 @@ def filter_call(model, negate, args, kwargs):
                 where.append((found.column, 'exact', item if type(item) in MARSHALLED else _read(item, state)))
                 replayed_kwargs.append((name, value))
                 continue
-            made = _condition(found, value, state)
+            made = _condition(found, value, state, negate)
             if made is None:
                 return None
             where.append(made[1])
@@ -278,7 +289,7 @@ def filter_call(model, negate, args, kwargs):
     return ('filter', negate, conditions, tuple(replayed_args), tuple(replayed_kwargs))
 
 
-def _keyword(model, name, value, where, state):
+def _keyword(model, name, value, negated, where, state):
     """Adds the condition name=value to where; (name, the value to replay) or None."""
     try:
         found = _filter_fields[model, name]
@@ -286,7 +297,7 @@ def _keyword(model, name, value, where, state):
         found = _filter_field(model, name) if type(name) is str else None
     if found is None:
         return None
-    made = _condition(found, value, state)
+    made = _condition(found, value, state, negated)
     if made is None:
         return None
     where.append(made[1])
@@ -315,7 +326,7 @@ def _q_children(model, children, negated, where, state):
     replayed = []
     for child in children:
         if type(child) is tuple and len(child) == 2:
-            made = _keyword(model, child[0], child[1], where, state)
+            made = _keyword(model, child[0], child[1], negated, where, state)
         else:
             made = _q(model, child, negated, where, state)
         if made is None:

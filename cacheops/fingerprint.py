@@ -442,6 +442,25 @@ def _lookup_handler(cls):
     return handler
 
 
+def _in_lookup(lookup):
+    """In and RelatedIn: a list compiles without None and repeated values (In.process_rhs),
+    and RelatedIn on one column compiles as In does. Not past Oracle's 1000 items, where
+    Django splits the list as given."""
+    attrs = lookup.__dict__
+    if not attrs.keys() <= _LOOKUP_ATTRS or attrs['bilateral_transforms']:
+        raise Unknown(lookup)
+    lhs, rhs = attrs['lhs'], attrs['rhs']
+    if type(lhs) is not expressions.Col:
+        return _lookup_handlers[type(lookup)](lookup)
+    if type(rhs) in (list, tuple) and len(rhs) <= 1000:
+        try:
+            rhs = list(dict.fromkeys(rhs))
+        except TypeError:  # unhashable items
+            rhs = list(rhs)
+        rhs = [item for item in rhs if item is not None]
+    return ('In', _col(lhs), _fingerprint(rhs), attrs.get('is_summary'))
+
+
 def _where_node(node):
     attrs = node.__dict__
     if not attrs.keys() <= _WHERE_ATTRS:
@@ -972,6 +991,8 @@ for _module, _name in _LOOKUPS:
     _cls = getattr(_module, _name, None)
     if _cls is not None:
         _handlers[_cls] = _lookup_handler(_cls)
+_lookup_handlers = {cls: _handlers[cls] for cls in (lookups.In, related_lookups.RelatedIn)}
+_handlers[lookups.In] = _handlers[related_lookups.RelatedIn] = _in_lookup
 for _module, _name, _attrs, _typed_output in _EXPRESSIONS:
     _cls = getattr(_module, _name, None)
     if _cls is not None:
