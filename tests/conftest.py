@@ -67,7 +67,7 @@ def _testcase_transactions_are_invisible():
 @pytest.fixture(autouse=True, scope='session')
 def _fingerprints_verified():
     """Every query fingerprint the suite computes is compiled too: one fingerprint meeting
-    two different SQL statements fails the test that made it (see cacheops/fingerprint.py)."""
+    two different SQL statements fails the test that made it (see cacheops/fingerprint/)."""
     fingerprint.VERIFY = True
     yield
     fingerprint.VERIFY = False

@@ -1,4 +1,4 @@
-"""Query fingerprints: cache keys without compiling SQL (cacheops/fingerprint.py).
+"""Query fingerprints: cache keys without compiling SQL (cacheops/fingerprint/).
 
 query_fingerprint(query) stands for the SQL a query compiles to: equal fingerprints must
 mean equal SQL and params (else a query would be served another's result), while telling
@@ -534,7 +534,7 @@ def test_verification_is_off_outside_the_tests():
 
 
 def test_verification_catches_one_fingerprint_for_two_statements(monkeypatch):
-    monkeypatch.setattr(fingerprint, '_verified', {})
+    monkeypatch.setattr(fingerprint.verification, '_verified', {})
     fingerprint.verify(Post.objects.filter(title='a').query, connection.alias, 'same')
     fingerprint.verify(Post.objects.filter(title='a').query, connection.alias, 'same')
     with pytest.raises(AssertionError, match='one fingerprint, two SQL statements'):
@@ -785,7 +785,7 @@ def test_a_fresh_query_is_fingerprinted_as_the_walk_would_and_loses_it_when_chan
     """A manager's fresh Query is recognized by comparing its state with a fresh one's."""
     query = Post.objects.all().query
     assert query_fingerprint(query) == marshal.dumps(
-        (fingerprint._walk_query(query, query.__dict__), fingerprint._settings()), 2).decode('latin-1')
+        (fingerprint.query._walk_query(query, query.__dict__), fingerprint.values._settings()), 2).decode('latin-1')
     fresh = query_fingerprint(query)
     query.add_q(Q(pk=1))  # the same Query object, changed in place
     assert query_fingerprint(query) not in (None, fresh)
