@@ -40,6 +40,10 @@ SCALARS = frozenset({
 REPLAYED = ('__init__', '_clone', '_chain', 'filter', 'exclude', '_filter_or_exclude',
             '_filter_or_exclude_inplace', 'order_by', '__getitem__', 'query')
 
+# Django's own QuerySet methods that query.py's mixins wrap, filled by monkey.py: replay
+# calls them, and they record nothing
+_django = {}
+
 _recordable_classes = {}
 
 
@@ -360,7 +364,6 @@ def is_sliced(query, calls):
 
 def replay(model, query, calls):
     """A new Query: query with the recorded calls made on it by Django's own methods."""
-    from .query import _django  # Django's originals, which record nothing
     qs = QuerySet(model=model, query=query)
     qs._query_seen = True  # nothing here is shared or recorded: Django builds
     for call in calls:

@@ -16,8 +16,8 @@ import warnings
 
 import redis
 
-from . import invalidation
 from .conf import derived, insideout, prefix_func, serializer, settings
+from .failed import failed as failed_invalidations, retry_failed
 from .keys import conj_key, epoch_key, lock_key, prefix_for, schemes_key, scheme, signal_key
 from .redis import CONNECTION_ERRORS, get_client, read_command, run_script, send_script, start_script
 from .serialization import LayoutChanged
@@ -64,7 +64,7 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None,
     warm(), if given, does work compute() needs that can run while Redis prepares a miss.
     """
     computed = _Computed(compute)
-    if invalidation.failed and not invalidation.retry_failed():
+    if failed_invalidations and not retry_failed():
         # an invalidation Redis refused is still pending: the cache may hold what it
         # should have dropped, so only the database can be trusted until it is replayed
         return computed()

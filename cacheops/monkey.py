@@ -4,7 +4,7 @@
   filter, exclude, order_by, __getitem__, __getstate__, _clone and
   _filter_or_exclude_inplace (to record plain calls, see chain.py), _fetch_all, count,
   exists, aggregate, get, first, last, select_for_update and bulk_create (the originals
-  are kept in query._django) and adds cache(), nocache(), inplace(), cloning(),
+  are kept in chain._django) and adds cache(), nocache(), inplace(), cloning(),
   invalidated_update(), _cache_key(), _prefix and private helpers
 - BaseManager: everything query.ManagerMixin defines
 - Collector.related_objects: deletion reads bypass the cache
@@ -24,7 +24,7 @@ from django.db.models.deletion import Collector
 from django.db.models.manager import BaseManager
 from django.db.models.query import QuerySet
 
-from . import events, query, transaction
+from . import chain, commits, events, query
 
 
 
@@ -46,22 +46,22 @@ def _after(original, hook):
     return method
 
 
-# connection method -> what transaction.py learns from it
+# connection method -> what commits.py does with it
 CONNECTION_HOOKS = {
-    'set_autocommit': lambda conn, autocommit, *rest: transaction.on_set_autocommit(conn, autocommit),
-    'commit': lambda conn, result: transaction.on_commit(conn),
-    'rollback': lambda conn, result: transaction.on_rollback(conn),
-    'savepoint': lambda conn, sid: transaction.on_savepoint(conn, sid),
-    'savepoint_commit': lambda conn, sid, result: transaction.on_savepoint_commit(conn, sid),
-    'savepoint_rollback': lambda conn, sid, result: transaction.on_savepoint_rollback(conn, sid),
-    'close': lambda conn, result: transaction.on_close(conn),
+    'set_autocommit': lambda conn, autocommit, *rest: commits.on_set_autocommit(conn, autocommit),
+    'commit': lambda conn, result: commits.on_commit(conn),
+    'rollback': lambda conn, result: commits.on_rollback(conn),
+    'savepoint': lambda conn, sid: commits.on_savepoint(conn, sid),
+    'savepoint_commit': lambda conn, sid, result: commits.on_savepoint_commit(conn, sid),
+    'savepoint_rollback': lambda conn, sid, result: commits.on_savepoint_rollback(conn, sid),
+    'close': lambda conn, result: commits.on_close(conn),
 }
 
 
 def _before_execute(original):
     @wraps(original)
     def method(self, sql, *args, **kwargs):
-        transaction.on_execute(self, sql)
+        commits.on_execute(self, sql)
         return original(self, sql, *args, **kwargs)
     return method
 
@@ -86,7 +86,7 @@ def install():
     for name in _own_attributes(query.QuerySetMixin):
         ours = query.QuerySetMixin.__dict__[name]
         if hasattr(QuerySet, name):
-            original = query._django['QuerySet.' + name] = getattr(QuerySet, name)
+            original = chain._django['QuerySet.' + name] = getattr(QuerySet, name)
             if callable(ours) and not ours.__doc__:  # help() shows what Django's does
                 ours.__doc__ = original.__doc__
         setattr(QuerySet, name, ours)

@@ -33,7 +33,7 @@ from .transaction import transaction_states
 from .tree import dnfs, query_dnfs
 from .utils import is_tracked, md5hex, remember, tracked_tables, written_tables
 
-_django = {}  # Django's own methods that the mixins wrap, filled by monkey.py
+from .chain import _django  # Django's own methods that the mixins wrap
 
 
 UNSET = object()  # an argument not given (None is a value there)
