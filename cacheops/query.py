@@ -30,7 +30,7 @@ from .fingerprint import chain_fingerprint, expressions_fingerprint, plain_order
 from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
 from .keys import prefix_for
 from .transaction import transaction_states
-from .tree import dnfs, query_dnfs
+from .tree import query_dnfs
 from .utils import is_tracked, md5hex, remember, tracked_tables, written_tables
 
 from .chain import _django  # Django's own methods that the mixins wrap

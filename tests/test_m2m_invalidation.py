@@ -23,7 +23,7 @@ def labels():
 
 # ordered in SQL, so that these are not the same queries as the related managers'
 def labels_of(brand):
-    return [l.text for l in Label.objects.cache().filter(brands=brand).order_by('text')]
+    return [label.text for label in Label.objects.cache().filter(brands=brand).order_by('text')]
 
 
 def brands_of(label):
@@ -31,7 +31,7 @@ def brands_of(label):
 
 
 def related_labels(brand):
-    return sorted(l.text for l in brand.labels.all().cache())
+    return sorted(label.text for label in brand.labels.all().cache())
 
 
 def test_related_manager_queries_can_be_cached(brand, labels, django_assert_num_queries):
