@@ -11,7 +11,7 @@ setup(
     long_description_content_type='text/x-rst',
     license='BSD-3-Clause',
     packages=find_packages(exclude=['tests', 'tests.*', 'tools', 'tools.*']),
-    package_data={'cacheops': ['lua/*.lua']},
+    package_data={'cacheops': ['lua/*.lua', 'py.typed']},
     python_requires='>=3.10',
     install_requires=[
         'django>=4.2',

@@ -10,3 +10,10 @@ from .simple import (  # noqa: F401
     CacheMiss, FileCache, RedisCache, cache, cached, cached_view, file_cache, invalidate_fragment,
 )
 from .templatetags.cacheops import CacheopsLibrary  # noqa: F401
+
+__all__ = [
+    'invalidate_all', 'invalidate_dict', 'invalidate_model', 'invalidate_obj', 'no_invalidation',
+    'reap_conjs', 'cached_as', 'cached_view_as',
+    'CacheMiss', 'FileCache', 'RedisCache', 'cache', 'cached', 'cached_view', 'file_cache',
+    'invalidate_fragment', 'CacheopsLibrary',
+]

@@ -11,9 +11,12 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Iterable, Mapping
 from functools import wraps
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Model
 
 from .conf import prefix_func
 from .failed import REDIS_FAILURES, failed, failed_lock, retry_failed, run_safely  # noqa: F401
@@ -212,12 +215,13 @@ def _invalidate_dicts(model, dicts, using=DEFAULT_DB_ALIAS):
             cache_invalidated.send(sender=model, obj_dict=values)
 
 
-def invalidate_dict(model, obj_dict, using=DEFAULT_DB_ALIAS):
+def invalidate_dict(model: type[Model], obj_dict: Mapping[str, Any], using: str = DEFAULT_DB_ALIAS) -> None:
     """Invalidate queries a row with these field values (by attname or column) falls into."""
     invalidate_dicts(model, [obj_dict], using=using)
 
 
-def invalidate_dicts(model, dicts, using=DEFAULT_DB_ALIAS):
+def invalidate_dicts(model: type[Model], dicts: Iterable[Mapping[str, Any]],
+                     using: str = DEFAULT_DB_ALIAS) -> None:
     """invalidate_dict() for several rows of one model, in one go per table."""
     if not no_invalidation.active:
         _invalidate_dicts(model, list(dicts), using=using)
@@ -229,7 +233,7 @@ def obj_dict(obj):
     return {f.attname: loaded[f.attname] for f in obj._meta.concrete_fields if f.attname in loaded}
 
 
-def invalidate_obj(obj, using=None):
+def invalidate_obj(obj: Model, using: str | None = None) -> None:
     """Invalidate queries this object falls into."""
     invalidate_dict(type(obj), obj_dict(obj), using=using or obj._state.db or DEFAULT_DB_ALIAS)
 
@@ -238,7 +242,7 @@ def _scan(client, pattern):
     return list(client.scan_iter(match=pattern, count=UNLINK_CHUNK))
 
 
-def invalidate_model(model, using=DEFAULT_DB_ALIAS):
+def invalidate_model(model: type[Model], using: str = DEFAULT_DB_ALIAS) -> None:
     """Invalidate all queries on a model (and its multi-table parents' tables)."""
     if not no_invalidation.active:
         _invalidate_model(model, using=using)
@@ -256,7 +260,7 @@ def _invalidate_model(model, using=DEFAULT_DB_ALIAS):
         cache_invalidated.send(sender=model, obj_dict=None)
 
 
-def invalidate_all():
+def invalidate_all() -> None:
     """Drop everything cacheops cached, and nothing else.
 
     Without CACHEOPS_PREFIX the Redis db is cacheops' own, and it is flushed. With one,
