@@ -249,6 +249,30 @@ def skip_field_types():
 
 
 @derived
+def client_class():
+    """CACHEOPS_CLIENT_CLASS resolved to a class, or None for redis-py's redis.Redis."""
+    path = settings.CACHEOPS_CLIENT_CLASS
+    if not path:
+        return None
+    try:
+        cls = import_string(path) if isinstance(path, str) else path
+    except ImportError as e:
+        raise ImproperlyConfigured('CACHEOPS_CLIENT_CLASS: cannot import %r: %s' % (path, e))
+    if not isinstance(cls, type):
+        raise ImproperlyConfigured('CACHEOPS_CLIENT_CLASS must name a redis client class, got %r' % (cls,))
+    return cls
+
+
+@derived
+def is_cluster():
+    """Whether the client is a Redis Cluster's: its class has get_nodes, as redis-py's
+    RedisCluster. Known from the settings, without a client, so the key layout (keys.py)
+    can ask it."""
+    cls = client_class()
+    return cls is not None and hasattr(cls, 'get_nodes')
+
+
+@derived
 def long_disjunction():
     value = settings.CACHEOPS_LONG_DISJUNCTION
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -259,12 +283,14 @@ def long_disjunction():
 
 # System checks (registered in apps.py): every validation above, run early
 
-def setting_errors():
-    """[(check id, message)] of every bad setting."""
-    from . import redis  # it imports this module
+def setting_errors(make_client):
+    """[(check id, message)] of every bad setting. make_client() builds the Redis client
+    from CACHEOPS_REDIS, CACHEOPS_SENTINEL and CACHEOPS_CLIENT_CLASS as a use would, so
+    that whatever redis-py refuses is caught: apps.py passes cacheops.redis's, a layer
+    above this one."""
     validations = [
         ('cacheops.E001', profiles),
-        ('cacheops.E002', redis.make_client),
+        ('cacheops.E002', make_client),
         ('cacheops.E003', prefix_func),
         ('cacheops.E004', serializer),
         ('cacheops.E005', skip_field_types),

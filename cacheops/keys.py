@@ -9,8 +9,7 @@ from collections import defaultdict
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
-from .conf import derived, prefix_func
-from .redis import is_cluster
+from .conf import derived, is_cluster, prefix_func
 from .utils import chunks, conj_value, glob_escape, table_models
 
 

@@ -13,9 +13,8 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.functional import SimpleLazyObject, empty
-from django.utils.module_loading import import_string
 
-from .conf import settings
+from .conf import client_class, is_cluster, settings  # noqa: F401 - is_cluster asked here by invalidation.py
 from .utils import remember
 
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
@@ -35,22 +34,9 @@ def _handle_connection_failure(func):
     return wrapper
 
 
-def client_class():
-    path = settings.CACHEOPS_CLIENT_CLASS
-    if not path:
-        return redis.Redis
-    try:
-        cls = import_string(path) if isinstance(path, str) else path
-    except ImportError as e:
-        raise ImproperlyConfigured('CACHEOPS_CLIENT_CLASS: cannot import %r: %s' % (path, e))
-    if not isinstance(cls, type):
-        raise ImproperlyConfigured('CACHEOPS_CLIENT_CLASS must name a redis client class, got %r' % (cls,))
-    return cls
-
-
 def make_client():
     """A client for CACHEOPS_SENTINEL, else CACHEOPS_REDIS (a dict, a URL or empty)."""
-    cls = client_class()
+    cls = client_class() or redis.Redis
     sentinel = settings.CACHEOPS_SENTINEL
     if sentinel:
         return _sentinel_client(cls, sentinel)
@@ -92,10 +78,6 @@ def get_client():
         redis_client._setup()
         client = redis_client._wrapped
     return client
-
-
-def is_cluster():
-    return hasattr(get_client(), 'get_nodes')
 
 
 def _reset_client(setting, **kwargs):

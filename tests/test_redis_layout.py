@@ -6,9 +6,11 @@ import hashlib
 import os
 
 import pytest
+from django.test import override_settings
 
 import cacheops.redis
 from cacheops.conf import settings as cacheops_settings
+from cacheops.keys import conj_prefix, schemes_key
 from .models import All, Category, Post
 
 pytestmark = pytest.mark.django_db
@@ -105,3 +107,20 @@ def test_conj_key_outlives_every_key_registered_in_it(cat):
     r().pexpire(conj, 300 * 1000 - 300)
     list(later)
     assert r().pttl(conj) > r().pttl(later._cache_key())
+
+
+class ClusterLikeRedis:
+    """A client class as redis-py's RedisCluster looks to cacheops: it has get_nodes."""
+    def __init__(self, **options):
+        raise AssertionError('the key layout builds no client')
+
+    def get_nodes(self):
+        return []
+
+
+def test_a_cluster_client_class_gives_tables_hash_tags():
+    """Cluster-ness is a fact of the settings (the client class), known without a client."""
+    with override_settings(CACHEOPS_CLIENT_CLASS=ClusterLikeRedis):
+        assert conj_prefix('', POST) == 'conj:{%s}:' % POST
+        assert schemes_key('', POST) == 'schemes:{%s}' % POST
+    assert conj_prefix('', POST) == 'conj:%s:' % POST
