@@ -63,7 +63,7 @@ VENVS = {
 }
 # The differential test (tests/test_differential.py) searches its few hundred examples
 # ('ci' Hypothesis profile) on SQLite and PostgreSQL in both storage modes on the newest
-# LTS; the other runs use 'smoke', where it is skipped and other property tests try fewer.
+# LTS; the other runs use 'smoke', where it tries 10 examples and other property tests fewer.
 # HYPOTHESIS_PROFILE set by the caller wins everywhere (e.g. 'long').
 DIFFERENTIAL_RUNS = ('py311-dj52-sqlite', 'py311-dj52-postgresql')
 PARALLEL = 2  # the machines have 2 cores

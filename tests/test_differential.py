@@ -935,9 +935,6 @@ def fast_commits(transactional_db):
         cursor.execute(change % before)
 
 
-@pytest.mark.skipif(settings._current_profile == 'smoke', reason=(
-    "searched in runtests.py's DIFFERENTIAL_RUNS; the 'smoke' profile's examples crash the "
-    'prefix and insideout runs (exit -11 while snapshotting instances): to be looked into'))
 @pytest.mark.skipif(connection.vendor == 'mysql', reason=(
     'searched on SQLite and PostgreSQL (issue 20); on MySQL/MariaDB each example\'s reset '
     'takes seconds, and string conditions, which collate there, narrow nothing'))
