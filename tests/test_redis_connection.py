@@ -488,7 +488,7 @@ def test_replies_to_stores_a_busy_server_refused_reach_no_read(monkeypatch, priv
     answer the store after all: no read takes those replies for its own, through
     cacheops' reads or redis-py's own commands, in busy spells after the server was
     asked again too."""
-    monkeypatch.setattr(cacheops.redis, 'ASK_AGAIN_AFTER', 0.2)
+    monkeypatch.setattr(cacheops.redis.held, 'ASK_AGAIN_AFTER', 0.2)
     read = READERS[reader]
     raw = redis.Redis(port=private_server)
     raw.config_set('busy-reply-threshold', 20)

@@ -444,12 +444,12 @@ def test_an_interrupt_as_a_started_script_is_sent_leaves_no_reply_behind(monkeyp
     client = cacheops.redis.get_client()
     client.set('tests:read', 'r')
     assert cacheops.redis.read_command(client, 'GET', 'tests:nothing') is None
-    original = cacheops.redis._send_over_held
+    original = cacheops.redis.scripts._send_over_held
 
     def sent_then_interrupted(*args):
         original(*args)
         raise KeyboardInterrupt
-    monkeypatch.setattr(cacheops.redis, '_send_over_held', sent_then_interrupted)
+    monkeypatch.setattr(cacheops.redis.scripts, '_send_over_held', sent_then_interrupted)
     with pytest.raises(KeyboardInterrupt):
         cacheops.redis.start_script(*_prepare_args('tests:started'))
     monkeypatch.undo()

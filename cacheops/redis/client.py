@@ -1,0 +1,85 @@
+"""The Redis client cacheops talks to: built from settings on first use, rebuilt after
+a setting it is made of changes, and what a failure to reach it does.
+
+Everything else in this package sends its commands through this client, or past its
+command layer over its connection pool (held.py); this module alone knows settings.
+"""
+import warnings
+from functools import wraps
+
+import redis
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.functional import SimpleLazyObject, empty
+
+from ..conf import client_class, settings
+
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+def _handle_connection_failure(func):
+    """With CACHEOPS_DEGRADE_ON_FAILURE, a failed Redis call warns and returns None."""
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CONNECTION_ERRORS as e:
+            if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
+                raise
+            warnings.warn('cacheops: the cache is unavailable: %s' % e, RuntimeWarning)
+            return None
+    return wrapper
+
+
+def make_client():
+    """A client for CACHEOPS_SENTINEL, else CACHEOPS_REDIS (a dict, a URL or empty)."""
+    cls = client_class() or redis.Redis
+    sentinel = settings.CACHEOPS_SENTINEL
+    if sentinel:
+        return _sentinel_client(cls, sentinel)
+    conf = settings.CACHEOPS_REDIS
+    if isinstance(conf, str):
+        try:
+            return cls.from_url(conf)
+        except ValueError as e:
+            raise ImproperlyConfigured('CACHEOPS_REDIS is not a valid Redis URL: %s' % e)
+    if isinstance(conf, dict):
+        try:
+            return cls(**conf)
+        except TypeError as e:
+            raise ImproperlyConfigured('CACHEOPS_REDIS has an option the client does not take: %s' % e)
+    raise ImproperlyConfigured(
+        'CACHEOPS_REDIS must be a dict of connection options or a redis:// URL, got %r' % (conf,))
+
+
+def _sentinel_client(cls, conf):
+    from redis.sentinel import Sentinel
+    if not isinstance(conf, dict) or not conf.get('locations') or not conf.get('service_name'):
+        raise ImproperlyConfigured(
+            "CACHEOPS_SENTINEL must be a dict with 'locations' and 'service_name'")
+    conf = dict(conf)
+    locations = conf.pop('locations')
+    service = conf.pop('service_name')
+    db = conf.pop('db', 0)
+    sentinel = Sentinel(locations, **conf)
+    return sentinel.master_for(service, redis_class=cls, db=db)
+
+
+redis_client = SimpleLazyObject(make_client)
+
+
+def get_client():
+    """The real client behind redis_client (skips the lazy proxy on hot paths)."""
+    client = redis_client.__dict__['_wrapped']  # the proxy's own attribute, read past its hooks
+    if client is empty:
+        redis_client._setup()
+        client = redis_client._wrapped
+    return client
+
+
+def _reset_client(setting, **kwargs):
+    if setting in ('CACHEOPS_REDIS', 'CACHEOPS_SENTINEL', 'CACHEOPS_CLIENT_CLASS'):
+        redis_client._wrapped = empty
+
+
+setting_changed.connect(_reset_client)
