@@ -9,8 +9,9 @@
 - BaseManager: everything query.ManagerMixin defines
 - Collector.related_objects: deletion reads bypass the cache
 - Collector.delete: reads the rows it deletes, locked, and invalidates the auto-created
-  m2m rows it deletes without signals (events.py)
-- Model._do_update: conditional on the old values read before it (events.py)
+  m2m rows it deletes without signals (events/deletes.py)
+- Model._do_update: conditional on the old values read before it, or on PostgreSQL
+  returning them (events/saves.py)
 - BaseDatabaseWrapper: CONNECTION_HOOKS, to follow transactions and savepoints
 - CursorWrapper.execute/executemany: to notice writes inside a transaction
 - model signals: MODEL_SIGNALS
@@ -24,7 +25,8 @@ from django.db.models.deletion import Collector
 from django.db.models.manager import BaseManager
 from django.db.models.query import QuerySet
 
-from . import chain, commits, events, query
+from . import chain, commits, query
+from .events import deletes, receivers, saves
 
 
 
@@ -67,10 +69,10 @@ def _before_execute(original):
 
 
 MODEL_SIGNALS = [
-    (signals.pre_save, events._pre_save),
-    (signals.post_save, events._post_save),
-    (signals.post_delete, events._post_delete),
-    (signals.m2m_changed, events._m2m_changed),
+    (signals.pre_save, receivers._pre_save),
+    (signals.post_save, receivers._post_save),
+    (signals.post_delete, receivers._post_delete),
+    (signals.m2m_changed, receivers._m2m_changed),
 ]
 
 _installed = False
@@ -93,8 +95,8 @@ def install():
     for name in _own_attributes(query.ManagerMixin):
         setattr(BaseManager, name, query.ManagerMixin.__dict__[name])
     Collector.related_objects = query.collector_related_objects(Collector.related_objects)
-    Collector.delete = events.collector_delete(Collector.delete)
-    Model._do_update = events.conditional_do_update(Model._do_update)
+    Collector.delete = deletes.collector_delete(Collector.delete)
+    Model._do_update = saves.conditional_do_update(Model._do_update)
 
     for name, hook in CONNECTION_HOOKS.items():
         setattr(BaseDatabaseWrapper, name, _after(getattr(BaseDatabaseWrapper, name), hook))

@@ -11,8 +11,9 @@ from django.utils.functional import empty
 import cacheops
 import cacheops.redis
 import cacheops.simple
-from cacheops import events, query
+from cacheops import query
 from cacheops.conf import settings
+from cacheops.events import deletes
 from cacheops.transaction import is_sql_dirty, transaction_states
 from cacheops.tree import dnfs
 from .models import Category, Post, Task
@@ -99,8 +100,8 @@ def test_invalidate_m2o_invalidates_rows_referencing_the_object(monkeypatch):
         return [t.title for t in Task.objects.cache().filter(category=cat)]
     assert warm(tasks) == ['t']
     given = []
-    original = events.invalidate_dicts
-    monkeypatch.setattr(events, 'invalidate_dicts',
+    original = deletes.invalidate_dicts
+    monkeypatch.setattr(deletes, 'invalidate_dicts',
                         lambda model, rows, using: given.append(rows) or original(model, rows, using=using))
     query.invalidate_m2o(Category, cat, using='default')
     assert queries(tasks) == (['t'], 1)

@@ -21,7 +21,8 @@ from django.db.models.signals import post_save, pre_save
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from cacheops import events
+from cacheops import rows
+from cacheops.events import returning, saves
 from tests.models import (Assorted, Category, Gadget, JsonDoc, Lossy, LossyIntegerField, Media,
                           Movie, Note, Post, ProxyPost, SelectOnSave)
 
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def conditional_updates(monkeypatch):
     """Saves read the old values first and make the UPDATE conditional on them, on
     PostgreSQL too (where they would otherwise be one statement)."""
-    monkeypatch.setattr(events, '_saves_in_one_statement', lambda model, vendor: False)
+    monkeypatch.setattr(returning, 'saves_in_one_statement', lambda model, vendor: False)
 
 
 @pytest.fixture(params=['as configured', 'conditional update'])
@@ -197,7 +198,7 @@ def test_a_save_of_other_fields_racing_a_move_invalidates_where_the_row_is():
 
 def test_without_conditional_updates_the_same_race_leaves_a_stale_entry(conditional_updates,
                                                                         monkeypatch):
-    monkeypatch.setattr(events, '_unchanged', lambda model, row, vendor: {})
+    monkeypatch.setattr(saves, '_unchanged', lambda model, row, vendor: {})
     post, (c1, c2, c3) = _race(_move)
     assert _actual(c2) == []
     assert _cached(c2) == [(post.pk, 'moved by B')]  # stale: what the conditions prevent
@@ -262,19 +263,19 @@ def test_a_select_on_save_row_inserted_after_the_locked_read_is_invalidated(monk
     if connection.vendor == 'sqlite':
         pytest.skip('SQLite holds its write lock: nobody inserts meanwhile')
     pk, read, go = 4242, threading.Event(), threading.Event()
-    locked_old_values = events._locked_old_values
+    locked_old_values = saves._locked_old_values
 
     def held_after_reading(instance, using):
         values = locked_old_values(instance, using)
         read.set()
         assert go.wait(10)
         return values
-    monkeypatch.setattr(events, '_locked_old_values', held_after_reading)
+    monkeypatch.setattr(saves, '_locked_old_values', held_after_reading)
     # no row yet: Django tries an update first
     with _running(lambda: SelectOnSave(pk=pk, num=3).save()):
         try:
             assert read.wait(10)
-            monkeypatch.setattr(events, '_locked_old_values', locked_old_values)
+            monkeypatch.setattr(saves, '_locked_old_values', locked_old_values)
             SelectOnSave.objects.create(pk=pk, num=2)  # B inserts the row, commits, invalidates
             assert _cached_nums(2) == [pk]  # a reader caches B's version
         finally:
@@ -298,7 +299,7 @@ def test_a_save_whose_row_was_deleted_meanwhile_inserts_it_as_django_does():
     c1, c2 = Category.objects.create(title='c1'), Category.objects.create(title='c2')
     post = Post.objects.create(title='p', category=c1)
     instance = Post.objects.get(pk=post.pk)
-    instance._cacheops_old = events._db_values(instance, 'default')  # as _pre_save does
+    instance._cacheops_old = rows.db_values(instance, 'default')  # as _pre_save does
     Post.objects.filter(pk=post.pk).delete()
     assert _cached(c2) == []
     instance.category = c2
@@ -450,12 +451,12 @@ def test_one_statement_reading_the_row_unlocked_would_leave_a_stale_entry(monkey
     """What the row lock in the statement's subquery is for: without it, the subquery reads
     the version of the statement's snapshot, older than the one its UPDATE replaces."""
     _skip_unless_one_statement()
-    original = events._returning_tail
+    original = returning._returning_tail
 
     def unlocked(*args):
         tail, converters = original(*args)
         return tail.replace(' FOR NO KEY UPDATE', ''), converters
-    monkeypatch.setattr(events, '_returning_tail', unlocked)
+    monkeypatch.setattr(returning, '_returning_tail', unlocked)
     c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
     post = Post.objects.create(title='p', category=c1)
     _move_while_a_waits_on_the_row_lock(post, c3)
@@ -558,7 +559,7 @@ def test_a_row_deleted_meanwhile_makes_the_update_return_nothing_and_django_inse
 
 def test_a_statement_that_cant_be_built_falls_back_to_reading_the_old_values(monkeypatch):
     _skip_unless_one_statement()
-    monkeypatch.setattr(events, '_update_returning', lambda *args: None)
+    monkeypatch.setattr(returning, 'update_returning', lambda *args: None)
     c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
     post = Post.objects.create(title='p', category=c1)
     stale = Post.objects.get(pk=post.pk)
