@@ -15,7 +15,7 @@ import redis.connection
 from django.test import override_settings
 
 from .models import All, Category, Post
-from .utils import AbstractConnection
+from .utils import AbstractConnection, hand_packed
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +29,7 @@ def redis_down():
         yield
 
 
+@hand_packed
 def test_fault_injection_works():
     import cacheops.redis
     client = cacheops.redis.get_client()

@@ -13,7 +13,7 @@ from cacheops.signals import cache_invalidated
 from cacheops.conf import insideout, prefix_func
 from cacheops.keys import epoch_key, prefix_for
 from tests.models import CacheOnSaveProfile, Category, Post
-from tests.utils import AbstractConnection, losing_replies, queries, warm
+from tests.utils import AbstractConnection, hand_packed, losing_replies, queries, warm
 
 pytestmark = pytest.mark.django_db
 
@@ -113,7 +113,9 @@ def _cache_keys_given_back(reply):
 
 
 @pytest.mark.skipif(insideout(), reason='conj-set mode: cache keys are handed back')
-@pytest.mark.parametrize('invalidate', ['save', 'invalidate_model'])
+# invalidate_model() raises a lost reply unless it is tried again: by the hand-packed
+# layer's fallback to redis-py, or by redis-py's retries (none for a URL, redis-py 8)
+@pytest.mark.parametrize('invalidate', ['save', pytest.param('invalidate_model', marks=hand_packed)])
 def test_cache_keys_of_an_invalidation_whose_reply_was_lost_are_deleted(monkeypatch, invalidate):
     monkeypatch.setattr(invalidation, 'SERVER_DELETE_BUDGET', 0)  # all handed back
     post = Post.objects.create(title='old', category=Category.objects.create(title='c'))

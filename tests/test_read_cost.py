@@ -21,7 +21,7 @@ from cacheops.redis import _script, get_client
 
 from tools.redis_server import private_redis
 from .models import Category, Locked, Post
-from .utils import AbstractConnection, losing_replies, queries, warm
+from .utils import AbstractConnection, hand_packed, losing_replies, queries, warm
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +57,7 @@ def test_a_cold_miss_makes_three_requests_or_two_in_insideout_mode(category, rou
     assert len(round_trips) == (2 if settings.CACHEOPS_INSIDEOUT else 3)
 
 
+@hand_packed
 def test_a_miss_waits_for_no_reply_to_its_store(category, round_trips, awaited_replies):
     other = Category.objects.create(title='other')
     warm(lambda: titles(other))
@@ -185,6 +186,7 @@ def dnfs_known(category, monkeypatch):
     Post.objects.create(title='b', category=category)
 
 
+@hand_packed
 @conj_sets_only
 def test_a_miss_builds_its_query_while_the_marker_is_placed_and_queries_after(
         category, dnfs_known, monkeypatch):
@@ -205,6 +207,7 @@ def test_a_get_miss_queries_only_once_the_marker_is_placed(category, monkeypatch
     assert events.index(('sent', 'prepare')) < events.index(('reply', b'mine')) < events.index('sql')
 
 
+@hand_packed
 @conj_sets_only
 def test_a_get_miss_compiles_its_sql_once_while_the_marker_is_placed(category, monkeypatch):
     post = Post.objects.nocache().get(category=category)
@@ -300,6 +303,7 @@ def test_a_miss_after_the_scripts_were_flushed_loads_them_again(category):
         assert queries(lambda: recorded_titles(category))[1] == 0
 
 
+@hand_packed
 @conj_sets_only
 def test_a_marker_whose_reply_was_lost_is_placed_again(category, dnfs_known, monkeypatch):
     """The connection fails after the script was sent: it is run again over another
@@ -341,6 +345,7 @@ def _lose_the_markers_reply(monkeypatch):
     return lost
 
 
+@hand_packed
 @conj_sets_only
 def test_a_locked_miss_whose_marker_reply_was_lost_doesnt_wait_for_itself(monkeypatch):
     Locked.objects.create(title='x')

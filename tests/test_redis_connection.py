@@ -16,7 +16,7 @@ from django.utils.module_loading import import_string
 
 import cacheops.redis
 from .models import All, Category, Post
-from .utils import AbstractConnection
+from .utils import AbstractConnection, hand_packed
 
 pytestmark = pytest.mark.django_db
 
@@ -227,6 +227,7 @@ def _store_by_script(key, value, marked=False):
     cacheops.redis.send_script('store', [key, key + ':signal'], [MARKER, value, '0'])
 
 
+@hand_packed
 def test_a_store_returns_while_redis_holds_it_back():
     """Redis holding writes back (CLIENT PAUSE) doesn't hold back the read that stores:
     the store runs when Redis lets it, and this thread's next command sees it."""
@@ -265,6 +266,7 @@ def user_without_client_reply():
         raw.acl_deluser(name)
 
 
+@hand_packed
 def test_stores_wait_for_their_reply_where_client_reply_is_refused(
         user_without_client_reply, django_assert_num_queries, awaited_replies):
     with pytest.raises(redis.ResponseError):  # the user can't, indeed
@@ -287,6 +289,7 @@ def _replies_a_store_waits_for(awaited_replies, key, value):
     return count
 
 
+@hand_packed
 def test_a_pool_that_stopped_skipping_replies_asks_the_server_again_later(
         user_without_client_reply, awaited_replies):
     """After a refusal (an ACL, a server busy for a while) stores wait for their replies,
@@ -302,6 +305,7 @@ def test_a_pool_that_stopped_skipping_replies_asks_the_server_again_later(
     assert cacheops.redis._skips_replies[pool] > ask_again  # asked: refused again
 
 
+@hand_packed
 def test_a_server_that_skips_replies_again_is_found_to(awaited_replies):
     pool = client().connection_pool
     _store_by_script('tests:again', b'v')
@@ -321,6 +325,7 @@ def _conf(**options):
     return {**conf, **options}
 
 
+@hand_packed
 @pytest.mark.parametrize('blocking', [False, True], ids=['ConnectionPool', 'BlockingConnectionPool'])
 def test_stores_keep_to_the_pools_limits(blocking):
     """The store connections' pool has the client pool's max_connections, but never
@@ -363,6 +368,7 @@ def test_the_read_after_a_store_goes_over_the_stores_connection(monkeypatch):
     assert read_connection is store_connection
 
 
+@hand_packed
 def test_a_thread_ending_after_a_store_gives_its_connection_back(round_trips):
     with override_settings(CACHEOPS_REDIS=_conf(max_connections=1)):
         _store_by_script('tests:ended', b'v')  # the probe
@@ -393,6 +399,7 @@ def test_a_custom_client_class_sees_the_store():
         assert client().get('tests:counted') == b'value'
 
 
+@hand_packed
 def test_a_store_whose_sending_failed_is_sent_again(monkeypatch):
     """A connection that fails as the store is written (the server went away) is
     replaced, and the store sent again, as any command is."""
@@ -417,6 +424,7 @@ def test_a_store_whose_sending_failed_is_sent_again(monkeypatch):
 
 # Hits read on a pooled connection directly (cacheops.redis.read_command)
 
+@hand_packed
 def test_a_read_whose_connection_failed_is_retried(monkeypatch, django_assert_num_queries):
     qs = assert_caching_works(django_assert_num_queries)
     original = AbstractConnection.read_response
@@ -461,6 +469,7 @@ def private_server():
         yield port
 
 
+@hand_packed
 def test_the_probe_gives_up_skipping_where_echo_is_refused(private_server):
     """The probe's replies can't be counted then: the connection is dropped instead."""
     raw = redis.Redis(port=private_server)
@@ -482,6 +491,7 @@ READERS = {
 }
 
 
+@hand_packed
 @pytest.mark.parametrize('reader', list(READERS))
 def test_replies_to_stores_a_busy_server_refused_reach_no_read(monkeypatch, private_server, reader):
     """A script running past busy-reply-threshold makes Redis refuse CLIENT REPLY SKIP and

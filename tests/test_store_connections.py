@@ -19,8 +19,9 @@ from cacheops import cached_as, invalidation
 from tools.redis_server import find_redis_server, free_port, ping, private_redis
 from .models import All
 from .test_redis_connection import MARKER, _conf, _store_by_script, allow_all_but
+from .utils import hand_packed
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), hand_packed]
 
 BUSY_LOOP = 'local x = 0 for i = 1, tonumber(ARGV[1]) do x = x + i end return 1'
 

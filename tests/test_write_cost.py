@@ -10,7 +10,7 @@ from cacheops import invalidation
 from cacheops.conf import settings
 
 from .models import Category, Post
-from .utils import queries, warm
+from .utils import hand_packed, queries, warm
 
 pytestmark = pytest.mark.django_db
 
@@ -38,6 +38,7 @@ def test_a_save_makes_one_round_trip_to_redis(post, redis_commands, round_trips)
     assert titles(post.category_id) == ['b']
 
 
+@hand_packed
 def test_a_save_right_after_a_miss_makes_one_round_trip_to_redis(post, redis_commands, round_trips):
     """The miss's store was sent without waiting: the invalidation goes over the same
     connection, after it, with a PING in the same write (see test_store_connections)."""

@@ -1,5 +1,6 @@
 """Helpers the tests share: counting queries, proving a result is cached, counting
 renders, losing Redis replies."""
+import pytest
 import redis
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.test.utils import CaptureQueriesContext
@@ -7,6 +8,13 @@ try:
     from redis.connection import AbstractConnection
 except ImportError:  # redis-py before 4.5, where Connection is the others' base class
     from redis.connection import Connection as AbstractConnection
+
+from cacheops.redis.held import PLAIN_REDIS
+
+# A test of cacheops.redis's hand-packed layer (the connection a thread keeps, stores sent
+# without their reply, scripts read later, its fallbacks to redis-py on a lost connection):
+# there is no such layer with CACHEOPS_PLAIN_REDIS=1
+hand_packed = pytest.mark.skipif(PLAIN_REDIS, reason='CACHEOPS_PLAIN_REDIS=1: no hand-packed layer')
 
 
 def queries(func, using=DEFAULT_DB_ALIAS):

@@ -4,7 +4,8 @@ path beside redis-py's command layer.
 Bottom up, each module importing only those before it:
 
     client.py   the client from settings, reset when they change; connection failures
-    held.py     the connection a thread keeps, its store pool, CLIENT REPLY SKIP found out
+    held.py     the connection a thread keeps, its store pool, CLIENT REPLY SKIP found
+                out; CACHEOPS_PLAIN_REDIS, which turns all of that and wire.py off
     wire.py     hot reads (GET, MGET) over that connection, commands packed by hand
     scripts.py  Lua scripts run by SHA, started to be read later, sent without a reply
 
@@ -15,7 +16,8 @@ from .client import (  # noqa: F401
     CONNECTION_ERRORS, _handle_connection_failure, get_client, make_client, redis_client,
 )
 from .held import (  # noqa: F401 - private ones for the tests, which look into the layer
-    _settle, _skips_replies, _stop_skipping_replies, _store_pools, _take_held, _thread_held,
+    PLAIN_REDIS, _settle, _skips_replies, _stop_skipping_replies,
+    _store_pools, _take_held, _thread_held,
 )
 from .scripts import (  # noqa: F401
     LUA_DIR, _HeldReply, _PendingReply, _script, run_script, send_script, start_script,

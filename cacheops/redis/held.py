@@ -13,6 +13,11 @@ while. Redis orders commands only within a connection, and a thread's reads go o
 its connection after its stores; any other command of the thread (redis-py's: scripts,
 pipelines) waits for its stores first (_settle). A thread ending gives its connection
 back.
+
+CACHEOPS_PLAIN_REDIS=1 in the environment (read once, at import) keeps all of this
+out of the way: no connection is kept, nothing is hand-packed or sent without its
+reply, and every command goes through redis-py's client, so that a bug can be pinned
+on this layer or cleared of it.
 """
 import codecs
 import os
@@ -21,15 +26,28 @@ import time
 import weakref
 
 import redis
+from django.core.exceptions import ImproperlyConfigured
 
 from .client import CONNECTION_ERRORS
 
 
+def _plain_redis(value):
+    """Whether CACHEOPS_PLAIN_REDIS (the environment's value, or None) asks for plain redis-py."""
+    if value in (None, '', '0'):
+        return False
+    if value == '1':
+        return True
+    raise ImproperlyConfigured('CACHEOPS_PLAIN_REDIS must be 1 or 0, got %r' % (value,))
+
+
+PLAIN_REDIS = _plain_redis(os.environ.get('CACHEOPS_PLAIN_REDIS'))
+
+
 def _direct_pool(client):
     """The client's connection pool if its commands can be sent past its command layer:
-    a plain redis.Redis (or a Sentinel master), not a cluster, no commands intercepted.
-    Every shortcut of this package asks here first."""
-    if not isinstance(client, redis.Redis) or \
+    a plain redis.Redis (or a Sentinel master), not a cluster, no commands intercepted,
+    and not CACHEOPS_PLAIN_REDIS. Every shortcut of this package asks here first."""
+    if PLAIN_REDIS or not isinstance(client, redis.Redis) or \
             type(client).execute_command is not redis.Redis.execute_command:
         return None
     return getattr(client, 'connection_pool', None)
