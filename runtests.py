@@ -74,7 +74,7 @@ DIFFERENTIAL_RUNS = ('py311-dj52-sqlite', 'py311-dj52-postgresql')
 PARALLEL = 2  # the machines have 2 cores
 # Seconds. A hung run must not eat the CI budget: a run gets RUN_TIMEOUT at most, and all
 # runs must end within RUNS_TIMEOUT. The aim for CI's whole run is under 15 minutes (12-13
-# estimated for 13 runs on a quiet machine); these bounds only stop a hang, inside CI's 90.
+# estimated for 12 runs on a quiet machine); these bounds only stop a hang, inside CI's 90.
 RUN_TIMEOUT = 600
 RUNS_TIMEOUT = 25 * 60
 # A slot n is Redis db n plus test database suffix _n. Slots are held with file locks,
