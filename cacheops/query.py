@@ -29,6 +29,7 @@ from .fingerprint import chain_fingerprint, expressions_fingerprint, plain_order
 # invalidate_dict: COMPAT, the model-event handlers look it up here
 from .invalidation import invalidate_dict, invalidate_dicts, obj_dict, run_safely  # noqa: F401
 from .keys import prefix_for
+from .rows import take_write_lock
 from .transaction import transaction_states
 from .tree import query_dnfs
 from .utils import is_tracked, md5hex, remember, tracked_tables, written_tables
@@ -542,7 +543,6 @@ class QuerySetMixin:
 
     def invalidated_update(self, **kwargs):
         """update() that invalidates the rows by their values before and after."""
-        from .events import take_write_lock
         using = self._db or router.db_for_write(self.model, **self._hints)  # where update() writes
         qs = self.using(using).nocache()
         # one transaction, rows locked from their first read: a write by another process
@@ -900,12 +900,3 @@ class ManagerMixin:
 
     def invalidated_update(self, **kwargs):
         return self.get_queryset().invalidated_update(**kwargs)
-
-
-def __getattr__(name):
-    # COMPAT: cacheops.query.invalidate_m2o; it lives with the other model events, which
-    # import this module, so it is fetched when asked for
-    if name == 'invalidate_m2o':
-        from .events import invalidate_m2o
-        return invalidate_m2o
-    raise AttributeError('module %r has no attribute %r' % (__name__, name))
