@@ -10,7 +10,8 @@ setup(
     long_description=long_description,
     long_description_content_type='text/x-rst',
     license='BSD-3-Clause',
-    packages=find_packages(exclude=['tests', 'tests.*', 'tools', 'tools.*']),
+    # benchmarks/ and tools/ serve bench.py, demo.py and runtests.py in the repository only
+    packages=find_packages(exclude=['tests', 'tests.*', 'tools', 'tools.*', 'benchmarks', 'benchmarks.*']),
     package_data={'cacheops': ['lua/*.lua', 'py.typed']},
     python_requires='>=3.10',
     install_requires=[
