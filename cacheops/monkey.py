@@ -1,10 +1,11 @@
-"""Everything cacheops changes in Django, in one list, installed by AppConfig.ready().
+"""Everything cacheops changes in Django, in one list, installed by AppConfig.ready()
+and undone by uninstall().
 
 - QuerySet: everything query.QuerySetMixin defines. It wraps Django's query property,
   filter, exclude, order_by, __getitem__, __getstate__, _clone and
   _filter_or_exclude_inplace (to record plain calls, see chain.py), _fetch_all, count,
   exists, aggregate, get, first, last, select_for_update and bulk_create (the originals
-  are kept in chain._django) and adds cache(), nocache(), inplace(), cloning(),
+  are kept in chain._django) and adds cache(), nocache(), inplace(), cloning(), clone(),
   invalidated_update(), _cache_key(), _prefix and private helpers
 - BaseManager: everything query.ManagerMixin defines
 - Collector.related_objects: deletion reads bypass the cache
@@ -14,7 +15,25 @@
   returning them (events/saves.py)
 - BaseDatabaseWrapper: CONNECTION_HOOKS, to follow transactions and savepoints
 - CursorWrapper.execute/executemany: to notice writes inside a transaction
-- model signals: MODEL_SIGNALS
+- model signals: MODEL_SIGNALS, connected with dispatch_uid 'cacheops'
+
+Nothing else is patched: not redis-py (cacheops makes pools of its own, redis/held.py),
+not connections (transaction state is kept by alias, transaction.py). Set meanwhile, by
+the code above and not by install(): on querysets, their cache settings and recorded
+calls (_cacheconf, _pending, _query_shared, _query_seen); on a model instance, what a save
+hands from pre_save to post_save (_cacheops_old... see events/state.py), removed at
+post_save; on a Query and its compiler, for one miss, get_compiler and as_sql
+(cacheops.query), removed after it. At import, not by install(): the compatibility alias
+cacheops.query.invalidate_m2o and the setting_changed receivers that forget values
+memoized from settings (conf, fingerprint/values.py, redis/client.py), which stay.
+
+uninstall() puts every attribute back as it was (deleting those that were added) and
+disconnects the receivers; install() then works again. Both are for tests and tools, run
+outside transactions. Meanwhile writes invalidate nothing: after install() again, call
+invalidate_all() if the cache may hold rows they changed. Querysets made while installed
+are not to be used after uninstall(), nor manager classes made by from_queryset() while
+installed (they copied QuerySetMixin's public methods); @cached_as and @cached_view_as
+need cacheops installed (they ask their samples for their conditions).
 """
 from functools import wraps
 
@@ -75,15 +94,29 @@ MODEL_SIGNALS = [
     (signals.m2m_changed, receivers._m2m_changed),
 ]
 
-_installed = False
+DISPATCH_UID = 'cacheops'
+
+_ADDED = object()  # in PATCHES: the attribute was not in the class's own __dict__
+
+# What install() did, in order: (class, name, what the class's own __dict__ held there,
+# or _ADDED). Empty when not installed.
+PATCHES = []
+
+
+def _patch(cls, name, value):
+    PATCHES.append((cls, name, vars(cls).get(name, _ADDED)))
+    setattr(cls, name, value)
+
+
+def _wrap(cls, name, wrapper):
+    """cls.name = wrapper(what cls.name gives now, inherited or its own)."""
+    _patch(cls, name, wrapper(getattr(cls, name)))
 
 
 def install():
     """Patch QuerySet, managers, connections and cursors; connect model signals. Idempotent."""
-    global _installed
-    if _installed:
+    if PATCHES:
         return
-    _installed = True
 
     for name in _own_attributes(query.QuerySetMixin):
         ours = query.QuerySetMixin.__dict__[name]
@@ -91,17 +124,31 @@ def install():
             original = chain._django['QuerySet.' + name] = getattr(QuerySet, name)
             if callable(ours) and not ours.__doc__:  # help() shows what Django's does
                 ours.__doc__ = original.__doc__
-        setattr(QuerySet, name, ours)
+        _patch(QuerySet, name, ours)
     for name in _own_attributes(query.ManagerMixin):
-        setattr(BaseManager, name, query.ManagerMixin.__dict__[name])
-    Collector.related_objects = query.collector_related_objects(Collector.related_objects)
-    Collector.delete = deletes.collector_delete(Collector.delete)
-    Model._do_update = saves.conditional_do_update(Model._do_update)
+        _patch(BaseManager, name, query.ManagerMixin.__dict__[name])
+    _wrap(Collector, 'related_objects', query.collector_related_objects)
+    _wrap(Collector, 'delete', deletes.collector_delete)
+    _wrap(Model, '_do_update', saves.conditional_do_update)
 
     for name, hook in CONNECTION_HOOKS.items():
-        setattr(BaseDatabaseWrapper, name, _after(getattr(BaseDatabaseWrapper, name), hook))
+        _wrap(BaseDatabaseWrapper, name, lambda original, hook=hook: _after(original, hook))
     for name in ('execute', 'executemany'):
-        setattr(CursorWrapper, name, _before_execute(getattr(CursorWrapper, name)))
+        _wrap(CursorWrapper, name, _before_execute)
 
     for signal, receiver in MODEL_SIGNALS:
-        signal.connect(receiver, dispatch_uid='cacheops')
+        signal.connect(receiver, dispatch_uid=DISPATCH_UID)
+
+
+def uninstall():
+    """Undo install(): every patched attribute as it was, the receivers disconnected."""
+    for signal, receiver in MODEL_SIGNALS:
+        signal.disconnect(receiver, dispatch_uid=DISPATCH_UID)
+    while PATCHES:
+        cls, name, original = PATCHES.pop()  # last first: a name patched twice ends as it was
+        if original is _ADDED:
+            delattr(cls, name)
+        else:
+            setattr(cls, name, original)
+    chain._django.clear()
+    chain._recordable_classes.clear()  # they compared their attributes with patched ones
