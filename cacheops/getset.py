@@ -263,7 +263,7 @@ def _registration(dnfs):
 
 def insideout_keys(dnfs):
     """(stamp keys of these DNFs' conjunctions, epoch keys of their tables). A hit needs
-    them each time: they are kept per DNFs object, which the DNFs memo (query.py) hands
+    them each time: they are kept per DNFs object, which the DNFs memo (query/keys.py) hands
     out again for the same query (not with a CACHEOPS_PREFIX function, whose prefix may
     change by request)."""
     if len(dnfs) != 1 or prefix_func() is not None:

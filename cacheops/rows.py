@@ -3,7 +3,7 @@
 Invalidation names rows by their values, and those must be the database's as of the
 write: not an instance's copy, which may be outdated, nor values read before another
 writer moved them. The model events (events/) read a row's old values before a save
-and the rows a delete removes; invalidated_update() (query.py) locks the rows it
+and the rows a delete removes; invalidated_update() (query/writes.py) locks the rows it
 updates. This module only reads and locks; invalidating is left to its callers.
 
 - db_values(): the columns a save's invalidation needs of a row (old_attnames()), by
@@ -11,7 +11,7 @@ updates. This module only reads and locks; invalidating is left to its callers.
 - take_write_lock(), locked_rows(): rows locked in a transaction (SELECT ... FOR
   UPDATE; on SQLite the database's write lock, taken before the first read).
 
-A layer below query.py and the events (tests/test_layers.py): it imports neither, and
+A layer below query/ and the events (tests/test_layers.py): it imports neither, and
 its reads never go through the cache (nocache()).
 """
 from django.db import connections, models

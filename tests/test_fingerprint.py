@@ -341,9 +341,9 @@ def test_fingerprint_and_sql_keys_never_collide(monkeypatch):
     def key():
         return Post.objects.cache().filter(title='a')._cache_key()
     by_calls = key()  # recorded calls (tests/test_lazy_chain.py)
-    monkeypatch.setattr('cacheops.query.chain_fingerprint', lambda *args: None)
+    monkeypatch.setattr('cacheops.query.keys.chain_fingerprint', lambda *args: None)
     by_fingerprint = key()
-    monkeypatch.setattr('cacheops.query.query_fingerprint', lambda query, using: None)
+    monkeypatch.setattr('cacheops.query.keys.query_fingerprint', lambda query, using: None)
     by_sql = key()
     assert len({by_calls, by_fingerprint, by_sql}) == 3
 
@@ -554,16 +554,16 @@ def test_lookups_reading_the_current_time_zone_have_no_fingerprint():
 
 @pytest.fixture
 def dnfs_built(monkeypatch):
-    from cacheops import query
+    from cacheops.query import keys
     built = []
-    original = query.query_dnfs
+    original = keys.query_dnfs
 
     def counting(sql_query, db):
         built.append(sql_query)
         return original(sql_query, db)
 
-    monkeypatch.setattr(query, 'query_dnfs', counting)
-    query._dnfs_memo().clear()  # what earlier tests left
+    monkeypatch.setattr(keys, 'query_dnfs', counting)
+    keys._dnfs_memo().clear()  # what earlier tests left
     return built
 
 

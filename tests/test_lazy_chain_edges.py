@@ -8,7 +8,7 @@ import django
 import pytest
 from django.db.models import Count, QuerySet
 
-from cacheops import query as cacheops_query
+from cacheops import chain
 
 from .models import Category, Post
 from .utils import queries, warm
@@ -23,7 +23,7 @@ def test_a_derivation_racing_the_first_build_keeps_the_recorded_calls(monkeypatc
     Post.objects.create(title='hidden', category=category, visible=False)
     shared = Post.objects.filter(visible=True)
     assert shared._pending
-    original = cacheops_query._django['QuerySet._clone']
+    original = chain._django['QuerySet._clone']
 
     def clone_then_other_thread_builds(qs):
         clone = original(qs)
@@ -33,7 +33,7 @@ def test_a_derivation_racing_the_first_build_keeps_the_recorded_calls(monkeypatc
             other.join()
         return clone
 
-    monkeypatch.setitem(cacheops_query._django, 'QuerySet._clone', clone_then_other_thread_builds)
+    monkeypatch.setitem(chain._django, 'QuerySet._clone', clone_then_other_thread_builds)
     derived = shared.all()
     monkeypatch.undo()
     assert 'WHERE' in str(shared.query)

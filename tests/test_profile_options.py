@@ -67,15 +67,16 @@ def test_local_get_does_not_remember_misses():
 
 def test_local_get_memory_is_bounded(monkeypatch):
     """Lookups may come from requests: a full memory is emptied, and refilled on use."""
-    from cacheops import query, utils
+    from cacheops import utils
+    from cacheops.query import gets
     monkeypatch.setattr(utils, 'MEMO_SIZE', 3)
-    monkeypatch.setattr(query, '_local_gets', {})
+    monkeypatch.setattr(gets, '_local_gets', {})
     tags = [fresh_tag() for _ in range(5)]
     for tag in tags:
         Local.objects.create(tag=tag, title=str(tag))
     for tag in tags:
         assert queries(lambda: Local.objects.cache().get(tag=tag).title) == (str(tag), 1)
-        assert len(query._local_gets) <= 3
+        assert len(gets._local_gets) <= 3
     assert queries(lambda: Local.objects.cache().get(tag=tags[-1]).title) == (str(tags[-1]), 0)
 
 
