@@ -10,6 +10,7 @@ from .simple import (  # noqa: F401
     CacheMiss, FileCache, RedisCache, cache, cached, cached_view, file_cache, invalidate_fragment,
 )
 from .templatetags.cacheops import CacheopsLibrary  # noqa: F401
+from . import compat  # noqa: F401 - old import paths' names, before any other import of them
 
 __all__ = [
     'invalidate_all', 'invalidate_dict', 'invalidate_model', 'invalidate_obj', 'no_invalidation',

@@ -2,6 +2,11 @@
 import, patch or read, with the meaning they rely on. The feature tests cover the rest
 of it (test_transactions, test_invalidation, test_m2m_invalidation, test_utils,
 test_redis_layout, test_signals, test_dnfs, test_simple_cache, test_templatetags...)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.db import transaction
 from django.db.models import Count
@@ -107,6 +112,18 @@ def test_invalidate_m2o_invalidates_rows_referencing_the_object(monkeypatch):
     assert queries(tasks) == (['t'], 1)
     values = [value for rows in given for row in rows for value in row.values()]
     assert values and all(value is None or type(value) is int for value in values)
+
+
+def test_invalidate_m2o_imports_from_cacheops_query_before_the_apps_are_ready():
+    # it lives in events/, above the queryset layer: cacheops/compat.py puts it there, on
+    # import of cacheops, not AppConfig.ready() (a settings module imports it earlier)
+    code = ('from django.apps import apps; from cacheops.query import invalidate_m2o; '
+            'from cacheops.events import invalidate_m2o as defined; '
+            'print(apps.ready, invalidate_m2o is defined)')
+    env = {**os.environ, 'DJANGO_SETTINGS_MODULE': 'tests.settings'}
+    out = subprocess.run([sys.executable, '-c', code], env=env, cwd=Path(__file__).parent.parent,
+                         capture_output=True, text=True, check=True).stdout
+    assert out == 'False True\n'
 
 
 # cacheops.redis.redis_client

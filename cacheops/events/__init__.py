@@ -24,17 +24,11 @@ Model._do_update and Collector.delete.
 
 This package re-exports the names other modules and projects use.
 """
-from .. import query
 from ..rows import take_write_lock
 from .deletes import collector_delete, invalidate_m2o
 from .receivers import _m2m_changed, _post_delete, _post_save, _pre_save
 from .saves import UPDATE_ATTEMPTS, conditional_do_update
 from .state import RETURNING, UNKNOWN
-
-# COMPAT: cacheops.query.invalidate_m2o. It lives here, above the queryset layer, which
-# must not import it: it is handed down when the events are imported (monkey.py does,
-# from AppConfig.ready()).
-query.invalidate_m2o = invalidate_m2o
 
 __all__ = [
     'RETURNING', 'UNKNOWN', 'UPDATE_ATTEMPTS', '_m2m_changed', '_post_delete', '_post_save',

@@ -13,7 +13,7 @@ Bottom up, each module importing only those before it:
 
 monkey.py grafts QuerySetMixin and ManagerMixin onto Django's classes; nothing here
 patches anything by itself. Other modules import from here, not from the modules.
-events/__init__.py adds invalidate_m2o (COMPAT), a model event's: this layer is below them.
+cacheops/compat.py adds invalidate_m2o (COMPAT), a model event's: this layer is below them.
 """
 from .gets import fast_get
 from .mixins import ManagerMixin, QuerySetMixin, collector_related_objects
