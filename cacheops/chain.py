@@ -28,6 +28,7 @@ from django.db.models import Q, QuerySet, lookups
 from django.db.models.fields import related_lookups
 
 from .fingerprint import MARSHALLED, Unknown, fingerprint_value
+from .utils import remember
 
 LOOKUPS = frozenset({'exact', 'in', 'gt', 'gte', 'lt', 'lte', 'isnull'})
 
@@ -53,14 +54,12 @@ def recordable_class(cls):
         return _recordable_classes[cls]
     except KeyError:
         # on a class, a property is itself: identity works for it as for methods
-        value = _recordable_classes[cls] = all(
-            getattr(cls, name) is getattr(QuerySet, name) for name in REPLAYED)
-        return value
+        return remember(_recordable_classes, cls,
+                        all(getattr(cls, name) is getattr(QuerySet, name) for name in REPLAYED))
 
 
 # Names: memoized per model, bounded (names may come from requests)
 
-MEMO_SIZE = 10000
 _filter_fields = {}
 
 
@@ -84,10 +83,7 @@ def _filter_field(model, name):
         return _filter_fields[model, name]
     except KeyError:
         pass
-    value = _resolve_filter(model, name)
-    if len(_filter_fields) < MEMO_SIZE:
-        _filter_fields[model, name] = value
-    return value
+    return remember(_filter_fields, (model, name), _resolve_filter(model, name))
 
 
 def _resolve_filter(model, name):

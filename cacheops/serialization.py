@@ -39,6 +39,8 @@ from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Model
 from django.db.models.base import ModelState
 
+from .utils import remember
+
 try:
     from django.db.models.fetch_modes import FETCH_ONE, FetchMode  # Django 6.1+
 except ImportError:
@@ -104,8 +106,7 @@ def _layout(cls):
     except KeyError:
         pass
     eligible = keeps_django_pickling(cls) and _is_registered(cls)
-    layout = _layouts[cls] = _Layout(cls, layout_token(cls)) if eligible else None
-    return layout
+    return remember(_layouts, cls, _Layout(cls, layout_token(cls)) if eligible else None)
 
 
 # Dumping
@@ -231,8 +232,7 @@ def _checked_layout(model_id):
     layout = _layout(cls)
     if layout is None or layout.model_id != model_id:
         raise LayoutChanged('%s.%s was pickled with other fields' % (app_label, object_name))
-    _loaded[model_id] = layout
-    return layout
+    return remember(_loaded, model_id, layout)
 
 
 # Stored values call _rebuild and _restore by name: keep both, and their arguments, as

@@ -143,12 +143,14 @@ def written_granular_columns(model, vendor):
             for table, columns in written_tables(model)]
 
 
-MEMO_SIZE = 10000  # entries per per-process memo of queries seen before
+MEMO_SIZE = 10000  # entries per per-process memo
 
 
 def remember(memo, key, value):
-    """Store value in a memo of queries seen before, and return it. Crude, but bounded: a
-    full memo is emptied, and a busy process refills it with what it uses."""
+    """Store value in a per-process memo, and return it: every memo whose keys may grow
+    with what a process sees (queries, lookups, names from requests, models made on the
+    fly) is filled through this. Crude, but bounded: a full memo is emptied (never
+    replaced: readers hold it), and a busy process refills it with what it uses."""
     if len(memo) >= MEMO_SIZE:
         memo.clear()
     memo[key] = value

@@ -141,3 +141,26 @@ def test_an_equal_value_of_the_same_type_is_not_prepared_again(monkeypatch):
     assert len(prepared) == 3 + 1  # id, num and uuid of the old row; the new num
     assert rows == [{'id': '1', 'num': '5', 'uuid': row_of(columns, {'uuid': code})['uuid']},
                     {'id': '1', 'num': '6', 'uuid': row_of(columns, {'uuid': code})['uuid']}]
+
+
+# Per-process memos: one policy, utils.remember (a full memo is emptied)
+
+def test_memos_of_names_and_models_are_bounded_alike(monkeypatch):
+    """Names may come from requests, models be made on the fly: each memo keyed by them
+    is filled through utils.remember, so none outgrows utils.MEMO_SIZE."""
+    from cacheops import chain, serialization, utils
+    from cacheops.fingerprint import Unknown, models as fingerprint_models, ordering
+    monkeypatch.setattr(utils, 'MEMO_SIZE', 3)
+    memos = [chain._filter_fields, ordering._plain_names, chain._recordable_classes,
+             fingerprint_models._registered]
+    for i in range(10):
+        assert chain._filter_field(Post, 'nothing%d' % i) is None
+        assert ordering.plain_ordering_name(Post, 'nothing%d' % i) is False
+        assert chain.recordable_class(type('QuerySet%d' % i, (Post.objects._queryset_class,), {}))
+        with pytest.raises(Unknown):
+            fingerprint_models._model(type('Unregistered%d' % i, (), {}))
+        assert all(len(memo) <= 3 for memo in memos), [len(memo) for memo in memos]
+    # and what was just remembered is there
+    assert chain._filter_fields[Post, 'nothing9'] is None
+    assert ordering._plain_names[Post, 'nothing9'] is False
+    assert serialization._layout(Post) is serialization._layouts[Post]

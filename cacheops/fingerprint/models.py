@@ -3,6 +3,7 @@ from django.apps import apps
 from django.db.models import fields
 from django.db.models.fields import reverse_related
 
+from ..utils import remember
 from .values import Unknown
 
 
@@ -17,8 +18,8 @@ _field_labels = {}    # id(field): (field, its fingerprint), for fields of regis
 def _model(model):
     try:
         label = _registered[model]
-    except KeyError:
-        label = _registered[model] = _registered_label(model)
+    except KeyError:  # historical models too: migrations make them on the fly
+        label = remember(_registered, model, _registered_label(model))
     if label is None:
         raise Unknown(model)
     return label
@@ -46,7 +47,7 @@ def _field(field):
         label = _field_label(field)
     else:
         return _unbound_field(field)
-    _field_labels[id(field)] = (field, label)  # keeps the field alive: its id stays its own
+    remember(_field_labels, id(field), (field, label))  # keeps the field alive: its id stays its own
     return label
 
 

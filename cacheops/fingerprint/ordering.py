@@ -1,6 +1,7 @@
 """Ordering in a fingerprint: which order_by() names are known to compile alike."""
 from django.db.models import expressions
 
+from ..utils import remember
 from .values import Unknown, _fingerprint
 
 
@@ -37,11 +38,8 @@ _plain_names = {}  # (model, ordering name): whether it names fields and relatio
 def plain_ordering_name(model, name):
     try:
         return _plain_names[model, name]
-    except KeyError:
-        plain = _fields_path(model, name, frozenset())
-        if len(_plain_names) < 10000:  # names may come from requests: don't grow forever
-            _plain_names[model, name] = plain
-        return plain
+    except KeyError:  # names may come from requests
+        return remember(_plain_names, (model, name), _fields_path(model, name, frozenset()))
 
 
 def _fields_path(model, name, visiting):
@@ -82,5 +80,5 @@ def _plain_ordering(model, visiting=frozenset()):
     inner = visiting | {model}
     plain = all(type(item) is str and _fields_path(model, item, inner) for item in ordering)
     if not visiting:  # what a cycle assumed is not known
-        _plain_orderings[model] = plain
+        remember(_plain_orderings, model, plain)
     return plain

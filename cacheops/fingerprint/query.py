@@ -2,6 +2,7 @@
 from django.db.models.sql.datastructures import BaseTable, Join
 from django.db.models.sql.query import Query
 
+from ..utils import remember
 from .models import _field, _model
 from .ordering import _ordering, _plain_ordering, _plain_orderings
 from .values import MARSHALLED, Unknown, _empty, _fingerprint, _handlers, _names, _plain, _str
@@ -166,9 +167,7 @@ def _fresh_query(model):
         value = (fresh.__dict__, _walk_query(fresh, fresh.__dict__))
     except (Unknown, ValueError, RecursionError):  # Meta.ordering that isn't plain...
         value = (fresh.__dict__, None)
-    if len(_fresh_queries) < 10000:  # models: a handful, unless made on the fly
-        _fresh_queries[model] = value
-    return value
+    return remember(_fresh_queries, model, value)  # models: a handful, unless made on the fly
 
 
 def _walk_query(query, attrs):
@@ -215,9 +214,7 @@ def _plan(names):
     if unknown:
         raise Unknown('Query.' + unknown[0])
     plan = sorted((name, _QUERY_ATTRS[name]) for name in names if _QUERY_ATTRS[name] is not None)
-    if len(_plans) < 1000:  # a handful in practice: one per sequence of queryset calls
-        _plans[names] = plan
-    return plan
+    return remember(_plans, names, plan)  # a handful in practice: one per sequence of calls
 
 
 
