@@ -17,7 +17,8 @@ setup(
     install_requires=[
         'django>=4.2',
         'redis>=4.0',
-        'funcy>=1.8',
+        # 1.13: the oldest checked to import on Python 3.10+ (1.8 imports collections.Mapping)
+        'funcy>=1.13',
     ],
     # redis-py parses replies with hiredis when it is installed: faster hits
     extras_require={'hiredis': ['redis[hiredis]']},

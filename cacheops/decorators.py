@@ -11,6 +11,7 @@ import inspect
 from functools import wraps
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
+from funcy import cat, identity, ldistinct
 from django.db.models import Model, QuerySet
 from django.http import HttpResponseBase
 
@@ -33,7 +34,7 @@ def cached_as(*samples, timeout=None, extra=None, lock=None, keep_fresh=False):
     """
     querysets = _sample_querysets(samples)
     if querysets is None:
-        return _identity
+        return identity
 
     def decorator(func):
         cacher = _Cacher(querysets, timeout, lock, func)
@@ -58,7 +59,7 @@ def cached_view_as(*samples, timeout=None, extra=None, lock=None, keep_fresh=Fal
     """
     querysets = _sample_querysets(samples)
     if querysets is None:
-        return _identity
+        return identity
 
     def decorator(view):
         cacher = _Cacher(querysets, timeout, lock, view)
@@ -68,10 +69,6 @@ def cached_view_as(*samples, timeout=None, extra=None, lock=None, keep_fresh=Fal
             return cacher.call(view_key_parts(signature, extra, request, args, kwargs), compute)
         return cached_view_wrapper(view, call)
     return decorator
-
-
-def _identity(func):
-    return func
 
 
 # Samples
@@ -133,7 +130,7 @@ class _Cacher:
         settled.timeout = min(p.timeout for p in profiles) if self.timeout is None else self.timeout
         settled.lock = any(p.lock for p in profiles) if self.lock is None else bool(self.lock)
         settled.signature = md5hex('\n'.join(map(sample_signature, self.querysets)))
-        settled.dbs = list(dict.fromkeys(qs.db for qs in self.querysets))
+        settled.dbs = ldistinct(qs.db for qs in self.querysets)
         settled.generation = generation
         self.settled = settled
         return settled
@@ -160,7 +157,7 @@ class _Cacher:
     def _prefix(self, dbs):
         if prefix_func() is None:
             return ''
-        tables = list(dict.fromkeys(table for qs in self.querysets for table in qs._dnfs()))
+        tables = ldistinct(cat(qs._dnfs() for qs in self.querysets))
         return prefix_for(dbs, tables)
 
     def call(self, parts, compute):

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model
+from funcy import distinct, lcat
 
 from .conf import prefix_func
 from .failed import REDIS_FAILURES, failed, failed_lock, retry_failed, run_safely  # noqa: F401
@@ -96,8 +97,7 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
         prefixed = [(prefix_for([using], [table]), table, rows) for table, rows in batch]
         keys = [schemes_key(prefix, table) for prefix, table, _ in prefixed]
         epochs = [epoch_key(prefix, table) for prefix, table, _ in prefixed]
-        args = [arg for prefix, table, rows in prefixed
-                for arg in (conj_prefix(prefix, table), json.dumps(rows))]
+        args = lcat((conj_prefix(prefix, table), json.dumps(rows)) for prefix, table, rows in prefixed)
         # the handover set (and SCAN patterns' ones) in the first table's slot
         prefix, table, _ = prefixed[0]
         handover = handover_key(prefix, new_epoch(), table)
@@ -111,7 +111,7 @@ def _run_invalidation(client, keys, budget, args, prefix, table):
     members, patterns = run_script('invalidate', keys, [budget, new_epoch(), *args])
     if members:
         _delete_dropped_keys(client, members, keys[-1])
-    for pattern in dict.fromkeys(patterns):  # rows lacking the same columns give the same
+    for pattern in distinct(patterns):  # rows lacking the same columns give the same
         invalidate_conjs(client, _scan(client, pattern), prefix, table)
 
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from functools import wraps
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from funcy import lcat, lmapcat
 
 
 class Level:
@@ -45,7 +46,7 @@ class TransactionState(list):
             return []
         released = self[i:]
         del self[i:]
-        queue = [call for level in released for call in level.queue]
+        queue = lcat(level.queue for level in released)
         if not self:
             return queue
         self[-1].queue.extend(queue)
@@ -62,7 +63,7 @@ class TransactionState(list):
 
     def commit(self):
         """The transaction committed: return the queue to run."""
-        queue = [call for level in self for call in level.queue]
+        queue = lcat(level.queue for level in self)
         self.clear()
         return queue
 
@@ -193,7 +194,7 @@ def _composed_parts(obj):
     if isinstance(string, str):
         return [string] if type(obj).__name__ == 'SQL' else []
     if isinstance(seq, (list, tuple)):
-        return [part for item in seq for part in _composed_parts(item)]
+        return lmapcat(_composed_parts, seq)
     return []
 
 

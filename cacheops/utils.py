@@ -2,8 +2,8 @@
 import datetime
 import decimal
 import hashlib
-from collections import defaultdict
 
+import funcy
 from django.apps import apps
 
 from .conf import derived, model_profile, skip_field_types
@@ -79,10 +79,8 @@ def model_family(model):
 @derived
 def table_models():
     """{db_table: [models using it]}, proxies and auto-created through models included."""
-    result = defaultdict(list)
-    for model in apps.get_models(include_auto_created=True):
-        result[model._meta.db_table].append(model)
-    return dict(result)
+    return dict(funcy.group_by(lambda model: model._meta.db_table,
+                               apps.get_models(include_auto_created=True)))
 
 
 @derived
@@ -158,15 +156,8 @@ def remember(memo, key, value):
 
 
 def chunks(iterable, size):
-    """Lists of up to size items of an iterable, consumed lazily."""
-    chunk = []
-    for item in iterable:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    """Up to size items of an iterable at a time (lists; slices of a sequence), consumed lazily."""
+    return funcy.chunks(size, iterable)
 
 
 def glob_escape(text):
