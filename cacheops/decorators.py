@@ -8,7 +8,9 @@ any write a sample queryset would see invalidates it.
 The view wrapper and the key helpers at the bottom are shared with simple.py.
 """
 import inspect
+from collections.abc import Callable
 from functools import wraps
+from typing import Any, TypeVar
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
 from funcy import cat, identity, ldistinct
@@ -23,8 +25,13 @@ from .utils import md5hex
 
 CACHEABLE_METHODS = frozenset({'GET', 'HEAD'})
 
+F = TypeVar('F', bound=Callable[..., Any])
+# what a function is cached like: querysets, models, instances (or one list: a page)
+Sample = QuerySet | type[Model] | Model | list
 
-def cached_as(*samples, timeout=None, extra=None, lock=None, keep_fresh=False):
+
+def cached_as(*samples: Sample, timeout: int | None = None, extra: Any = None,
+              lock: bool | None = None, keep_fresh: bool = False) -> Callable[[F], F]:
     """Cache a function's result, invalidated like these querysets, models or instances.
 
     timeout=None takes the smallest timeout of the samples' profiles; lock=None takes
@@ -50,7 +57,8 @@ def cached_as(*samples, timeout=None, extra=None, lock=None, keep_fresh=False):
     return decorator
 
 
-def cached_view_as(*samples, timeout=None, extra=None, lock=None, keep_fresh=False):
+def cached_view_as(*samples: Sample, timeout: int | None = None, extra: Any = None,
+                   lock: bool | None = None, keep_fresh: bool = False) -> Callable[[F], F]:
     """Cache a view's responses, invalidated like these samples, keyed on the request's URI.
 
     Only GET and HEAD requests answered with status 200 are cached; a TemplateResponse

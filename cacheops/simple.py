@@ -8,8 +8,10 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from functools import wraps
+from typing import Any, TypeVar, overload
 
 try:
     import fcntl
@@ -29,6 +31,9 @@ from .signals import cache_read
 from .utils import md5hex
 
 
+F = TypeVar('F', bound=Callable[..., Any])
+
+
 class CacheMiss(Exception):
     """Nothing is stored for the key (or it could not be read)."""
 
@@ -42,15 +47,15 @@ class CacheKey(str):
         self.timeout = timeout
         return self
 
-    def get(self):
+    def get(self) -> Any:
         """The stored value; raises CacheMiss."""
         return self.cache.get(self)
 
-    def set(self, value):
+    def set(self, value: Any) -> None:
         """Store value for the decorator's timeout."""
         self.cache.set(self, value, self.timeout)
 
-    def delete(self):
+    def delete(self) -> None:
         """Drop the entry."""
         self.cache.delete(self)
 
@@ -73,14 +78,19 @@ def _loads(data):
 class BaseCache:
     """The decorators shared by the Redis and the file caches; subclasses store the values."""
 
-    def get(self, key):
+    def get(self, key: str) -> Any:
         raise NotImplementedError
 
-    def set(self, key, value, timeout=None):
+    def set(self, key: str, value: Any, timeout: int | None = None) -> None:
         raise NotImplementedError
 
-    def delete(self, key):
+    def delete(self, key: str) -> None:
         raise NotImplementedError
+
+    @overload
+    def cached(self, timeout: F, extra: None = None) -> F: ...
+    @overload
+    def cached(self, timeout: int | None = None, extra: Any = None) -> Callable[[F], F]: ...
 
     def cached(self, timeout=None, extra=None):
         """Cache a function's results by its arguments (and extra) for timeout seconds.
@@ -109,6 +119,11 @@ class BaseCache:
             wrapper.invalidate = lambda *args, **kwargs: key(args, kwargs).delete()
             return wrapper
         return decorator
+
+    @overload
+    def cached_view(self, timeout: F, extra: None = None) -> F: ...
+    @overload
+    def cached_view(self, timeout: int | None = None, extra: Any = None) -> Callable[[F], F]: ...
 
     def cached_view(self, timeout=None, extra=None):
         """Cache a view's 200 responses (or other values it returns) to GET and HEAD for
@@ -158,7 +173,7 @@ def _signal(func, hit):
 class RedisCache(BaseCache):
     """The simple cache in Redis: get() raises CacheMiss, set() with timeout=None never expires."""
 
-    def __init__(self, client):
+    def __init__(self, client: Any) -> None:
         self.client = client
         # Looked up now, through this module, so that tests can patch handle_connection_failure.
         # With CACHEOPS_DEGRADE_ON_FAILURE a failed read is a miss, a failed write is skipped.
@@ -171,7 +186,7 @@ class RedisCache(BaseCache):
     def _read(self, key):
         return self.client.get(_full_key(key))
 
-    def get(self, key):
+    def get(self, key: str) -> Any:
         """The value stored at key; raises CacheMiss."""
         data = self._read(key)
         if not is_value(data):
@@ -218,14 +233,14 @@ class RedisCache(BaseCache):
         # the value keeps the marker's expiry: the timeout, counted from the miss
         run_script('store', [_full_key(key), signal_key(_full_key(key))], [marker, _dumps(value), '0'])
 
-    def set(self, key, value, timeout=None):
+    def set(self, key: str, value: Any, timeout: int | None = None) -> None:
         """Store value at key for timeout seconds (None: until deleted)."""
         if timeout is not None and timeout <= 0:
             self.client.delete(_full_key(key))  # expired already
             return
         self.client.set(_full_key(key), _dumps(value), ex=timeout)
 
-    def delete(self, key):
+    def delete(self, key: str) -> None:
         """Drop the value at key, if any."""
         self.client.delete(_full_key(key))
 
@@ -253,12 +268,12 @@ class FileCache(BaseCache):
     FILE_CACHE_TIMEOUT, read when used.
     """
 
-    def __init__(self, path=None, timeout=None):
+    def __init__(self, path: str | None = None, timeout: int | None = None) -> None:
         self._path = path
         self._timeout = timeout
 
     @property
-    def path(self):
+    def path(self) -> str:
         """The cache directory."""
         return self._path or settings.FILE_CACHE_DIR
 
@@ -266,7 +281,7 @@ class FileCache(BaseCache):
         digest = md5hex(_full_key(key))
         return os.path.join(self.path, digest[:2], digest)
 
-    def get(self, key):
+    def get(self, key: str) -> Any:
         """The value stored at key; raises CacheMiss when missing or expired."""
         try:
             with open(self._filename(key), 'rb') as f:
@@ -280,7 +295,7 @@ class FileCache(BaseCache):
         except LayoutChanged:
             raise CacheMiss(key)
 
-    def set(self, key, value, timeout=None):
+    def set(self, key: str, value: Any, timeout: int | None = None) -> None:
         """Store value at key for timeout seconds (None: the cache's default timeout)."""
         def put(tmp, filename):
             # newer than what the misses computing it will store: theirs are dropped
@@ -311,7 +326,7 @@ class FileCache(BaseCache):
         finally:
             _remove(tmp)  # gone if put() renamed it
 
-    def delete(self, key):
+    def delete(self, key: str) -> None:
         """Drop the value at key, if any, and the stores of the misses computing it."""
         filename = self._filename(key)
         with _locked(os.path.dirname(filename)):
@@ -347,7 +362,7 @@ class FileCache(BaseCache):
             _remove(pending)
         return value
 
-    def clean(self):
+    def clean(self) -> int:
         """Remove expired entries and abandoned temporary files; returns how many were removed."""
         now = time.time()
         removed = 0
@@ -423,6 +438,6 @@ def fragment_function(render):
     return fragment
 
 
-def invalidate_fragment(fragment_name, *extra):
+def invalidate_fragment(fragment_name: str, *extra: Any) -> None:
     """Drop the fragment {% cached ... fragment_name extra... %} stored under these values."""
     cached(extra=(fragment_name, *extra))(fragment_function(None)).invalidate()
