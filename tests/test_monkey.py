@@ -156,7 +156,7 @@ def test_uninstalled_reads_hit_the_database_and_writes_leave_redis_alone(redis_c
     category = Category.objects.create(title='c')
     Post.objects.create(title='p', category=category)
     obj = All.objects.create(tag=1, title='a')
-    tagged = lambda: [o.title for o in All.objects.filter(tag=1)]  # noqa: E731
+    tagged = lambda: sorted(o.title for o in All.objects.filter(tag=1))  # noqa: E731
     warm(tagged)
     warm(lambda: All.objects.filter(tag=1).count())
     stored = redis_contents()
@@ -190,5 +190,5 @@ def test_uninstalled_reads_hit_the_database_and_writes_leave_redis_alone(redis_c
     assert warm(tagged) == ['b', 'd']
     obj.title = 'e'
     obj.save()
-    assert queries(tagged) == (['e', 'd'], 1)
-    assert queries(tagged) == (['e', 'd'], 0)
+    assert queries(tagged) == (['d', 'e'], 1)
+    assert queries(tagged) == (['d', 'e'], 0)
