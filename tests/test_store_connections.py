@@ -147,20 +147,23 @@ def test_threads_ending_after_a_store_reuse_the_connections(server):
     assert made <= 2, '%d connections made for 20 requests' % made
 
 
-def test_any_later_command_of_the_thread_runs_after_its_store():
+def test_any_later_command_of_the_thread_runs_after_its_store(server):
     """Not only the next cache read: redis-py's own commands (here a TTL, as a test of
     the key layout would) wait for the store this thread sent over its own connection."""
-    raw = redis.Redis(**_conf())
-    _store_by_script('tests:settled', b'v')  # the probe, and a first store
-    raw.set('tests:settled', MARKER, ex=60)
-    raw.execute_command('CLIENT', 'PAUSE', 10000, 'WRITE')  # holds the store back
-    unpause = threading.Timer(0.3, lambda: redis.Redis(**_conf()).execute_command('CLIENT', 'UNPAUSE'))
-    unpause.start()
-    try:
-        _store_by_script('tests:settled', b'w', marked=True)
-        assert cacheops.redis.redis_client.get('tests:settled') == b'w'
-    finally:
-        unpause.join()
+    # A private server: a pause holds back every client of a server, and the test
+    # command's other runs share the default one (their stores would be dropped then).
+    raw = redis.Redis(port=server.port)
+    with override_settings(CACHEOPS_REDIS={'port': server.port}):
+        _store(raw, 'tests:settled')  # the probe, and a first store
+        raw.set('tests:settled', MARKER, ex=60)
+        raw.execute_command('CLIENT', 'PAUSE', 10000, 'WRITE')  # holds the store back
+        unpause = threading.Timer(0.3, lambda: redis.Redis(port=server.port).execute_command('CLIENT', 'UNPAUSE'))
+        unpause.start()
+        try:
+            cacheops.redis.send_script('store', ['tests:settled', 'tests:settled:signal'], [MARKER, b'w', '0'])
+            assert cacheops.redis.redis_client.get('tests:settled') == b'w'
+        finally:
+            unpause.join()
 
 
 # Hot reads go over the connection the thread keeps, taken once: no pool checkout per hit.
