@@ -14,7 +14,9 @@ from .recording import CallRecording
 from .writes import Writes
 
 # What a class statement gives every class; the rest of a part is what QuerySet gets
-_CLASS_MACHINERY = frozenset({'__module__', '__qualname__', '__doc__', '__dict__', '__weakref__'})
+# (Python 3.13 adds __firstlineno__ and __static_attributes__)
+_CLASS_MACHINERY = frozenset({'__module__', '__qualname__', '__doc__', '__dict__', '__weakref__',
+                              '__firstlineno__', '__static_attributes__'})
 
 
 def _holding(*parts):
