@@ -232,23 +232,19 @@ def test_a_store_returns_while_redis_holds_it_back(private_server):
     """Redis holding writes back (CLIENT PAUSE) doesn't hold back the read that stores:
     the store runs when Redis lets it, and this thread's next command sees it."""
     # A private server: a pause holds back every client of a server, and the test
-    # command's other runs share the default one (their stores would be dropped then).
+    # command's other runs share the default one.
     raw = redis.Redis(port=private_server)
     with override_settings(CACHEOPS_REDIS={'port': private_server}):
         raw.set('tests:paused', MARKER, ex=60)
-        _send_store('tests:paused', b'before')  # the probe, before writes are paused
+        _store_by_script('tests:paused', b'before', marked=True)  # the probe, before writes are paused
         raw.set('tests:paused', MARKER, ex=60)
         raw.execute_command('CLIENT', 'PAUSE', 10000, 'WRITE')
         try:
-            _send_store('tests:paused', b'value')
+            _store_by_script('tests:paused', b'value', marked=True)
             assert raw.get('tests:paused') == MARKER  # not stored yet
         finally:
             raw.execute_command('CLIENT', 'UNPAUSE')
         assert cacheops.redis.get_client().get('tests:paused') == b'value'
-
-
-def _send_store(key, value):
-    cacheops.redis.send_script('store', [key, key + ':signal'], [MARKER, value, '0'])
 
 
 def allow_all_but(raw, name, *refused):

@@ -151,7 +151,7 @@ def test_any_later_command_of_the_thread_runs_after_its_store(server):
     """Not only the next cache read: redis-py's own commands (here a TTL, as a test of
     the key layout would) wait for the store this thread sent over its own connection."""
     # A private server: a pause holds back every client of a server, and the test
-    # command's other runs share the default one (their stores would be dropped then).
+    # command's other runs share the default one.
     raw = redis.Redis(port=server.port)
     with override_settings(CACHEOPS_REDIS={'port': server.port}):
         _store(raw, 'tests:settled')  # the probe, and a first store
@@ -160,7 +160,7 @@ def test_any_later_command_of_the_thread_runs_after_its_store(server):
         unpause = threading.Timer(0.3, lambda: redis.Redis(port=server.port).execute_command('CLIENT', 'UNPAUSE'))
         unpause.start()
         try:
-            cacheops.redis.send_script('store', ['tests:settled', 'tests:settled:signal'], [MARKER, b'w', '0'])
+            _store_by_script('tests:settled', b'w', marked=True)
             assert cacheops.redis.redis_client.get('tests:settled') == b'w'
         finally:
             unpause.join()

@@ -13,10 +13,13 @@ from .keys import CacheKeys
 from .recording import CallRecording
 from .writes import Writes
 
-# What a class statement gives every class; the rest of a part is what QuerySet gets
-# (Python 3.13 adds __firstlineno__ and __static_attributes__)
-_CLASS_MACHINERY = frozenset({'__module__', '__qualname__', '__doc__', '__dict__', '__weakref__',
-                              '__firstlineno__', '__static_attributes__'})
+class _Empty:
+    pass
+
+
+# What a class statement gives every class (which names, the Python version decides);
+# the rest of a part is what QuerySet gets
+_CLASS_MACHINERY = frozenset(vars(_Empty))
 
 
 def _holding(*parts):
