@@ -90,6 +90,17 @@ def attribute_names_without_cacheops(paths):
 import importlib, json, sys
 import django
 from django.conf import settings
+try:
+    import MySQLdb  # noqa: F401
+except ImportError:
+    try:
+        import pymysql
+    except ImportError:
+        pass
+    else:
+        # as in tests/settings.py, so the MySQL backend's classes can be read
+        pymysql.version_info = (2, 2, 7, 'final', 0)
+        pymysql.install_as_MySQLdb()
 settings.configure(INSTALLED_APPS=['django.contrib.contenttypes', 'django.contrib.auth'],
                    DATABASES={'default': {'ENGINE': 'django.db.backends.sqlite3', 'NAME': ':memory:'}})
 django.setup()
