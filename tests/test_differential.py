@@ -7,8 +7,25 @@ prefetch_related(), aggregates over joins, Subquery, Exists/OuterRef, F(), Case/
 values()/values_list(), distinct(), ordering, slicing, union/intersection/difference)
 and an op on each (fetch, count, exists, get, first, last, aggregate). It caches them,
 then applies random writes (create, save, delete with its cascades, m2m changes from
-both sides, bulk_create, invalidated_update(), queryset delete(), some in a
-transaction). After every write each cached read must equal its .nocache() twin.
+both sides, bulk_create, invalidated_update(), queryset delete(), loaddata of a fixture,
+whose saves are raw, some in a transaction). After every write each cached read must
+equal its .nocache() twin.
+
+Features of newer Django versions, where the version has them:
+- Django 5.2, composite primary keys (Pair): filters on each column and on the key,
+  get(pk=(a, b)); creates, saves of the other column, deletes, queryset deletes and
+  updates, bulk_create, a fixture.
+- Django 6.1, on_delete done by the database (Shelf <- Book <- Page, Bookmark, Sticker,
+  Slot): reads of the rows a shelf's deletion changes with no signals (DB_CASCADE
+  deletes its books and their pages, DB_SET_NULL nulls bookmarks, stickers and pages
+  that referred to deleted ones, DB_SET_DEFAULT moves slots to the spare shelf), by
+  their keys and other fields, counts and aggregates over them; writes deleting
+  shelves, books and pages, creating and moving the rows beneath them, a fixture. The
+  per-model profiles leave Book out: the database deletes rows beneath a model no
+  profile tracks.
+- Django 6.1, fetch modes: reads of instances with .fetch_mode(FETCH_ONE/FETCH_PEERS/
+  FETCH_RAISE). Every read's instances are compared with their fetch mode and number of
+  peers too (a plain read's: FETCH_ONE, none), so a hit fetches as the database's would.
 
 Right after a read is cached, reading it again must not query the database, except
 for the statements that are not cached by design (expected_uncached() says which).
@@ -22,7 +39,8 @@ from dataclasses import dataclass
 
 import pytest
 from django.core.exceptions import FieldDoesNotExist, MultipleObjectsReturned, ObjectDoesNotExist
-from django.db import connection, transaction
+from django.core.management import call_command
+from django.db import connection, models as django_models, transaction
 from django.db.models import (Case, Count, Exists, F, Max, Model, OuterRef, Prefetch, Q,
                               Subquery, Sum, Value, When)
 from django.db.models.sql.query import Query
@@ -37,10 +55,21 @@ from .models import (Author, Brand, Category, Extra, Gadget, Label, Media, Movie
                      Product, ProductTag, ProxyPost, Tag, Task, Work)
 from .utils import warm
 
+# Django features some versions have: each adds its models to the generator
+COMPOSITE_PK = hasattr(models, 'Pair')  # Django 5.2: CompositePrimaryKey
+DB_ON_DELETE = hasattr(models, 'Shelf')  # Django 6.1: DB_CASCADE, DB_SET_NULL, DB_SET_DEFAULT
+# Slot's DB_SET_DEFAULT needs ON DELETE SET DEFAULT (not on MySQL, where the test is skipped)
+DB_SET_DEFAULT = DB_ON_DELETE and models.Slot._meta.can_migrate(connection)
+FETCH_MODES = tuple(m for m in ('FETCH_ONE', 'FETCH_PEERS', 'FETCH_RAISE')
+                    if hasattr(django_models, m))  # Django 6.1
+
 # Values are few, so that conditions, rows and writes meet often.
 IDS = range(1, 7)
 INTS = range(0, 5)
 STRS = ('', 'a', 'b', 'ab', 'ba')
+PAIRS = tuple((left, right) for left in range(1, 4) for right in range(1, 4))  # composite keys
+PAIR_COLUMNS = ('left', 'right')  # Pair's key
+SPARE_SHELF = 99  # Slot.shelf's db_default: never deleted, or DB_SET_DEFAULT would break its key
 
 LOOKUPS = {
     'id': ('exact', 'in', 'gt', 'lt', 'range'),
@@ -49,6 +78,7 @@ LOOKUPS = {
     'str': ('exact', 'in', 'contains', 'startswith'),
     'text': ('exact', 'contains'),
     'bool': ('exact',),
+    'pair': ('exact', 'in', 'gt', 'lt'),  # a composite primary key: Django compiles no range
 }
 
 
@@ -250,16 +280,114 @@ ROOTS = {
     ),
 }
 
+if COMPOSITE_PK:
+    ROOTS['Pair'] = Root(
+        fields={'pk': 'pair', 'left': 'int', 'right': 'int', 'num': 'int'},
+        own=('left', 'right', 'num'),
+        annotations=(("F('left') + F('right')", 'int'),
+                     ("Case(When(left=F('right'), then=Value(1)), default=Value(0))", 'int'),
+                     ("Exists(Pair.objects.filter(left=OuterRef('right'), right=OuterRef('left')))", 'bool')),
+        aggregates=("Sum('num')", "Max('left')", "Count('pk')", "Max('right')"),
+        conditions=("left=F('right')", "num__gt=F('right')",
+                    "Exists(Pair.objects.filter(left=OuterRef('right'), right=OuterRef('left')))",
+                    "right__in=Pair.objects.filter(num__gt=1).values('left')"),
+    )
+
+if DB_ON_DELETE:
+    # Deleting a shelf: the database deletes its books, their pages and nulls their
+    # bookmarks and the pages that referred to those pages (see_also), nulls its stickers
+    # and moves its slots to the spare shelf. No signal for any of those rows.
+    ROOTS.update({
+        'Shelf': Root(
+            fields={'pk': 'id', 'books': 'id?', 'books__title': 'str?', 'books__page__num': 'int?',
+                    'books__bookmark__note': 'str?', **({'slots__num': 'int?'} if DB_SET_DEFAULT else {})},
+            own=('number',),
+            annotations=(("Count('books')", 'int'), ("Max('books__title')", 'str?'),
+                         ("Count('books__page')", 'int'),
+                         ("Exists(Sticker.objects.filter(shelf=OuterRef('pk')))", 'bool')),
+            aggregates=("Count('books')", "Max('books__page__num')", "Count('pk')",
+                        "Count('books__bookmark', distinct=True)"),
+            prefetch=(('books', 'Book'), ('books__page_set', 'Page'),
+                      *((('slots', 'Slot'),) if DB_SET_DEFAULT else ())),
+            conditions=("pk__in=Sticker.objects.filter(color='a').values('shelf')",
+                        "Exists(Book.objects.filter(shelf=OuterRef('pk'), title__startswith='a'))",
+                        "~Exists(Page.objects.filter(book__shelf=OuterRef('pk'), see_also__isnull=False))"),
+        ),
+        'Book': Root(
+            fields={'pk': 'id', 'title': 'str', 'shelf': 'id', 'page': 'id?', 'page__num': 'int?',
+                    'page__see_also': 'id?', 'bookmark__note': 'str?'},
+            own=('title', 'shelf'),
+            annotations=(("Count('page')", 'int'), ("Max('page__num')", 'int?'),
+                         ("Count('bookmark', distinct=True)", 'int')),
+            aggregates=("Count('pk')", "Max('title')", "Sum('page__num')", "Count('shelf', distinct=True)",
+                        "Count('bookmark')"),
+            select=('shelf',),
+            prefetch=(('page_set', 'Page'), ('bookmark_set', 'Bookmark'), ('shelf', 'Shelf')),
+            conditions=("Exists(Page.objects.filter(book=OuterRef('pk'), num__gt=1))",
+                        "shelf__in=Shelf.objects.filter(number__lt=3)",
+                        "pk__in=Bookmark.objects.values('book')"),
+        ),
+        'Page': Root(
+            fields={'pk': 'id', 'num': 'int', 'book': 'id', 'book__title': 'str', 'book__shelf': 'id',
+                    'see_also': 'id?', 'see_also__num': 'int?', 'see_also__book': 'id?'},
+            own=('num', 'book', 'see_also'),
+            annotations=(("F('book__title')", 'str'), ("Count('page')", 'int'),
+                         ("F('see_also__num')", 'int?')),
+            aggregates=("Sum('num')", "Count('see_also')", "Max('book__title')",
+                        "Count('book__shelf', distinct=True)"),
+            select=('book', 'book__shelf', 'see_also'),
+            prefetch=(('book', 'Book'), ('page_set', 'Page'), ('book__bookmark_set', 'Bookmark')),
+            conditions=("num__gt=F('book__shelf')", "book__in=Book.objects.filter(title__startswith='a')",
+                        "Exists(Page.objects.filter(see_also=OuterRef('pk')))"),
+        ),
+        'Bookmark': Root(
+            fields={'pk': 'id', 'note': 'str', 'book': 'id?', 'book__title': 'str?', 'book__shelf': 'id?'},
+            own=('note', 'book'),
+            annotations=(("F('book__title')", 'str?'), ("F('book__shelf')", 'int?')),
+            aggregates=("Count('book')", "Max('book__title')", "Count('pk')", "Max('book__shelf')"),
+            select=('book', 'book__shelf'),
+            prefetch=(('book', 'Book'), ('book__page_set', 'Page')),
+            conditions=("book__in=Book.objects.filter(shelf__lt=2)",
+                        "Exists(Page.objects.filter(book=OuterRef('book'), num=1))"),
+        ),
+        'Sticker': Root(
+            fields={'pk': 'id', 'color': 'str', 'shelf': 'id?'},
+            own=('color', 'shelf'),
+            annotations=(("Case(When(shelf__isnull=True, then=Value(0)), default=Value(1))", 'int'),),
+            aggregates=("Count('shelf')", "Max('shelf')", "Count('pk')", "Max('color')"),
+            select=('shelf',),
+            prefetch=(('shelf', 'Shelf'), ('shelf__books', 'Book')),
+            conditions=("shelf__in=Shelf.objects.filter(books__title='a')",
+                        "Exists(Book.objects.filter(shelf=OuterRef('shelf')))"),
+        ),
+    })
+    if DB_SET_DEFAULT:
+        ROOTS['Slot'] = Root(
+            fields={'pk': 'id', 'num': 'int', 'shelf': 'id', 'shelf__books__title': 'str?'},
+            own=('num', 'shelf'),
+            annotations=(("Count('shelf__books')", 'int'),),
+            aggregates=("Sum('num')", "Max('shelf')", "Count('pk')", "Count('shelf', distinct=True)"),
+            select=('shelf',),
+            prefetch=(('shelf', 'Shelf'),),
+            # the spare shelf's number is no IDS value
+            conditions=('shelf=%d' % SPARE_SHELF, 'shelf__in=[1, %d]' % SPARE_SHELF,
+                        "Exists(Book.objects.filter(shelf=OuterRef('shelf')))"),
+        )
+
 # Profiles naming some models only. Left out: proxies (ProxyPost, ShortWork), multi-table
 # children (Movie, Poem) and auto-created through tables, which are tracked with the
 # profiled models whose tables they write (see docs/design.md); and Tag and Label, which
 # share no table with a profiled model: nothing invalidates on their writes.
+# Book is left out too: deleting a shelf, the database deletes books, which no profile
+# tracks, and beneath them changes pages and bookmarks, which profiles do.
 PER_MODEL_PROFILES = {f'tests.{name}': {} for name in (
     'category', 'post', 'extra', 'task', 'gadget', 'product', 'producttag', 'brand', 'media',
-    'author', 'work')}
+    'author', 'work', *(('pair',) if COMPOSITE_PK else ()),
+    *(('shelf', 'page', 'bookmark', 'sticker', 'slot') if DB_ON_DELETE else ()))}
 PROFILES = {
     'all': ({'tests.*': {}}, frozenset()),
-    'per-model': (PER_MODEL_PROFILES, frozenset({'tests_tag', 'tests_label'})),
+    'per-model': (PER_MODEL_PROFILES,
+                  frozenset({'tests_tag', 'tests_label', *(('tests_book',) if DB_ON_DELETE else ())})),
 }
 
 
@@ -285,11 +413,24 @@ WRITE_FIELDS = {
 }
 WRITE_FIELDS['ProxyPost'] = WRITE_FIELDS['Post']
 WRITE_FIELDS['ShortWork'] = WRITE_FIELDS['Work']
+if COMPOSITE_PK:
+    WRITE_FIELDS['Pair'] = {'num': 'int'}  # its key's columns are written by create and delete
+if DB_ON_DELETE:
+    WRITE_FIELDS.update({
+        'Shelf': {},  # a key only: created and deleted
+        'Book': {'title': 'str', 'shelf_id': 'id'},
+        'Page': {'num': 'int', 'book_id': 'id', 'see_also_id': 'id?'},
+        'Bookmark': {'note': 'str', 'book_id': 'id?'},
+        'Sticker': {'color': 'str', 'shelf_id': 'id?'},
+        **({'Slot': {'num': 'int', 'shelf_id': 'id'}} if DB_SET_DEFAULT else {}),
+    })
 M2M = {
     'Gadget': ('tags',), 'Tag': ('gadgets', 'products'), 'Product': ('tags',),
     'Brand': ('labels',), 'Label': ('brands',), 'Poem': ('fans',), 'Author': ('fan_poems',),
 }
 MULTI_TABLE = {'Movie', 'Poem'}  # bulk_create() can't make their rows
+# models whose rows' deletion the database follows with DB_CASCADE, DB_SET_NULL or DB_SET_DEFAULT
+DB_PARENTS = {'Shelf', 'Book', 'Page'} if DB_ON_DELETE else set()
 
 
 # The data every example starts from
@@ -328,10 +469,42 @@ def load_baseline():
     Poem.objects.create(pk=2, title='b', pages=2, lines=1, author=a1).fans.add(a1)
     Poem.objects.create(pk=3, title='ab', pages=3, lines=4, author=a2).fans.add(a1, a2)
     Work.objects.create(pk=4, title='b', pages=2)
+    if COMPOSITE_PK:
+        models.Pair.objects.bulk_create([models.Pair(left=left, right=right, num=num) for left, right, num in
+                                         ((1, 1, 1), (1, 2, 2), (2, 1, 3), (3, 3, 0))])
+    if DB_ON_DELETE:
+        load_shelves()
+
+
+def load_shelves():
+    """Shelves 1-3 and the spare; books on 1 and 2, their pages (two referring to others)
+    and bookmarks, stickers and slots, one of each on no shelf or the spare."""
+    Shelf, Book, Page = models.Shelf, models.Book, models.Page
+    Shelf.objects.bulk_create([Shelf(number=n) for n in (1, 2, 3, SPARE_SHELF)])
+    Book.objects.bulk_create([Book(pk=1, shelf_id=1, title='a'), Book(pk=2, shelf_id=1, title='b'),
+                              Book(pk=3, shelf_id=2, title='ab')])
+    Page.objects.bulk_create([Page(pk=1, book_id=1, num=1), Page(pk=2, book_id=1, num=2),
+                              Page(pk=3, book_id=3, num=1), Page(pk=4, book_id=2, num=3)])
+    Page.objects.filter(pk=2).update(see_also=3)  # across shelves
+    Page.objects.filter(pk=4).update(see_also=1)  # within one
+    models.Bookmark.objects.bulk_create([models.Bookmark(pk=1, book_id=1, note='a'),
+                                         models.Bookmark(pk=2, book_id=3, note='b'),
+                                         models.Bookmark(pk=3, note='ab')])
+    models.Sticker.objects.bulk_create([models.Sticker(pk=1, shelf_id=1, color='a'),
+                                        models.Sticker(pk=2, shelf_id=2, color='b'),
+                                        models.Sticker(pk=3, color='a')])
+    if DB_SET_DEFAULT:
+        models.Slot.objects.bulk_create([models.Slot(pk=1, shelf_id=1, num=1),
+                                         models.Slot(pk=2, shelf_id=2, num=2),
+                                         models.Slot(pk=3, shelf_id=SPARE_SHELF)])
 
 
 DATA_MODELS = (Gadget.tags.through, Brand.labels.through, Poem.fans.through, ProductTag, Extra,
-               Post, Task, Gadget, Tag, Product, Brand, Label, Movie, Media, Poem, Work, Author, Category)
+               Post, Task, Gadget, Tag, Product, Brand, Label, Movie, Media, Poem, Work, Author, Category,
+               *((models.Pair,) if COMPOSITE_PK else ()),
+               *((models.Slot,) if DB_SET_DEFAULT else ()),
+               *((models.Sticker, models.Bookmark, models.Page, models.Book, models.Shelf)
+                 if DB_ON_DELETE else ()))
 
 
 def reset():
@@ -345,8 +518,9 @@ def reset():
         if connection.vendor == 'postgresql':
             # rows made without a primary key (m2m adds) must not take one a write names
             for model in DATA_MODELS:
-                cursor.execute('SELECT setval(pg_get_serial_sequence(%s, %s), 100)',
-                               [model._meta.db_table, model._meta.pk.column])
+                if isinstance(model._meta.pk, django_models.AutoField):  # not Shelf's, nor Pair's
+                    cursor.execute('SELECT setval(pg_get_serial_sequence(%s, %s), 100)',
+                                   [model._meta.db_table, model._meta.pk.column])
     redis_client.flushdb()
 
 
@@ -450,12 +624,30 @@ def update(qs, **values):
         qs.invalidated_update(**values)
 
 
+# Fixtures a write loads (tests/fixtures): the models each writes. loaddata saves raw
+# (post_save with raw=True; m2m_changed too on Django 6.1). Each fixture holds the rows its
+# rows refer to, so it loads whatever writes came before; it changes rows of the baseline
+# and adds some.
+FIXTURES = {
+    'differential_blog': ('Category', 'Post', 'ProxyPost', 'Task', 'Label', 'Brand'),
+    **({'differential_pairs': ('Pair',)} if COMPOSITE_PK else {}),
+    **({'differential_shelves': ('Shelf', 'Book', 'Page', 'Bookmark', 'Sticker', 'Slot')}
+       if DB_SET_DEFAULT else {}),  # it moves a slot
+}
+
+
+def loaddata(fixture):
+    """call_command('loaddata', fixture)."""
+    call_command('loaddata', fixture, verbosity=0)
+
+
 NAMESPACE = {
     **{name: getattr(models, name) for name in {*ROOTS, *WRITE_FIELDS}},
     'Q': Q, 'F': F, 'Count': Count, 'Sum': Sum, 'Max': Max, 'Case': Case, 'When': When, 'Value': Value,
     'Exists': Exists, 'OuterRef': OuterRef, 'Subquery': Subquery, 'Prefetch': Prefetch,
     'atomic': transaction.atomic, 'create': create, 'save': save, 'save_fields': save_fields,
-    'delete': delete, 'm2m': m2m, 'bulk_create': bulk_create, 'update': update,
+    'delete': delete, 'm2m': m2m, 'bulk_create': bulk_create, 'update': update, 'loaddata': loaddata,
+    **{mode: getattr(django_models, mode) for mode in FETCH_MODES},
 }
 
 
@@ -504,8 +696,9 @@ class Write(Step):
 
 
 def snapshot(value, back=None, depth=0):
-    """A value as plain data: an instance with its fields, annotations, and the related
-    objects select_related() and prefetch_related() left on it."""
+    """A value as plain data: an instance with its fields, annotations, the related
+    objects select_related() and prefetch_related() left on it, and on Django 6.1 its
+    fetch mode and how many peers it fetches with."""
     if isinstance(value, Model):
         return _instance_snapshot(value, back, depth)
     if isinstance(value, dict):
@@ -525,6 +718,11 @@ def _instance_snapshot(obj, back, depth):
                for name, rel in obj._state.fields_cache.items() if name != back}
     prefetched = {name: sorted((repr(snapshot(o, _back_name(model, name), depth + 1)) for o in rows))
                   for name, rows in vars(obj).get('_prefetched_objects_cache', {}).items() if name != back}
+    if FETCH_MODES:
+        # how it fetches what it lacks (Django 6.1): a hit's instances as the database's
+        state = obj._state
+        fetching = state.fetch_mode.__reduce__(), sum(peer() is not None for peer in state.peers)
+        return model.__name__, own, related, prefetched, fetching
     return model.__name__, own, related, prefetched
 
 
@@ -546,7 +744,7 @@ def _back_name(model, name):
 def value_for(kind, lookup):
     """Values for a lookup on a field of this kind."""
     scalar = {'id': st.sampled_from(IDS), 'fk': st.sampled_from(IDS), 'int': st.sampled_from(INTS), 'str': st.sampled_from(STRS),
-              'text': st.sampled_from(STRS), 'bool': st.booleans()}[kind]
+              'text': st.sampled_from(STRS), 'bool': st.booleans(), 'pair': st.sampled_from(PAIRS)}[kind]
     if lookup == 'isnull':
         return st.booleans()
     if lookup == 'in':
@@ -620,7 +818,8 @@ def combined(draw, name, root):
         parts.append(part)
     op = draw(st.sampled_from(set_operations()))
     code = ('%s.union(%s, all=True)' if op == 'union_all' else '%s.' + op + '(%s)') % tuple(parts)
-    ordered = draw(st.booleans())
+    # Django can't order a set operation by a composite key (a TypeError, or one column)
+    ordered = root.fields['pk'] != 'pair' and draw(st.booleans())
     if ordered:
         code += ".order_by('%spk')" % draw(st.sampled_from(('', '-')))
         if draw(st.booleans()):
@@ -660,6 +859,8 @@ def reads(draw, roots, profiled):
                                          draw(value_for(kind, lookup)))
     shape = draw(st.sampled_from(('instances', 'instances', 'values', 'values_list', 'flat')))
     plain_prefetch = False
+    if shape == 'instances' and FETCH_MODES and draw(st.integers(0, 3)) == 3:
+        code += '.fetch_mode(%s)' % draw(st.sampled_from(FETCH_MODES))
     if shape == 'instances':
         if root.select and draw(st.booleans()):
             code += '.select_related(%s)' % ', '.join(
@@ -689,7 +890,12 @@ def reads(draw, roots, profiled):
     if ordered:
         fields = ['%s%s' % (draw(st.sampled_from(('', '-'))), f)
                   for f in draw(st.lists(st.sampled_from(names), max_size=2, unique=True))]
-        code += '.order_by(%s)' % ', '.join(map(repr, fields + [draw(st.sampled_from(('pk', '-pk')))]))
+        last = [draw(st.sampled_from(('pk', '-pk')))]
+        if root.fields['pk'] == 'pair':
+            # Django on PostgreSQL can't count() a sliced distinct() values() ordered by a
+            # composite key (a column in it is ambiguous): ordered by its columns instead
+            last = [last[0].replace('pk', column) for column in PAIR_COLUMNS]
+        code += '.order_by(%s)' % ', '.join(map(repr, fields + last))
         sliced = draw(st.integers(0, 2)) == 2
         if sliced:
             code += '[%d:%d]' % draw(_slices())
@@ -702,7 +908,7 @@ def reads(draw, roots, profiled):
         return _with_op(code, '.aggregate(%s)' % ', '.join(
             'a%d=%s' % (i, a) for i, a in enumerate(aggregates)), ordered, plain_prefetch)
     if op == 'get_pk':
-        return _with_op(code, '.get(pk=%d)' % draw(st.sampled_from(IDS)), ordered, plain_prefetch)
+        return _with_op(code, '.get(pk=%r)' % (draw(key_values(name)),), ordered, plain_prefetch)
     return _with_op(code, op, ordered, plain_prefetch)
 
 
@@ -733,6 +939,8 @@ def write_value(kind):
 def field_values(model, min_size=1):
     """{field: value} for some of the fields a write to model may set."""
     fields = WRITE_FIELDS[model]
+    if not fields:
+        return st.just({})
     chosen = st.lists(st.sampled_from(sorted(fields)), min_size=min_size, max_size=len(fields), unique=True)
     return chosen.flatmap(lambda names: st.fixed_dictionaries({n: write_value(fields[n]) for n in names}))
 
@@ -747,26 +955,44 @@ def _kwargs(values):
     return ', '.join('%s=%r' % item for item in values.items())
 
 
+def key_values(name):
+    """The primary keys a write to this model names."""
+    return st.sampled_from(PAIRS if name in ROOTS and ROOTS[name].fields['pk'] == 'pair' else IDS)
+
+
+def _call(func, name, pk, values=None):
+    """func(name, pk, **values) as code."""
+    return '%s(%s, %r%s)' % (func, name, pk, ', ' + _kwargs(values) if values else '')
+
+
 @st.composite
 def writes(draw, models):
     """A Write to one of these models: a model event, as code."""
-    name = draw(st.sampled_from(models))
+    # the deletes the database acts on beneath are what their models' writes are for
+    name = draw(st.sampled_from([m for m in models for _ in range(2 if m in DB_PARENTS else 1)]))
     fields = WRITE_FIELDS[name]
-    pk = draw(st.sampled_from(IDS))
-    kinds = ['create', 'save', 'save', 'save_fields', 'delete', 'qs_delete', 'update']
+    pk = draw(key_values(name))
+    kinds = ['create', 'save', 'save', 'save_fields', 'delete', 'qs_delete', 'update'] if fields else \
+        ['create', 'delete', 'qs_delete']  # a key only: nothing to save
+    if name in DB_PARENTS:
+        kinds.append('delete')
     if name in M2M:
         kinds += ['m2m', 'm2m']
     if name not in MULTI_TABLE:
         kinds.append('bulk_create')
+    fixtures = [fixture for fixture, written in FIXTURES.items() if name in written]
+    if fixtures:
+        kinds.append('loaddata')
     kind = draw(st.sampled_from(kinds))
     if kind == 'create':
-        code = 'create(%s, %d, %s)' % (name, pk, _kwargs(draw(field_values(name, len(fields)))))
+        code = _call('create', name, pk, draw(field_values(name, len(fields))))
     elif kind in ('save', 'save_fields'):
-        code = '%s(%s, %d, %s)' % (kind, name, pk, _kwargs(draw(field_values(name))))
+        code = _call(kind, name, pk, draw(field_values(name)))
     elif kind == 'delete':
-        code = 'delete(%s, %d)' % (name, pk)
+        code = _call('delete', name, pk)
     elif kind == 'qs_delete':
-        code = '%s.objects.filter(%s).delete()' % (name, draw(terms(ROOTS[name])))
+        code = '%s.objects.filter(%s)%s.delete()' % (
+            name, draw(terms(ROOTS[name])), '.exclude(pk=%d)' % SPARE_SHELF if name == 'Shelf' else '')
     elif kind == 'update':
         values = draw(field_values(name))
         values = {n: v for n, v in values.items() if n != 'post_id'}  # one-to-one: rows would collide
@@ -781,10 +1007,13 @@ def writes(draw, models):
         action = draw(st.sampled_from(('add', 'remove', 'set', 'clear')))
         pks = '' if action == 'clear' else ', %r' % draw(st.lists(st.sampled_from(IDS), max_size=3, unique=True))
         code = 'm2m(%s, %d, %r, %r%s)' % (name, pk, relation, action, pks)
+    elif kind == 'loaddata':
+        code = 'loaddata(%r)' % draw(st.sampled_from(fixtures))
     else:
-        rows = draw(st.lists(st.tuples(st.sampled_from(IDS), field_values(name, len(fields))),
+        rows = draw(st.lists(st.tuples(key_values(name), field_values(name, len(fields))),
                              min_size=1, max_size=3))
-        code = 'bulk_create(%s, [%s])' % (name, ', '.join('dict(pk=%d, %s)' % (p, _kwargs(v)) for p, v in rows))
+        code = 'bulk_create(%s, [%s])' % (name, ', '.join(
+            'dict(%s)' % _kwargs({'pk': p, **v}) for p, v in rows))
     if draw(st.integers(0, 5)) == 5:
         code = 'with atomic(): ' + code
     return Write(code)
@@ -871,6 +1100,9 @@ GROUPS = (
     ('Author', 'Work', 'ShortWork', 'Poem'),
     ('Media', 'Movie'),
     ('Brand', 'Label'),
+    *((('Pair',),) if COMPOSITE_PK else ()),
+    *(((*sorted(DB_PARENTS), 'Bookmark', 'Sticker', *(('Slot',) if DB_SET_DEFAULT else ())),)
+      if DB_ON_DELETE else ()),
     tuple(sorted(WRITE_FIELDS)),
 )
 
