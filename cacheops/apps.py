@@ -13,14 +13,14 @@ class CacheopsConfig(AppConfig):
 
 # Settings are validated in conf.py, where they are used too; these checks run that
 # validation early, so `manage.py check` names every bad setting with an id. The Redis
-# client is cacheops.redis's to build, a layer above conf.py: its make_client is passed in.
+# client is cacheops.redis's to build, a layer above conf.py: its check_client is passed in.
 
 @checks.register()
 def check_settings(app_configs=None, **kwargs):
     from django.apps import apps
     from . import conf, redis
     errors = [checks.Error(message, id=check_id)
-              for check_id, message in conf.setting_errors(redis.make_client)]
+              for check_id, message in conf.setting_errors(redis.check_client)]
     if errors:
         return errors
     labels = {c.label for c in apps.get_app_configs()}

@@ -3,6 +3,7 @@ import importlib
 import inspect
 import pickle
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -16,6 +17,7 @@ DEFAULTS = {
     'CACHEOPS_ENABLED': True,
     'CACHEOPS_REDIS': {},
     'CACHEOPS_SENTINEL': {},
+    'CACHEOPS_CLUSTER': {},
     'CACHEOPS_CLIENT_CLASS': None,
     'CACHEOPS_DEFAULTS': {},
     'CACHEOPS': {},
@@ -257,7 +259,8 @@ def client_class():
     try:
         cls = import_string(path) if isinstance(path, str) else path
     except ImportError as e:
-        raise ImproperlyConfigured('CACHEOPS_CLIENT_CLASS: cannot import %r: %s' % (path, e))
+        hint = ' (redis.cluster needs redis-py 4.1 or newer)' if str(path).startswith('redis.cluster') else ''
+        raise ImproperlyConfigured('CACHEOPS_CLIENT_CLASS: cannot import %r: %s%s' % (path, e, hint))
     if not isinstance(cls, type):
         raise ImproperlyConfigured('CACHEOPS_CLIENT_CLASS must name a redis client class, got %r' % (cls,))
     return cls
@@ -265,11 +268,129 @@ def client_class():
 
 @derived
 def is_cluster():
-    """Whether the client is a Redis Cluster's: its class has get_nodes, as redis-py's
-    RedisCluster. Known from the settings, without a client, so the key layout (keys.py)
-    can ask it."""
+    """Whether the client is a Redis Cluster's: CACHEOPS_CLUSTER is set, or the client class
+    has get_nodes, as redis-py's RedisCluster. Known from the settings, without a client, so
+    the key layout (keys.py) can ask it."""
+    if settings.CACHEOPS_CLUSTER:
+        return True
     cls = client_class()
     return cls is not None and hasattr(cls, 'get_nodes')
+
+
+# Redis Cluster: CACHEOPS_CLUSTER, or CACHEOPS_REDIS with a cluster client class. Each
+# check below passes when no cluster is asked for; validate_cluster() runs them all.
+
+def _cluster_class_named():
+    """Whether CACHEOPS_CLIENT_CLASS names a cluster client (False when it names nothing importable)."""
+    try:
+        cls = client_class()
+    except ImproperlyConfigured:  # E002's to report
+        return False
+    return cls is not None and hasattr(cls, 'get_nodes')
+
+
+def _wants_cluster():
+    return bool(settings.CACHEOPS_CLUSTER) or _cluster_class_named()
+
+
+def _cluster_client_available():
+    if not settings.CACHEOPS_CLUSTER:
+        return
+    try:
+        importlib.import_module('redis.cluster')
+    except ImportError:
+        raise ImproperlyConfigured(
+            'CACHEOPS_CLUSTER needs redis.cluster, which redis-py has from 4.1 on: '
+            'upgrade redis-py (pip install "redis>=4.1")')
+
+
+def _cluster_alone():
+    if not _wants_cluster():
+        return
+    if settings.CACHEOPS_SENTINEL:
+        raise ImproperlyConfigured(
+            'CACHEOPS_SENTINEL and a Redis Cluster exclude each other: a cluster fails over by '
+            'itself; remove CACHEOPS_SENTINEL')
+    if settings.CACHEOPS_CLUSTER and settings.CACHEOPS_REDIS:
+        raise ImproperlyConfigured(
+            'CACHEOPS_CLUSTER and CACHEOPS_REDIS are both set: remove CACHEOPS_REDIS (or, for '
+            'a cluster given by URL, CACHEOPS_CLUSTER, with CACHEOPS_CLIENT_CLASS = '
+            "'redis.cluster.RedisCluster')")
+
+
+@derived
+def cluster_options():
+    """CACHEOPS_CLUSTER as ([(host, port), ...], {the other RedisCluster options}), or None."""
+    conf = settings.CACHEOPS_CLUSTER
+    if not conf:
+        return None
+    shape = "CACHEOPS_CLUSTER must be a dict with 'startup_nodes': [(host, port), ...]"
+    if not isinstance(conf, dict):
+        raise ImproperlyConfigured('%s, got %r' % (shape, conf))
+    nodes = conf.get('startup_nodes')
+    if isinstance(nodes, (str, bytes)) or not isinstance(nodes, (list, tuple)) or not nodes:
+        raise ImproperlyConfigured('%s; startup_nodes is %r' % (shape, nodes))
+    pairs = [_node_pair(node) for node in nodes]
+    if None in pairs:
+        raise ImproperlyConfigured('%s (a host name and a port number each); got %r'
+                                   % (shape, nodes[pairs.index(None)]))
+    if settings.CACHEOPS_CLIENT_CLASS and not _cluster_class_named():
+        raise ImproperlyConfigured(
+            'CACHEOPS_CLIENT_CLASS %r is no cluster client: with CACHEOPS_CLUSTER leave it '
+            'unset or name a subclass of redis.cluster.RedisCluster' % (settings.CACHEOPS_CLIENT_CLASS,))
+    return pairs, {k: v for k, v in conf.items() if k != 'startup_nodes'}
+
+
+def _node_pair(node):
+    """(host, port) of a startup node given as a pair or as redis-py's ClusterNode, else None."""
+    if isinstance(node, (list, tuple)) and len(node) == 2:
+        host, port = node
+    elif hasattr(node, 'host') and hasattr(node, 'port'):
+        host, port = node.host, node.port
+    else:
+        return None
+    if not isinstance(host, str) or not host or isinstance(port, bool) or not isinstance(port, int):
+        return None
+    return (host, port) if 0 < port < 65536 else None
+
+
+def _cluster_db_zero():
+    if not _wants_cluster():
+        return
+    conf = settings.CACHEOPS_CLUSTER or settings.CACHEOPS_REDIS
+    name = 'CACHEOPS_CLUSTER' if settings.CACHEOPS_CLUSTER else 'CACHEOPS_REDIS'
+    db = _db_asked(conf)
+    if db not in (None, 0, '0'):
+        raise ImproperlyConfigured(
+            'A Redis Cluster has db 0 only, and %s asks for db %s: remove the db from it '
+            '(tell projects sharing a cluster apart with CACHEOPS_PREFIX)' % (name, db))
+
+
+def _db_asked(conf):
+    """The db a connection setting (a dict or a URL) names, or None."""
+    if isinstance(conf, dict):
+        return conf.get('db')
+    if not isinstance(conf, str):
+        return None
+    url = urlsplit(conf)
+    db = parse_qs(url.query).get('db', [None])[0]  # redis-py takes ?db= over the path
+    if db is None and url.scheme != 'unix':
+        db = url.path.strip('/') or None
+    return int(db) if isinstance(db, str) and db.isdigit() else db
+
+
+CLUSTER_CHECKS = [
+    ('cacheops.E012', _cluster_client_available),
+    ('cacheops.E009', _cluster_alone),
+    ('cacheops.E011', cluster_options),
+    ('cacheops.E010', _cluster_db_zero),
+]
+
+
+def validate_cluster():
+    """Raise ImproperlyConfigured for the first cluster setting a cluster or redis-py would refuse."""
+    for _, validate in CLUSTER_CHECKS:
+        validate()
 
 
 @derived
@@ -285,12 +406,15 @@ def long_disjunction():
 
 def setting_errors(make_client):
     """[(check id, message)] of every bad setting. make_client() builds the Redis client
-    from CACHEOPS_REDIS, CACHEOPS_SENTINEL and CACHEOPS_CLIENT_CLASS as a use would, so
-    that whatever redis-py refuses is caught: apps.py passes cacheops.redis's, a layer
-    above this one."""
+    from CACHEOPS_REDIS, CACHEOPS_SENTINEL, CACHEOPS_CLUSTER and CACHEOPS_CLIENT_CLASS as a
+    use would, so that whatever redis-py refuses is caught: apps.py passes cacheops.redis's
+    (a cluster down is no bad setting), a layer above this one."""
+    # without redis.cluster nothing else about a cluster can be told; and a client is built
+    # only from cluster settings that passed, or its error would repeat theirs under E002
+    cluster = _errors(CLUSTER_CHECKS[:1]) or _errors(CLUSTER_CHECKS[1:])
     validations = [
         ('cacheops.E001', profiles),
-        ('cacheops.E002', make_client),
+        *([] if cluster else [('cacheops.E002', make_client)]),
         ('cacheops.E003', prefix_func),
         ('cacheops.E004', serializer),
         ('cacheops.E005', skip_field_types),
@@ -298,6 +422,10 @@ def setting_errors(make_client):
         *(('cacheops.E007', _reader(name)) for name in sorted(FLAGS)),
         *(('cacheops.E008', _reader(name)) for name in sorted(DURATIONS)),
     ]
+    return sorted(_errors(validations) + cluster)
+
+
+def _errors(validations):
     errors = []
     for check_id, validate in validations:
         try:

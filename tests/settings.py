@@ -7,6 +7,11 @@ runtests.py picks the configuration through environment variables:
   CACHEOPS_TEST_PREFIX     '1': key prefix 'p:' through CACHEOPS_PREFIX
   CACHEOPS_TEST_INSIDEOUT  '1': insideout mode
   CACHEOPS_TEST_SENTINEL   'host:port' of a sentinel watching the run's Redis (read by the tests)
+  CACHEOPS_TEST_CLUSTER    'host:port,host:port,...': a Redis Cluster's nodes (any of them will do;
+                           tools/redis_server.py's cluster_for_run starts one). The run uses
+                           CACHEOPS_CLUSTER = {'startup_nodes': [(host, port), ...]}, and
+                           CACHEOPS_REDIS is not set: a cluster has db 0 only, so a run needs a
+                           cluster of its own
 """
 import os
 import tempfile
@@ -87,7 +92,21 @@ if find_spec('jinja2'):
 if os.path.exists(os.path.join(os.path.dirname(__file__), 'urls.py')):
     ROOT_URLCONF = 'tests.urls'
 
-CACHEOPS_REDIS = os.environ.get('CACHEOPS_REDIS', 'redis://127.0.0.1:6379/13')
+
+def cluster_nodes(spec):
+    """'host:port,host:port' -> [(host, port), ...]."""
+    nodes = []
+    for node in spec.split(','):
+        host, _, port = node.strip().rpartition(':')
+        nodes.append((host, int(port)))
+    return nodes
+
+
+if os.environ.get('CACHEOPS_TEST_CLUSTER'):
+    CACHEOPS_CLUSTER = {'startup_nodes': cluster_nodes(os.environ['CACHEOPS_TEST_CLUSTER'])}
+else:
+    CACHEOPS_REDIS = os.environ.get('CACHEOPS_REDIS', 'redis://127.0.0.1:6379/13')
+
 CACHEOPS_DEFAULTS = {'timeout': 60 * 60}
 CACHEOPS = {
     'tests.local': {'local_get': True},

@@ -1,12 +1,18 @@
 """Bad settings give ImproperlyConfigured naming the setting, at the latest
 when the profile or the client is first used, and are reported by Django's
 system checks with ids starting with 'cacheops.'."""
+import sys
+from importlib.util import find_spec
+
 import pytest
+import redis
 from django.core.checks.registry import registry
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
+import cacheops.redis
 from cacheops.conf import settings as cacheops_settings
+from tools.redis_server import free_port
 from .models import All, Category
 
 pytestmark = pytest.mark.django_db
@@ -109,8 +115,85 @@ CHECKS = [
 
 @pytest.mark.parametrize('check_id, setting', CHECKS, ids=['%s-%s' % (i, '-'.join(s)) for i, s in CHECKS])
 def test_a_bad_setting_gives_its_check_id(check_id, setting):
-    with override_settings(**setting):
+    # a cluster run's CACHEOPS_CLUSTER set aside: these settings are for a single Redis
+    with override_settings(**{'CACHEOPS_CLUSTER': {}, **setting}):
         assert [m.id for m in cacheops_messages()] == [check_id]
+
+
+# Redis Cluster: each bad combination has its id, and its message names the fix. A
+# cluster needs no CACHEOPS_REDIS, so each setting sets it aside; no client is built
+# (nothing listens at these ports): the cluster checks fail first.
+
+HAS_CLUSTER = find_spec('redis.cluster') is not None  # redis-py 4.1 and newer
+NODES = [('127.0.0.1', 7000), ('127.0.0.1', 7001)]
+CLUSTER = {'CACHEOPS_REDIS': {}, 'CACHEOPS_CLUSTER': {'startup_nodes': NODES}}
+BY_URL = {'CACHEOPS_CLUSTER': {}, 'CACHEOPS_CLIENT_CLASS': 'redis.cluster.RedisCluster'}
+SENTINEL = {'locations': [('127.0.0.1', 26379)], 'service_name': 'mymaster'}
+
+CLUSTER_CHECKS = [
+    ('cacheops.E009', {**CLUSTER, 'CACHEOPS_SENTINEL': SENTINEL}, 'remove CACHEOPS_SENTINEL'),
+    ('cacheops.E009', {**BY_URL, 'CACHEOPS_REDIS': 'redis://127.0.0.1:7000', 'CACHEOPS_SENTINEL': SENTINEL},
+     'remove CACHEOPS_SENTINEL'),
+    ('cacheops.E009', {**CLUSTER, 'CACHEOPS_REDIS': 'redis://127.0.0.1:7000'}, 'remove CACHEOPS_REDIS'),
+    ('cacheops.E010', {**CLUSTER, 'CACHEOPS_CLUSTER': {'startup_nodes': NODES, 'db': 1}}, 'remove the db'),
+    ('cacheops.E010', {**BY_URL, 'CACHEOPS_REDIS': 'redis://127.0.0.1:7000/3'}, 'remove the db'),
+    ('cacheops.E010', {**BY_URL, 'CACHEOPS_REDIS': 'redis://127.0.0.1:7000?db=2'}, 'remove the db'),
+    ('cacheops.E010', {**BY_URL, 'CACHEOPS_REDIS': {'host': '127.0.0.1', 'port': 7000, 'db': 5}},
+     'remove the db'),
+    ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': {'nodes': NODES}}, "'startup_nodes'"),
+    ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': {'startup_nodes': []}}, "'startup_nodes'"),
+    ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': NODES}, "a dict with 'startup_nodes'"),
+    ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': {'startup_nodes': '127.0.0.1:7000'}},
+     '(host, port)'),
+    ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': {'startup_nodes': [('127.0.0.1', '7000')]}},
+     'a host name and a port number'),
+    ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': {'startup_nodes': [('127.0.0.1',)]}},
+     'a host name and a port number'),
+    ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLIENT_CLASS': 'redis.Redis'}, 'subclass of redis.cluster'),
+]
+
+
+def expected_id(check_id, setting):
+    """What a cluster setting gives where redis-py has no redis.cluster (4.0): E012 for
+    CACHEOPS_CLUSTER, E002 (the class cannot be imported) for a cluster client class."""
+    if HAS_CLUSTER:
+        return check_id
+    return 'cacheops.E012' if setting.get('CACHEOPS_CLUSTER') else 'cacheops.E002'
+
+
+@pytest.mark.parametrize('check_id, setting, fix', CLUSTER_CHECKS,
+                         ids=['%s-%d' % (c[0], n) for n, c in enumerate(CLUSTER_CHECKS)])
+def test_a_bad_cluster_setting_gives_its_check_id(check_id, setting, fix):
+    check_id = expected_id(check_id, setting)
+    with override_settings(**setting):
+        messages = cacheops_messages()
+        assert [m.id for m in messages] == [check_id]
+        assert fix in messages[0].msg or not HAS_CLUSTER
+        with pytest.raises(ImproperlyConfigured):
+            cacheops.redis.make_client()
+
+
+def test_cluster_without_redis_cluster_names_the_upgrade(monkeypatch):
+    """redis-py 4.0 has no redis.cluster: CACHEOPS_CLUSTER is a check error, not an ImportError."""
+    monkeypatch.setitem(sys.modules, 'redis.cluster', None)  # what importing it does on 4.0
+    with override_settings(**CLUSTER):
+        messages = cacheops_messages()
+        assert [m.id for m in messages] == ['cacheops.E012']
+        assert 'redis>=4.1' in messages[0].msg
+        with pytest.raises(ImproperlyConfigured, match='redis>=4.1'):
+            cacheops.redis.make_client()
+
+
+def test_a_cluster_down_is_no_bad_setting():
+    """Nothing answers at the startup node: the checks pass, a use fails as Redis down does."""
+    down = {**CLUSTER, 'CACHEOPS_CLUSTER': {'startup_nodes': [('127.0.0.1', free_port())]}}
+    with override_settings(**down):
+        if not HAS_CLUSTER:  # redis-py 4.0: no client to try, the setting itself is refused
+            assert [m.id for m in cacheops_messages()] == ['cacheops.E012']
+            return
+        assert cacheops_messages() == []
+        with pytest.raises(redis.ConnectionError):
+            cacheops.redis.make_client()
 
 
 @pytest.mark.parametrize('name, value', [

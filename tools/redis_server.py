@@ -7,20 +7,26 @@ that is also why PING is spoken over a raw socket instead of through redis-py.
         host, port = urlsplit(url).hostname, urlsplit(url).port
         with sentinel_for_run(host, port) as sentinel:  # '127.0.0.1:40123'
             ...
+
+    with cluster_for_run() as nodes:                   # '127.0.0.1:21001,127.0.0.1:30412,...'
+        ...
 """
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_URL = 'redis://127.0.0.1:6379'
 SENTINEL_SERVICE = 'cacheops-test'
 START_TIMEOUT = 10  # seconds for a started server to answer PING
+CLUSTER_TIMEOUT = 30  # seconds for a created cluster to agree that it is whole
+CLUSTER_SLOTS = 16384
 
 
 def _command(*args):
@@ -176,6 +182,147 @@ def sentinel_for_run(master_host, master_port, python=None, password=None):
         with _server(args, workdir, lambda: ping(f'redis://127.0.0.1:{port}')):
             _log(f'sentinel on 127.0.0.1:{port} monitors {master_ip}:{master_port} as {SENTINEL_SERVICE}')
             yield f'127.0.0.1:{port}'
+
+
+# Redis Cluster
+
+def call(port, *args, timeout=5):
+    """One command to the Redis on 127.0.0.1:port: its reply (str, int, list), or RuntimeError."""
+    with socket.create_connection(('127.0.0.1', port), timeout) as sock:
+        sock.sendall(_command(*map(str, args)))
+        reply = _read_reply(sock.makefile('rb'))
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+def _read_reply(stream):
+    line = stream.readline()
+    if not line.endswith(b'\r\n'):
+        raise RuntimeError('connection closed mid-reply')
+    kind, rest = line[:1], line[1:-2].decode()
+    if kind == b'+':
+        return rest
+    if kind == b'-':
+        return RuntimeError(rest)
+    if kind == b':':
+        return int(rest)
+    if kind == b'$':
+        return None if rest == '-1' else stream.read(int(rest) + 2)[:-2].decode()
+    if kind == b'*':
+        return None if rest == '-1' else [_read_reply(stream) for _ in range(int(rest))]
+    raise RuntimeError(f'unexpected reply {line!r}')
+
+
+def _free_cluster_port(taken):
+    """A free port whose cluster bus port (+10000, fixed before Redis 7) is free too."""
+    while True:
+        port = random.randrange(20000, 55000)
+        if {port, port + 10000} & taken:
+            continue
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(('127.0.0.1', p))
+        except OSError:
+            continue
+        taken.update((port, port + 10000))
+        return port
+
+
+def _redis_cli(binary):
+    """The redis-cli beside a redis-server binary or on PATH, or None."""
+    beside = os.path.join(os.path.dirname(binary), 'redis-cli')
+    return beside if os.access(beside, os.X_OK) else shutil.which('redis-cli')
+
+
+def _create_with_cli(cli, ports, replicas):
+    args = [cli, '--cluster', 'create', *(f'127.0.0.1:{p}' for p in ports),
+            '--cluster-replicas', str(replicas), '--cluster-yes']
+    done = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode:
+        raise RuntimeError(f'redis-cli --cluster create failed:\n{done.stdout}{done.stderr}')
+
+
+def _create_by_commands(ports, replicas):
+    """What redis-cli --cluster create does, in raw commands: slots split over the
+    primaries, every node met, each replica following its primary."""
+    primaries = ports[:len(ports) // (1 + replicas)]
+    bounds = [CLUSTER_SLOTS * i // len(primaries) for i in range(len(primaries) + 1)]
+    for port, start, end in zip(primaries, bounds, bounds[1:]):
+        call(port, 'CLUSTER', 'ADDSLOTS', *range(start, end))  # ADDSLOTSRANGE is Redis 7's
+    for port in ports[1:]:
+        call(ports[0], 'CLUSTER', 'MEET', '127.0.0.1', port)
+    _wait_for(lambda: all(len(_known_nodes(p)) == len(ports) for p in ports), 'the nodes to meet')
+    ids = {port: call(port, 'CLUSTER', 'MYID') for port in primaries}
+    for n, port in enumerate(ports[len(primaries):]):
+        call(port, 'CLUSTER', 'REPLICATE', ids[primaries[n % len(primaries)]])
+
+
+def _known_nodes(port):
+    """The nodes CLUSTER NODES on port lists as settled (none in handshake, none failing)."""
+    lines = call(port, 'CLUSTER', 'NODES').splitlines()
+    return [line for line in lines
+            if not {'handshake', 'noaddr', 'fail', 'fail?'} & set(line.split()[2].split(','))]
+
+
+def _cluster_whole(ports, replicas):
+    """Every node says cluster_state:ok, knows every other, and lists each primary's
+    replicas in CLUSTER SLOTS (which Redis 7 does once they have synced)."""
+    for port in ports:
+        if 'cluster_state:ok' not in call(port, 'CLUSTER', 'INFO'):
+            return False
+        if len(_known_nodes(port)) != len(ports):
+            return False
+        if any(len(slots[2:]) != 1 + replicas for slots in call(port, 'CLUSTER', 'SLOTS')):
+            return False
+    return True
+
+
+def _wait_for(condition, what):
+    deadline = time.monotonic() + CLUSTER_TIMEOUT
+    while True:
+        try:
+            if condition():
+                return
+        except (OSError, RuntimeError):
+            pass  # a node busy joining: asked again
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'Redis Cluster: timed out waiting for {what}')
+        time.sleep(0.1)
+
+
+@contextmanager
+def cluster_for_run(python=None, primaries=3, replicas=1, cli=True):
+    """Yield 'host:port,host:port,...' of a Redis Cluster started for the block and
+    stopped after it: `primaries` primaries with `replicas` replicas each, on free
+    loopback ports, without persistence. It is created with redis-cli --cluster create
+    where there is a redis-cli (cli=False: never), else with raw CLUSTER commands."""
+    binary = find_redis_server(python)
+    taken = set()
+    ports = [_free_cluster_port(taken) for _ in range(primaries * (1 + replicas))]
+    cli = cli and _redis_cli(binary)
+    with tempfile.TemporaryDirectory(prefix='cacheops-cluster-') as top, ExitStack() as servers:
+        for port in ports:
+            workdir = os.path.join(top, str(port))
+            os.mkdir(workdir)
+            args = [binary, '--port', str(port), '--bind', '127.0.0.1', '--save', '',
+                    '--appendonly', 'no', '--dir', workdir, '--cluster-enabled', 'yes',
+                    '--cluster-config-file', os.path.join(workdir, 'nodes.conf'),
+                    '--cluster-node-timeout', '5000', '--repl-diskless-sync-delay', '0',
+                    # Redis 7 lists a replica in CLUSTER SLOTS once its offset moved, at the first ping
+                    '--repl-ping-replica-period', '1']
+            servers.enter_context(_server(args, workdir, lambda p=port: ping(f'redis://127.0.0.1:{p}')))
+        if cli:
+            _create_with_cli(cli, ports, replicas)
+        else:
+            _create_by_commands(ports, replicas)
+        _wait_for(lambda: _cluster_whole(ports, replicas), 'cluster_state:ok on every node')
+        nodes = ','.join(f'127.0.0.1:{p}' for p in ports)
+        _log(f'Redis Cluster of {primaries} primaries, {replicas} replica(s) each, '
+             f'created with {"redis-cli" if cli else "CLUSTER commands"}: {nodes}')
+        yield nodes
+    _log(f'stopped the Redis Cluster on ports {", ".join(map(str, ports))}')
 
 
 def _log(message):

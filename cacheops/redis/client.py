@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.functional import SimpleLazyObject, empty
 
-from ..conf import client_class, settings
+from ..conf import client_class, cluster_options, settings, validate_cluster
 
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
@@ -32,11 +32,20 @@ def _handle_connection_failure(func):
 
 
 def make_client():
-    """A client for CACHEOPS_SENTINEL, else CACHEOPS_REDIS (a dict, a URL or empty)."""
+    """A client for CACHEOPS_CLUSTER, else CACHEOPS_SENTINEL, else CACHEOPS_REDIS (a dict, a URL or empty)."""
+    validate_cluster()
+    if cluster_options():
+        return _cluster_client(*cluster_options())
     cls = client_class() or redis.Redis
+    if hasattr(cls, 'get_nodes'):  # a cluster by CACHEOPS_REDIS: it connects when built
+        return _reaching_cluster(lambda: _plain_client(cls))
     sentinel = settings.CACHEOPS_SENTINEL
     if sentinel:
         return _sentinel_client(cls, sentinel)
+    return _plain_client(cls)
+
+
+def _plain_client(cls):
     conf = settings.CACHEOPS_REDIS
     if isinstance(conf, str):
         try:
@@ -65,6 +74,39 @@ def _sentinel_client(cls, conf):
     return sentinel.master_for(service, redis_class=cls, db=db)
 
 
+def _cluster_client(nodes, options):
+    from redis.cluster import ClusterNode, RedisCluster
+    cls = client_class() or RedisCluster
+    nodes = [ClusterNode(host, port) for host, port in nodes]
+    try:
+        return _reaching_cluster(lambda: cls(startup_nodes=nodes, **options))
+    except TypeError as e:
+        raise ImproperlyConfigured('CACHEOPS_CLUSTER has an option the client does not take: %s' % e)
+
+
+def _reaching_cluster(build):
+    """build(), a cluster client, which asks a node for the slots as it is made: a cluster
+    that cannot be reached raises ConnectionError, as any Redis call does, so that with it
+    down a write still goes through; what redis-py refuses to build raises ImproperlyConfigured."""
+    from redis.exceptions import RedisClusterException
+    try:
+        return build()
+    except RedisClusterException as e:
+        # redis-py raises these for its settings and for the cluster's state alike: the
+        # nodes' errors are chained to the second, and a slot table not agreed on is one too
+        if e.__cause__ is not None or 'slots' in str(e):
+            raise redis.ConnectionError('cacheops: Redis Cluster unreachable: %s' % e) from e
+        raise ImproperlyConfigured('The Redis Cluster settings are refused by redis-py: %s' % e)
+
+
+def check_client():
+    """make_client() for the system checks: a cluster down is no bad setting."""
+    try:
+        make_client()
+    except CONNECTION_ERRORS:
+        pass
+
+
 redis_client = SimpleLazyObject(make_client)
 
 
@@ -78,7 +120,7 @@ def get_client():
 
 
 def _reset_client(setting, **kwargs):
-    if setting in ('CACHEOPS_REDIS', 'CACHEOPS_SENTINEL', 'CACHEOPS_CLIENT_CLASS'):
+    if setting in ('CACHEOPS_REDIS', 'CACHEOPS_SENTINEL', 'CACHEOPS_CLUSTER', 'CACHEOPS_CLIENT_CLASS'):
         redis_client._wrapped = empty
 
 
