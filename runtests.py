@@ -9,6 +9,9 @@ requirements-test.txt are unchanged), finds Redis at $CACHEOPS_REDIS or
 Each run's output goes to .test-logs/<run>.log and is printed whole if the run
 fails. The last line printed is the totals: 'N passed, M failed[, K skipped]'.
 
+The Redis Cluster runs (see CLUSTER_CONFIGS) start a cluster each and are opt-in:
+run only when an --only NAME containing 'cluster' picks them, e.g. --only cluster.
+
 Standard library only: this runs before any venv exists.
 """
 import sys
@@ -45,8 +48,17 @@ CONFIGS = {  # name: environment read by tests/settings.py
     # every Redis call through redis-py's client, past cacheops' hand-packed layer
     # (cacheops/redis/held.py): one venv runs it in place of 'sqlite'
     'sqlite-plainredis': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_PLAIN_REDIS': '1'},
+    # on a Redis Cluster of 3 primaries and 3 replicas started for the run: a cluster has
+    # db 0 only, so two runs at a time can't share one (CACHEOPS_TEST_CLUSTER is set)
+    'cluster': {'CACHEOPS_TEST_DB': 'sqlite'},
+    'cluster-insideout': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_TEST_INSIDEOUT': '1'},
 }
 DEFAULT_CONFIGS = ('sqlite', 'postgresql', 'mysql', 'prefix', 'insideout')
+CLUSTER_CONFIGS = ('cluster', 'cluster-insideout')
+# The cluster runs are left out of the default set, and run only when an --only NAME
+# containing 'cluster' asks for them, until the read/store/invalidation protocol passes
+# on a cluster (issue 17): then this turns True and they join every full run.
+CLUSTER_RUNS_BY_DEFAULT = False
 
 
 class Venv(NamedTuple):
@@ -61,7 +73,7 @@ class Venv(NamedTuple):
 # every Redis call through plain redis-py, so that each layer is tested on its own.
 VENVS = {
     'py311-dj52': Venv('3.11', ('Django>=5.2,<5.3',), ('sqlite', 'postgresql', 'mysql', 'insideout')),
-    'py313-dj61': Venv('3.13', ('Django>=6.1,<6.2',)),
+    'py313-dj61': Venv('3.13', ('Django>=6.1,<6.2',), (*DEFAULT_CONFIGS, *CLUSTER_CONFIGS)),
     'py310-dj42': Venv('3.10', ('Django>=4.2,<4.3',), ('sqlite',)),
     'py312-dj60': Venv('3.12', ('Django>=6.0,<6.1',), ('sqlite-plainredis',)),
     'py311-dj52-redis40': Venv('3.11', ('Django>=5.2,<5.3', 'redis>=4.0,<4.1'), ('sqlite',)),
@@ -107,6 +119,10 @@ class Run:
         return LOGS / f'{self.name}.log'
 
     @property
+    def on_cluster(self):
+        return self.config in CLUSTER_CONFIGS
+
+    @property
     def ok(self):
         # The exit code alone is not enough: a run must also show pytest's summary
         # with some tests in it, so one that tested nothing never passes.
@@ -114,10 +130,14 @@ class Run:
 
 
 def parse_args():
-    names = ', '.join(run.name for run in all_runs())
-    parser = argparse.ArgumentParser(
-        description='Run the cacheops test matrix.', allow_abbrev=False,
-        epilog=f'Other arguments are passed to pytest. Runs: {names}.')
+    names = ', '.join(run.name for run in all_runs() if not opt_in(run))
+    opt_in_names = ', '.join(run.name for run in all_runs() if opt_in(run))
+    epilog = f'Other arguments are passed to pytest. Runs: {names}.'
+    if opt_in_names:
+        epilog += (f' Opt-in runs, on a Redis Cluster each starts (run only with an --only NAME '
+                   f"containing 'cluster', e.g. --only cluster): {opt_in_names}.")
+    parser = argparse.ArgumentParser(description='Run the cacheops test matrix.', allow_abbrev=False,
+                                     epilog=epilog)
     parser.add_argument('--quick', action='store_true', help='only the first run (SQLite, first venv)')
     parser.add_argument('--only', metavar='NAME', action='append', default=[],
                         help='only runs whose name contains NAME (repeatable, or comma-separated)')
@@ -135,10 +155,18 @@ def all_runs():
 NAME_WIDTH = max(len(run.name) for run in all_runs())  # the run column of what is printed
 
 
+def opt_in(run):
+    """Whether a run is left out unless asked for by name (the cluster runs, for now)."""
+    return run.on_cluster and not CLUSTER_RUNS_BY_DEFAULT
+
+
 def select_runs(args):
     runs = all_runs()[:1] if args.quick else all_runs()
     wanted = [part for arg in args.only for part in arg.split(',') if part]
-    return [run for run in runs if not wanted or any(part in run.name for part in wanted)]
+    # '--only py313-dj61' keeps to its default runs: an opt-in run is asked for as one
+    return [run for run in runs
+            if any(part in run.name and ('cluster' in part or not opt_in(run)) for part in wanted)
+            or not wanted and not opt_in(run)]
 
 
 def make_venv(name):
@@ -212,9 +240,27 @@ def _signal_group(proc, sig):
 
 
 def execute(run, python, redis_url, sentinel, pytest_args, deadline):
+    if not run.on_cluster:
+        return _execute(run, python, {'CACHEOPS_REDIS': redis_url}, sentinel, pytest_args, deadline)
+    LOGS.mkdir(exist_ok=True)
+    try:
+        with redis_server.cluster_for_run(python=python) as nodes:
+            return _execute(run, python, {'CACHEOPS_TEST_CLUSTER': nodes}, sentinel, pytest_args, deadline)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        if run.rc is not None:  # the run was done, stopping its cluster failed
+            raise
+        # fails the run, never skips it: a cluster run that could not start is no pass
+        run.log.write_text(f'[runtests] could not start a Redis Cluster for {run.name}: {e}\n')
+        run.rc = 1
+        return run
+
+
+def _execute(run, python, redis, sentinel, pytest_args, deadline):
     cmd = [python, '-m', 'pytest', '-p', 'no:cacheprovider', '--create-db', *pytest_args]
     with claim_slot() as slot:
-        settings = {**CONFIGS[run.config], 'CACHEOPS_REDIS': redis_server.with_db(redis_url, slot),
+        if 'CACHEOPS_REDIS' in redis:  # a cluster has db 0 only: the run has its own cluster instead
+            redis = {'CACHEOPS_REDIS': redis_server.with_db(redis['CACHEOPS_REDIS'], slot)}
+        settings = {**CONFIGS[run.config], **redis,
                     'CACHEOPS_TEST_DB_SUFFIX': f'_{slot}', 'CACHEOPS_TEST_SENTINEL': sentinel}
         # Only this run's settings: a CACHEOPS_* variable of the caller's must not leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith('CACHEOPS_')}
