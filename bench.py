@@ -2,6 +2,7 @@
 """The cacheops benchmark: python3 bench.py [--quick] [--db sqlite|postgresql|all]
                                            [--mode conj|insideout|all] [--rounds N]
                                            [--markdown FILE] [--readme] [--hiredis]
+                                           [--cluster [--cluster-nodes HOST:PORT,...]]
 
 Sets itself up like demo.py: makes .venvs/bench (or .venvs/bench-hiredis) with
 cacheops and psycopg installed and runs again inside it, finds Redis at
@@ -10,7 +11,11 @@ flushed at start (runtests.py's lock on slot 9 is held meanwhile, so a test run
 started meanwhile keeps off it). PostgreSQL is used at 127.0.0.1:5432 (user postgres,
 no password) in a database cacheops_bench made and dropped for the run; if it does not
 answer, only SQLite runs. Each database runs in a child process of its own, both
-storage modes one after the other in it.
+storage modes one after the other in it. With --cluster each database runs a second
+time, on a Redis Cluster (3 primaries, 3 replicas, started for the run by
+tools/redis_server.cluster_for_run, or the one --cluster-nodes names, flushed), its
+rows beside the single Redis' ones, marked "(cluster)"; the memory rows run once,
+on their private single server.
 
 The schema (tools/bench_app) is 3 models: 10k Items (10 fields of assorted types,
 a foreign key to one of 50 Categories, 2 Tags each through a many-to-many).

@@ -17,25 +17,42 @@ from .workloads import ModeBench
 def child_main(args):
     sizes = sizes_for(args)
     modes = ['conj', 'insideout'] if args.mode == 'all' else [args.mode]
+    nodes = cluster_nodes(args.redis_cluster) if args.redis_cluster else None
     with tempfile.TemporaryDirectory(prefix='cacheops-bench-db-') as workdir, database(args.child, workdir) as db_conf:
-        setup_django(db_conf, args.redis_url)
+        setup_django(db_conf, args.redis_url, nodes)
         import redis
 
-        raw = redis.Redis.from_url(args.redis_url)
+        raw = raw_client(args.redis_url, nodes)
         raw.flushdb()
         data = create_data(sizes.items)
         rows = []
+        # the memory rows measure a private single redis-server: run once, beside the single Redis
+        memory_url = None if nodes else args.memory_redis_url
         for mode in modes:
             started = time.monotonic()
-            rows += run_mode(args.child, mode, raw, data, sizes, args.memory_redis_url)
+            rows += run_mode(args.child, mode, raw, data, sizes, memory_url)
             log(f'{args.child}/{mode} took {time.monotonic() - started:.0f} s')
         raw.flushdb()
-        env = environment(args.child, args.redis_url, raw, data, sizes)
+        env = environment(args.child, args.redis_cluster or args.redis_url, raw, data, sizes)
         env['memory_redis_server'] = redis.Redis.from_url(args.memory_redis_url).info('server')['redis_version']
         from django.db import connections
         connections.close_all()
     with open(args.out, 'w') as f:
-        json.dump({'db': args.child, 'env': env, 'rows': rows}, f)
+        json.dump({'db': args.child, 'redis': 'cluster' if nodes else 'redis', 'env': env, 'rows': rows}, f)
+
+
+def cluster_nodes(spec):
+    """'host:port,host:port' -> [(host, port), ...]."""
+    return [(host, int(port)) for host, _, port in (node.rpartition(':') for node in spec.split(','))]
+
+
+def raw_client(redis_url, nodes):
+    """A redis-py client of cacheops' Redis: its db, or the whole cluster (flushdb goes to every primary)."""
+    if nodes is None:
+        import redis
+        return redis.Redis.from_url(redis_url)
+    from redis.cluster import ClusterNode, RedisCluster
+    return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes])
 
 
 @contextmanager
@@ -67,18 +84,19 @@ def database(db, workdir):
         admin(f'DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)')
 
 
-def setup_django(db_conf, redis_url):
+def setup_django(db_conf, redis_url, nodes=None):
     import django
     from django.conf import settings
     from django.core.management import call_command
 
+    redis = {'CACHEOPS_CLUSTER': {'startup_nodes': nodes}} if nodes else {'CACHEOPS_REDIS': redis_url}
     settings.configure(
         INSTALLED_APPS=['cacheops', 'tools.bench_app'],
         DATABASES={'default': db_conf},
         USE_TZ=True,
         DEBUG=False,
-        CACHEOPS_REDIS=redis_url,
         CACHEOPS={'bench_app.*': {'ops': 'all', 'timeout': 3600}},
+        **redis,
     )
     django.setup()
     call_command('migrate', run_syncdb=True, verbosity=0)
@@ -99,7 +117,7 @@ def environment(db, redis_url, raw, data, sizes):
             db_version = f'PostgreSQL {cursor.fetchone()[0]} at {PG_HOST}:{PG_PORT} (TCP)'
     return {
         'python': sys.version.split()[0], 'django': django.get_version(), 'redis_py': redis.__version__,
-        'hiredis': HIREDIS_AVAILABLE, 'redis_server': raw.info('server')['redis_version'],
+        'hiredis': HIREDIS_AVAILABLE, 'redis_server': server_version(raw),
         'redis_url': redis_url, 'db_version': db_version,
         'data': f'{data.items} items, {data.categories} categories, {data.tags} tags, '
                 f'{data.links} item-tag links',
@@ -107,6 +125,13 @@ def environment(db, redis_url, raw, data, sizes):
                  f'{sizes.save_ops} saves; mixed: {sizes.mixed_rounds} rounds of {sizes.mixed_seconds} s '
                  f'per system; memory: {sizes.memory_entries} entries x {sizes.memory_reps}',
     }
+
+
+def server_version(raw):
+    """The Redis version raw talks to (a cluster's INFO answers per node: any one's)."""
+    if hasattr(raw, 'get_nodes'):
+        return raw.info('server', target_nodes=raw.get_random_node())['redis_version']
+    return raw.info('server')['redis_version']
 
 
 def run_mode(db, mode, raw, data, sizes, memory_redis_url):
@@ -124,8 +149,9 @@ def run_mode(db, mode, raw, data, sizes, memory_redis_url):
         results = [{'key': row.key, 'label': row.label, 'unit': 'us', 'values': times[row.key]} for row in rows]
         with phase(f'{label}: mixed workload'):
             results += mixed_results(data, sizes, label)
-        with phase(f'{label}: memory'), override_settings(CACHEOPS_REDIS=memory_redis_url):
-            results += memory_results(redis.Redis.from_url(memory_redis_url), data, sizes)
+        if memory_redis_url:
+            with phase(f'{label}: memory'), override_settings(CACHEOPS_REDIS=memory_redis_url):
+                results += memory_results(redis.Redis.from_url(memory_redis_url), data, sizes)
         raw.flushdb()
     for result in results:
         result['mode'] = mode

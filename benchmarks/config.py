@@ -54,12 +54,21 @@ def parse_args(argv=None):
     parser.add_argument('--readme', action='store_true',
                         help="put the summary table into README.rst's Performance section")
     parser.add_argument('--hiredis', action='store_true', help='use redis-py with hiredis (.venvs/bench-hiredis)')
+    parser.add_argument('--cluster', action='store_true',
+                        help='also run on a Redis Cluster (3 primaries, 3 replicas, started for the run), '
+                             'reported beside the single Redis')
+    parser.add_argument('--cluster-nodes', metavar='HOST:PORT,...',
+                        help='with --cluster: the nodes of a running cluster to use (its db is flushed)')
     # used by the parent to run one database in a child process
     parser.add_argument('--child', choices=['sqlite', 'postgresql'], help=argparse.SUPPRESS)
     parser.add_argument('--redis-url', help=argparse.SUPPRESS)
+    parser.add_argument('--redis-cluster', help=argparse.SUPPRESS)  # the child's cluster, in place of --redis-url
     parser.add_argument('--memory-redis-url', help=argparse.SUPPRESS)
     parser.add_argument('--out', help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cluster_nodes and not args.cluster:
+        parser.error('--cluster-nodes goes with --cluster')
+    return args
 
 
 def log(message):

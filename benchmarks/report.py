@@ -25,6 +25,11 @@ def fmt_ratio(ratios):
     return f'{median:.2f}x [{p25:.2f}–{p75:.2f}]'
 
 
+def on_cluster(result):
+    """What a database's label gets for its run on a Redis Cluster (bench.py --cluster)."""
+    return ' (cluster)' if result.get('redis') == 'cluster' else ''
+
+
 def render_table(results):
     header = ['DB', 'mode', 'measurement', 'cacheops', 'floor', 'no cache',
               'cacheops ÷ floor', 'cacheops ÷ no cache', 'target', 'result']
@@ -37,7 +42,7 @@ def render_table(results):
             if outcome:
                 counts[outcome] += 1
             values = row['values']
-            cells = [db, row['mode'], row['label'],
+            cells = [db + on_cluster(result), row['mode'], row['label'],
                      fmt_value(values.get('cacheops'), row['unit']),
                      fmt_value(values.get('floor'), row['unit']),
                      fmt_value(values.get('nocache'), row['unit']),
@@ -73,7 +78,7 @@ def render_summary(results):
             target = target_for(row['key'], db)
             if row['key'] not in SUMMARY_ROWS or not target:
                 continue
-            column = f'{DB_NAMES[db]} {row["mode"]}'
+            column = f'{DB_NAMES[db]} {row["mode"]}{on_cluster(result)}'
             if column not in columns:
                 columns.append(column)
             baseline, op, limit = target
@@ -120,7 +125,9 @@ def render_report(results, notes, elapsed):
              f'(hiredis: {"yes" if env["hiredis"] else "no"}), Redis server {env["redis_server"]} '
              f'at {env["redis_url"]} (memory rows: a private redis-server {env["memory_redis_server"]}), '
              f'{os.cpu_count()} CPUs',
-             *[f'- {r["db"]}: {r["env"]["db_version"]}; {r["env"]["data"]}' for r in results],
+             *[f'- {r["db"]}{on_cluster(r)}: {r["env"]["db_version"]}; {r["env"]["data"]}'
+               + (f'; Redis Cluster {r["env"]["redis_server"]} at {r["env"]["redis_url"]}'
+                  if on_cluster(r) else '') for r in results],
              f'- {results[0]["env"]["sizes"]}',
              f'- total time {elapsed:.0f} s',
              *[f'- {note}' for note in notes], '']
