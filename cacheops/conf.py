@@ -26,6 +26,7 @@ DEFAULTS = {
     'CACHEOPS_DEGRADE_ON_FAILURE': False,
     'CACHEOPS_SKIP_FIELDS': ('FileField', 'TextField', 'BinaryField', 'JSONField'),
     'CACHEOPS_LONG_DISJUNCTION': 8,
+    'CACHEOPS_INVALIDATE_UPDATES': True,
     'CACHEOPS_SERIALIZER': 'pickle',
     'CACHEOPS_LOCK_WAIT': 30,
     'FILE_CACHE_DIR': '/tmp/cacheops_file_cache',
@@ -35,7 +36,8 @@ DEFAULTS = {
 
 # Read where they are used, so checked on every read: a flag given a string ('no') would
 # read as true, a number given one fails far from the setting
-FLAGS = frozenset({'CACHEOPS_ENABLED', 'CACHEOPS_INSIDEOUT', 'CACHEOPS_DEGRADE_ON_FAILURE'})
+FLAGS = frozenset({'CACHEOPS_ENABLED', 'CACHEOPS_INSIDEOUT', 'CACHEOPS_DEGRADE_ON_FAILURE',
+                   'CACHEOPS_INVALIDATE_UPDATES'})
 DURATIONS = frozenset({'CACHEOPS_LOCK_WAIT', 'FILE_CACHE_TIMEOUT'})
 
 

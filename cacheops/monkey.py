@@ -4,8 +4,9 @@ and undone by uninstall().
 - QuerySet: everything query.QuerySetMixin defines. It wraps Django's query property,
   filter, exclude, order_by, __getitem__, __getstate__, _clone and
   _filter_or_exclude_inplace (to record plain calls, see chain.py), _fetch_all, count,
-  exists, aggregate, get, first, last, select_for_update and bulk_create (the originals
-  are kept in chain._django) and adds cache(), nocache(), inplace(), cloning(), clone(),
+  exists, aggregate, get, first, last, select_for_update, bulk_create, update and
+  bulk_update (the last two invalidate the rows they change, query/writes.py; the
+  originals are kept in chain._django) and adds cache(), nocache(), inplace(), cloning(), clone(),
   invalidated_update(), _cache_key(), _prefix and private helpers
 - BaseManager: everything query.ManagerMixin defines
 - Collector.related_objects: deletion reads bypass the cache

@@ -10,15 +10,18 @@ updates. This module only reads and locks; invalidating is left to its callers.
   pk; read_row() compiles its SELECT once per connection, model and columns.
 - take_write_lock(), locked_rows(): rows locked in a transaction (SELECT ... FOR
   UPDATE; on SQLite the database's write lock, taken before the first read).
+- rows_to_update(), rows_by_pk(): the rows a queryset's update() changes, before it
+  (locked, one read where the query allows) and after it (query/writes.py).
 
 A layer below query/ and the events (tests/test_layers.py): it imports neither, and
 its reads never go through the cache (nocache()).
 """
 from django.db import connections, models
+from django.db.models.sql.constants import INNER
 
 from .conf import derived
 from .signals import cache_invalidated
-from .utils import chunks, written_granular_columns
+from .utils import chunks, written_granular_columns, written_tables
 
 LOCKED_READ_CHUNK = 500  # pks per locked read: under every backend's parameter limit
 
@@ -163,5 +166,54 @@ def locked_rows(model, using, pks, attnames):
     for chunk in chunks(pks, LOCKED_READ_CHUNK):
         qs = _orm_row_read(model, using, ('pk', *attnames), pk__in=chunk)
         for row in (_for_update(qs) if lock else qs):
+            rows[row.pop('pk')] = row
+    return rows
+
+
+def update_attnames(model, vendor):
+    """Attnames an update's invalidation needs of each row: every table's primary key and
+    the columns schemes can name (all of them when cache_invalidated has listeners)."""
+    fields = model._meta.concrete_model._meta.concrete_fields
+    if cache_invalidated.receivers:
+        return tuple(f.attname for f in fields)
+    pks = tuple(f.attname for f in fields if f.primary_key)
+    return tuple(dict.fromkeys(pks + granular_attnames(model._meta.concrete_model, vendor)))
+
+
+def rows_to_update(qs, using, attnames, limit):
+    """[{'pk': pk, attname: value}] of the rows qs matches, locked as an UPDATE of them
+    would lock them (in a transaction); None if there are more than limit."""
+    connection = connections[using]
+    take_write_lock(qs.model, using)
+    read = qs.using(using).order_by().values('pk', *attnames).nocache()
+    lock = connection.features.has_select_for_update
+    if not lock or _locks_only_written_rows(read):
+        rows = list((read.select_for_update(**_save_lock(connection)) if lock else read)[:limit + 1])
+        return None if len(rows) > limit else rows
+    # DISTINCT, GROUP BY or an outer join can't be read FOR UPDATE, and other tables'
+    # rows are none of the update's: the pks first, then the rows by pk, locked
+    pks = list(read.values_list('pk', flat=True)[:limit + 1])
+    if len(pks) > limit:
+        return None
+    rows = locked_rows(qs.model._meta.concrete_model, using, pks, attnames)
+    return [{'pk': pk, **row} for pk, row in rows.items()]
+
+
+def _locks_only_written_rows(read):
+    """Whether read's FOR UPDATE locks just the rows an update of it writes: its tables are
+    the model's and its multi-table parents', inner joined, and nothing is grouped."""
+    query = read.query
+    tables = {table for table, _ in written_tables(read.model)}
+    return (not query.distinct and query.group_by is None
+            # a join resolved away (an attname of a foreign key) stays, unreferenced, unused
+            and all(join.table_name in tables and join.join_type in (None, INNER)
+                    for alias, join in query.alias_map.items() if query.alias_refcount[alias]))
+
+
+def rows_by_pk(model, using, pks, attnames):
+    """{pk: {attname: value}} of these rows, read as they are now (after an update)."""
+    rows = {}
+    for chunk in chunks(pks, LOCKED_READ_CHUNK):
+        for row in _orm_row_read(model._meta.concrete_model, using, ('pk', *attnames), pk__in=chunk):
             rows[row.pop('pk')] = row
     return rows

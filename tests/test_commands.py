@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from cacheops.redis import redis_client
 from .models import Brand, Category, Label, Post
+from .utils import unseen_update
 
 pytestmark = pytest.mark.django_db(databases=['default', 'slave'])
 
@@ -65,7 +66,7 @@ def posts(cats):
 
 def test_invalidate_object(cats, posts):
     assert cached(lambda: texts(cats[0])) == cached(lambda: texts(cats[1])) == ['']
-    Post.objects.update(text='changed')
+    unseen_update(Post.objects, text='changed')
     assert queries(lambda: texts(cats[0])) == ([''], 0)  # stale
 
     out = run('invalidate', 'tests.Post.%d' % posts[0].pk)
@@ -83,7 +84,7 @@ def test_invalidate_object_on_another_database(cats):
         cat = Category.objects.using('slave').create(title='s')
         post = Post.objects.using('slave').create(title='p', category=cat)
         assert cached(lambda: texts(cat, 'slave'), 'slave') == ['']
-        Post.objects.using('slave').update(text='changed')
+        unseen_update(Post.objects.using('slave'), text='changed')
         with pytest.raises(CommandError, match='No tests.Post with pk'):
             run('invalidate', 'tests.Post.%d' % (post.pk + 1000))
         run('invalidate', 'tests.Post.%d' % post.pk, database='slave')
@@ -95,8 +96,8 @@ def test_invalidate_object_on_another_database(cats):
 def test_invalidate_model(cats, posts):
     assert cached(lambda: texts(cats[0])) == ['']
     assert cached(titles) == ['one', 'two']
-    Post.objects.update(text='changed')
-    Category.objects.update(title='same')
+    unseen_update(Post.objects, text='changed')
+    unseen_update(Category.objects, title='same')
 
     out = run('invalidate', 'tests.post')  # the model name in any case
 
@@ -113,8 +114,8 @@ def test_invalidate_model_on_every_database(cats):
         Category.objects.using('slave').create(title='s')
         assert cached(titles) == ['one', 'two']
         assert cached(lambda: titles(using='slave'), 'slave') == ['s']
-        Category.objects.update(title='x')
-        Category.objects.using('slave').update(title='y')
+        unseen_update(Category.objects, title='x')
+        unseen_update(Category.objects.using('slave'), title='y')
         run('invalidate', 'tests.Category')
         assert queries(titles) == (['x', 'x'], 1)
         assert queries(lambda: titles(using='slave'), 'slave') == (['y'], 1)
@@ -127,9 +128,9 @@ def test_invalidate_app(cats, posts):
     assert cached(lambda: texts(cats[0])) == ['']
     assert cached(titles) == ['one', 'two']
     assert cached(lambda: titles(Group)) == ['g']
-    Post.objects.update(text='changed')
-    Category.objects.update(title='same')
-    Group.objects.update(name='h')
+    unseen_update(Post.objects, text='changed')
+    unseen_update(Category.objects, title='same')
+    unseen_update(Group.objects, name='h')
 
     out = run('invalidate', 'tests')
 
@@ -157,8 +158,8 @@ def test_invalidate_all(cats, posts):
     Group.objects.create(name='g')
     assert cached(lambda: texts(cats[0])) == ['']
     assert cached(lambda: titles(Group)) == ['g']
-    Post.objects.update(text='changed')
-    Group.objects.update(name='h')
+    unseen_update(Post.objects, text='changed')
+    unseen_update(Group.objects, name='h')
 
     run('invalidate', 'all')
 
@@ -214,7 +215,7 @@ def test_invalidate_all_with_prefix_deletes_only_own_keys(cats, posts):
     put_other_data()
     assert cached(lambda: texts(cats[0])) == ['']
     assert any(k.startswith(b'mine:') for k in redis_client.keys('*'))
-    Post.objects.update(text='changed')
+    unseen_update(Post.objects, text='changed')
 
     run('invalidate', 'all')
 
@@ -243,8 +244,8 @@ def test_invalidate_all_with_per_table_prefixes(cats, posts):
     assert cached(titles) == ['one', 'two']
     keys = {k.split(b':')[0] for k in redis_client.keys('*q:*')}
     assert keys == {b'join', b'single', b'q'}
-    Post.objects.update(text='changed')
-    Category.objects.filter(title='two').update(title='deux')
+    unseen_update(Post.objects, text='changed')
+    unseen_update(Category.objects.filter(title='two'), title='deux')
 
     run('invalidate', 'all')
 

@@ -105,6 +105,7 @@ CHECKS = [
     ('cacheops.E007', {'CACHEOPS_ENABLED': 'no'}),
     ('cacheops.E007', {'CACHEOPS_INSIDEOUT': 'no'}),
     ('cacheops.E007', {'CACHEOPS_DEGRADE_ON_FAILURE': 'yes'}),
+    ('cacheops.E007', {'CACHEOPS_INVALIDATE_UPDATES': 'no'}),
     ('cacheops.E008', {'CACHEOPS_LOCK_WAIT': '30'}),
     ('cacheops.E008', {'FILE_CACHE_TIMEOUT': 0}),
     ('cacheops.W001', {'CACHEOPS': {'*.*': {'ops': 'all', 'timeout': 60}}}),
@@ -198,6 +199,7 @@ def test_a_cluster_down_is_no_bad_setting():
 
 @pytest.mark.parametrize('name, value', [
     ('CACHEOPS_ENABLED', 'no'), ('CACHEOPS_INSIDEOUT', 'no'), ('CACHEOPS_DEGRADE_ON_FAILURE', 'yes'),
+    ('CACHEOPS_INVALIDATE_UPDATES', 'no'),
 ])
 def test_a_flag_given_a_string_is_not_taken_as_true(name, value):
     with override_settings(**{name: value}):

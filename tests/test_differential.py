@@ -7,8 +7,10 @@ prefetch_related(), aggregates over joins, Subquery, Exists/OuterRef, F(), Case/
 values()/values_list(), distinct(), ordering, slicing, union/intersection/difference)
 and an op on each (fetch, count, exists, get, first, last, aggregate). It caches them,
 then applies random writes (create, save, delete with its cascades, m2m changes from
-both sides, bulk_create, invalidated_update(), queryset delete(), loaddata of a fixture,
-whose saves are raw, some in a transaction). After every write each cached read must
+both sides, bulk_create, update() and bulk_update() (some moving rows between the
+groups a filter names, some of more rows than a small CACHEOPS_LONG_DISJUNCTION, which
+then invalidate the whole model), invalidated_update(), queryset delete(), loaddata of a
+fixture, whose saves are raw, some in a transaction). After every write each cached read must
 equal its .nocache() twin.
 
 Features of newer Django versions, where the version has them:
@@ -34,6 +36,8 @@ Each read and write is printed as the code that makes it: a failing example shri
 to the shortest sequence of them. HYPOTHESIS_PROFILE=long runs many more examples
 (README.rst, "Running the tests"; the profiles are in tests/conftest.py).
 """
+import contextlib
+import functools
 import pprint
 from dataclasses import dataclass
 
@@ -618,10 +622,34 @@ def bulk_create(model, rows):
     model.objects.bulk_create(objs)
 
 
-def update(qs, **values):
+def _long_disjunction(limit):
+    """CACHEOPS_LONG_DISJUNCTION=limit for a write, if given: how many rows an update
+    invalidates by their values before it invalidates the whole model instead."""
+    return override_settings(CACHEOPS_LONG_DISJUNCTION=limit) if limit else contextlib.nullcontext()
+
+
+def update(qs, _limit=None, **values):
+    """qs.update(**values)."""
+    if _valid(qs.model, values):
+        with _long_disjunction(_limit):
+            qs.update(**values)
+
+
+def invalidated_update(qs, **values):
     """qs.invalidated_update(**values)."""
     if _valid(qs.model, values):
         qs.invalidated_update(**values)
+
+
+def bulk_update(model, pks, values, batch_size=None, _limit=None):
+    """bulk_update() of these rows (those that exist) given these values."""
+    objs = [obj for obj in map(functools.partial(_get, model), pks) if obj is not None]
+    if objs and _valid(model, values):
+        for obj in objs:
+            for name, value in values.items():
+                setattr(obj, name, value)
+        with _long_disjunction(_limit):
+            model.objects.bulk_update(objs, list(values), batch_size=batch_size)
 
 
 # Fixtures a write loads (tests/fixtures): the models each writes. loaddata saves raw
@@ -646,7 +674,8 @@ NAMESPACE = {
     'Q': Q, 'F': F, 'Count': Count, 'Sum': Sum, 'Max': Max, 'Case': Case, 'When': When, 'Value': Value,
     'Exists': Exists, 'OuterRef': OuterRef, 'Subquery': Subquery, 'Prefetch': Prefetch,
     'atomic': transaction.atomic, 'create': create, 'save': save, 'save_fields': save_fields,
-    'delete': delete, 'm2m': m2m, 'bulk_create': bulk_create, 'update': update, 'loaddata': loaddata,
+    'delete': delete, 'm2m': m2m, 'bulk_create': bulk_create, 'update': update,
+    'invalidated_update': invalidated_update, 'bulk_update': bulk_update, 'loaddata': loaddata,
     **{mode: getattr(django_models, mode) for mode in FETCH_MODES},
 }
 
@@ -972,7 +1001,8 @@ def writes(draw, models):
     name = draw(st.sampled_from([m for m in models for _ in range(2 if m in DB_PARENTS else 1)]))
     fields = WRITE_FIELDS[name]
     pk = draw(key_values(name))
-    kinds = ['create', 'save', 'save', 'save_fields', 'delete', 'qs_delete', 'update'] if fields else \
+    kinds = ['create', 'save', 'save', 'save_fields', 'delete', 'qs_delete', 'update', 'update',
+             'bulk_update'] if fields else \
         ['create', 'delete', 'qs_delete']  # a key only: nothing to save
     if name in DB_PARENTS:
         kinds.append('delete')
@@ -993,7 +1023,7 @@ def writes(draw, models):
     elif kind == 'qs_delete':
         code = '%s.objects.filter(%s)%s.delete()' % (
             name, draw(terms(ROOTS[name])), '.exclude(pk=%d)' % SPARE_SHELF if name == 'Shelf' else '')
-    elif kind == 'update':
+    elif kind in ('update', 'bulk_update'):
         values = draw(field_values(name))
         values = {n: v for n, v in values.items() if n != 'post_id'}  # one-to-one: rows would collide
         for n in values:
@@ -1001,7 +1031,22 @@ def writes(draw, models):
                 values[n] = Code("F('%s') + 1" % n)
         if not values:
             values = {n: draw(write_value(k)) for n, k in list(fields.items())[:1]}
-        code = 'update(%s.objects.filter(%s), %s)' % (name, draw(terms(ROOTS[name])), _kwargs(values))
+        # a small CACHEOPS_LONG_DISJUNCTION: an update of more rows invalidates the model
+        limit = ', _limit=%d' % draw(st.sampled_from((1, 2))) if draw(st.booleans()) else ''
+        if kind == 'bulk_update':
+            pks = draw(st.lists(key_values(name), min_size=1, max_size=4, unique=True))
+            code = 'bulk_update(%s, %r, {%s}, batch_size=%r%s)' % (
+                name, pks, ', '.join('%r: %r' % item for item in values.items()),
+                draw(st.sampled_from((None, 1, 2))), limit)
+        else:
+            term = draw(terms(ROOTS[name]))
+            moved = draw(st.sampled_from(sorted(values)))
+            if not isinstance(values[moved], Code) and draw(st.booleans()):
+                # rows leave the group the filter names for another
+                term = '%s=%r' % (moved, draw(write_value(fields[moved])))
+            method = draw(st.sampled_from(('update', 'update', 'invalidated_update')))
+            code = '%s(%s.objects.filter(%s), %s%s)' % (
+                method, name, term, _kwargs(values), limit if method == 'update' else '')
     elif kind == 'm2m':
         relation = draw(st.sampled_from(M2M[name]))
         action = draw(st.sampled_from(('add', 'remove', 'set', 'clear')))

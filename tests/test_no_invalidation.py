@@ -8,7 +8,7 @@ from django.db import connection, transaction
 
 from cacheops import invalidate_all, invalidate_model, invalidate_obj, no_invalidation
 from .models import Category, Post
-from .utils import queries
+from .utils import queries, unseen_update
 
 pytestmark = pytest.mark.django_db
 
@@ -78,7 +78,7 @@ def test_save_update_delete_and_m2o_are_all_off(cat):
 def test_explicit_invalidation_calls_are_off_too(cat):
     post = Post.objects.create(title='a', category=cat)
     warm(cat)
-    Post.objects.update(title='b')
+    unseen_update(Post.objects, title='b')
     with no_invalidation:
         invalidate_obj(post)
         invalidate_model(Post)

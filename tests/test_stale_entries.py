@@ -22,6 +22,7 @@ from django.test import override_settings
 from cacheops import getset, invalidate_all, invalidate_model
 from cacheops.conf import settings
 from tests.models import Category, Post
+from tests.utils import unseen_update
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,12 +55,12 @@ def _save(post):
 
 
 def _update_then_invalidate_model(post):
-    Post.objects.filter(pk=post.pk).update(title='new')
+    unseen_update(Post.objects.filter(pk=post.pk), title='new')
     invalidate_model(Post)
 
 
 def _update_then_invalidate_all(post):
-    Post.objects.filter(pk=post.pk).update(title='new')
+    unseen_update(Post.objects.filter(pk=post.pk), title='new')
     invalidate_all()
 
 

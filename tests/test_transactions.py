@@ -16,7 +16,7 @@ from cacheops import invalidate_all, invalidate_model, invalidate_obj
 from cacheops.transaction import TransactionState, queue_when_in_transaction, transaction_states
 from . import conftest
 from .models import All, Category, DbBinded, Post
-from .utils import queries, warm
+from .utils import queries, unseen_update, warm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -239,7 +239,7 @@ def test_manual_cache_in_transaction(django_assert_num_queries):
 def test_invalidation_calls_in_a_transaction_run_at_its_commit(rows, invalidate):
     assert warm(lambda: titles(1)) == ['a']
     with transaction.atomic():
-        All.objects.filter(pk=rows[0].pk).update(title='changed')
+        unseen_update(All.objects.filter(pk=rows[0].pk), title='changed')
         invalidate(rows[0])
         assert in_other_thread(lambda: titles(1))[0] == ['a']
     assert queries(lambda: titles(1)) == (['changed'], 1)
@@ -253,7 +253,7 @@ def test_invalidate_all_runs_again_at_the_commit_on_another_database():
         return [o.title for o in DbBinded.objects.cache().using('slave')]
     assert warm(slave_titles, 'slave') == ['old']
     with transaction.atomic(using='slave'):
-        DbBinded.objects.using('slave').update(title='new')
+        unseen_update(DbBinded.objects.using('slave'), title='new')
         invalidate_all()
         assert in_other_thread(slave_titles)[0] == ['old']
     assert queries(slave_titles, 'slave') == (['new'], 1)

@@ -1,7 +1,7 @@
 """What a write costs the cache: a save reads the row's old values with one SELECT (on
 PostgreSQL its UPDATE returns them: one statement) and invalidates with one Redis round
-trip; an invalidation deletes a bounded number of cache keys inside Redis and the rest
-from the client."""
+trip, and so does an update() of few rows; an invalidation deletes a bounded number of
+cache keys inside Redis and the rest from the client."""
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -10,7 +10,7 @@ from cacheops import invalidation
 from cacheops.conf import settings
 
 from .models import Category, Post
-from .utils import hand_packed, queries, warm
+from .utils import hand_packed, queries, unseen_update, warm
 
 pytestmark = pytest.mark.django_db
 
@@ -66,7 +66,7 @@ def test_a_save_on_postgresql_is_one_statement_returning_the_old_values(post):
     if connection.vendor != 'postgresql':
         pytest.skip('a save is one statement on PostgreSQL only')
     old, new, other = (Category.objects.create(title=t) for t in ('old', 'new', 'other'))
-    Post.objects.filter(pk=post.pk).update(category=old)  # only the database knows: no invalidation
+    unseen_update(Post.objects.filter(pk=post.pk), category=old)  # only the database knows
     for category in (old, new, other):
         warm(lambda: titles(category.pk))
     post.category = new
@@ -78,10 +78,26 @@ def test_a_save_on_postgresql_is_one_statement_returning_the_old_values(post):
     assert queries(lambda: titles(other.pk)) == ([], 0)  # still a hit
 
 
+def test_an_update_of_few_rows_reads_them_once_and_makes_one_round_trip_to_redis(
+        post, redis_commands, round_trips):
+    warm(lambda: titles(post.category_id))
+    redis_commands.clear()
+    round_trips.clear()
+    with CaptureQueriesContext(connection) as ctx:
+        assert Post.objects.filter(category_id=post.category_id).update(title='b') == 1
+    statements = [q['sql'] for q in ctx]
+    if connection.vendor == 'sqlite':  # the write lock first, as for a save
+        assert 'WHERE 1 = 0' in statements.pop(0)
+    assert len(statements) == 2, statements  # the rows' old values, the UPDATE
+    assert redis_commands == ['EVALSHA']
+    assert len(round_trips) == 1
+    assert titles(post.category_id) == ['b']
+
+
 def test_a_stale_instance_still_invalidates_by_the_values_in_the_database(post):
     other = Category.objects.create(title='other')
     stale = Post.objects.nocache().get(pk=post.pk)
-    Post.objects.filter(pk=post.pk).update(category=other)  # update() doesn't invalidate
+    unseen_update(Post.objects.filter(pk=post.pk), category=other)  # the cache is not told
     warm(lambda: titles(other.pk))
     stale.title = 'b'
     stale.save()  # moves the row back from `other`, which only the database knows

@@ -25,6 +25,7 @@ from cacheops import rows
 from cacheops.events import returning, saves
 from tests.models import (Assorted, Category, Gadget, JsonDoc, Lossy, LossyIntegerField, Media,
                           Movie, Note, Post, ProxyPost, SelectOnSave)
+from tests.utils import unseen_update
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -382,7 +383,7 @@ def test_a_field_the_database_cant_match_falls_back_to_invalidating_the_model(ei
     row = Lossy.objects.get(pk=row.pk)  # reads num as 1005, the database holds 5
     other = Lossy.objects.create(title='theirs')
     assert Lossy.objects.filter(title='other').cache().count() == 0
-    Lossy.objects.filter(pk=other.pk).update(title='other')  # a mass update: no invalidation
+    unseen_update(Lossy.objects.filter(pk=other.pk), title='other')  # the cache is not told
     row.title = 'saved'
     # the conditional update can't match: Django's, unconditional, runs; the values the
     # one statement returns don't prepare back to the database's
@@ -480,7 +481,7 @@ def test_a_save_is_one_update_that_invalidates_by_the_values_it_overwrote():
     c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
     post = Post.objects.create(title='p', category=c1)
     stale = Post.objects.get(pk=post.pk)
-    Post.objects.filter(pk=post.pk).update(category=c2)  # a mass update: no invalidation
+    unseen_update(Post.objects.filter(pk=post.pk), category=c2)  # the cache is not told
     assert _cached(c2) == [(post.pk, 'p')]
     stale.category = c3
     sqls = _statements(stale.save)
@@ -493,7 +494,7 @@ def test_a_save_of_some_fields_invalidates_where_the_database_has_the_row():
     c1, c2 = Category.objects.create(title='c1'), Category.objects.create(title='c2')
     post = Post.objects.create(title='p', category=c1)
     stale = Post.objects.get(pk=post.pk)
-    Post.objects.filter(pk=post.pk).update(category=c2)  # a mass update: no invalidation
+    unseen_update(Post.objects.filter(pk=post.pk), category=c2)  # the cache is not told
     assert _cached(c2) == [(post.pk, 'p')]
     stale.title = 'retitled'
     assert len(_statements(lambda: stale.save(update_fields=['title']))) == 1
@@ -506,7 +507,7 @@ def test_an_f_expression_save_invalidates_by_the_value_the_database_computed(eit
     returns the value, elsewhere the save reads it after its UPDATE."""
     category = Category.objects.create(title='c')
     gadget = Gadget.objects.create(category=category, stock=5)
-    Gadget.objects.filter(pk=gadget.pk).update(stock=10)  # a mass update: no invalidation
+    unseen_update(Gadget.objects.filter(pk=gadget.pk), stock=10)  # the cache is not told
     assert Gadget.objects.filter(stock=10).cache().count() == 1
     assert Gadget.objects.filter(stock=11).cache().count() == 0
     assert Gadget.objects.filter(stock=12).cache().count() == 0
@@ -535,7 +536,7 @@ def test_values_the_database_computes_on_save_are_invalidated_by_and_refreshed()
         assert row.total == 8
     assert [Priced.objects.filter(total=total).cache().count() for total in (6, 8)] == [0, 1]
 
-    Priced.objects.filter(pk=row.pk).update(code=1)  # a mass update: no invalidation
+    unseen_update(Priced.objects.filter(pk=row.pk), code=1)  # the cache is not told
     assert [Priced.objects.filter(code=code).cache().count() for code in (1, 7)] == [1, 0]
     again = Priced(pk=row.pk, price=2, quantity=4)  # code left to the database: DEFAULT
     assert len(_statements(again.save)) == 1
@@ -563,7 +564,7 @@ def test_a_statement_that_cant_be_built_falls_back_to_reading_the_old_values(mon
     c1, c2, c3 = (Category.objects.create(title=t) for t in ('c1', 'c2', 'c3'))
     post = Post.objects.create(title='p', category=c1)
     stale = Post.objects.get(pk=post.pk)
-    Post.objects.filter(pk=post.pk).update(category=c2)  # a mass update: no invalidation
+    unseen_update(Post.objects.filter(pk=post.pk), category=c2)  # the cache is not told
     assert _cached(c2) == [(post.pk, 'p')]
     stale.category = c3
     sqls = _statements(stale.save)
@@ -668,7 +669,7 @@ def test_deleting_an_outdated_instance_invalidates_where_the_row_is():
 def test_deleting_through_a_queryset_reads_rows_as_they_are_when_deleted():
     c1, c2 = Category.objects.create(title='c1'), Category.objects.create(title='c2')
     posts = [Post.objects.create(title='p%d' % i, category=c1) for i in range(3)]
-    Post.objects.filter(pk=posts[0].pk).update(category=c2)  # no invalidation: a mass update
+    unseen_update(Post.objects.filter(pk=posts[0].pk), category=c2)  # the cache is not told
     assert _cached(c2) == [(posts[0].pk, 'p0')]
     # the collector loads the rows, then they are read again, locked, before the DELETE
     Post.objects.filter(pk__in=[p.pk for p in posts]).delete()

@@ -9,6 +9,7 @@ try:
 except ImportError:  # redis-py before 4.5, where Connection is the others' base class
     from redis.connection import Connection as AbstractConnection
 
+from cacheops import no_invalidation
 from cacheops.redis.held import PLAIN_REDIS
 
 # A test of cacheops.redis's hand-packed layer (the connection a thread keeps, stores sent
@@ -60,3 +61,10 @@ def losing_replies(monkeypatch, lose):
         return reply
     monkeypatch.setattr(AbstractConnection, 'read_response', read)
     return lost
+
+
+def unseen_update(qs, **kwargs):
+    """qs.update(**kwargs) the cache is not told of, as by a program without cacheops:
+    what only the database knows (update() invalidates, CACHEOPS_INVALIDATE_UPDATES)."""
+    with no_invalidation:
+        return qs.update(**kwargs)

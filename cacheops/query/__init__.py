@@ -7,7 +7,7 @@ Bottom up, each module importing only those before it:
     keys.py         a queryset's key and DNFs from its fingerprint, and their memos
     fetch_modes.py  Django 6.1's fetch modes for instances read from the cache
     gets.py         get() by one unique column, keyed from the value; local_get
-    writes.py       bulk_create(), invalidated_update()
+    writes.py       bulk_create(), update(), bulk_update(), invalidated_update()
     on_save.py      cache_on_save: a saved instance stored where get() reads it
     mixins.py       QuerySetMixin (the parts above gathered in) and ManagerMixin
 
