@@ -1,6 +1,7 @@
 """qs.update() and qs.bulk_update() invalidate the rows they change by their values before
 and after the write, read in its transaction; above CACHEOPS_LONG_DISJUNCTION rows, the
 whole model. CACHEOPS_INVALIDATE_UPDATES = False gives the original's plain writes."""
+import threading
 from unittest import mock
 
 import pytest
@@ -12,6 +13,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from cacheops import invalidation, no_invalidation
+from cacheops.query import writes
 from .models import All, Category, NoProfile, OwnedVehicle, Poem, Post, Vehicle, Work
 from .utils import queries, warm
 
@@ -173,6 +175,45 @@ def test_update_on_sqlite_takes_the_write_lock_before_reading():
     with CaptureQueriesContext(connection) as ctx:
         All.objects.filter(tag=1).update(tag=2)
     assert ctx[0]['sql'].startswith('UPDATE') and 'WHERE 1 = 0' in ctx[0]['sql']
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_racing_an_update_waits_for_the_rows_it_read(monkeypatch, cats):
+    """Another writer moving a row the update has read waits for the update's commit:
+    the update changes the row where it read it, and the move invalidates after it."""
+    if connection.vendor == 'sqlite':
+        pytest.skip('SQLite: the write lock is taken before the read (the test above)')
+    post = Post.objects.create(title='old', category=cats[0])
+    warm(lambda: titles(cats[2]))
+    moved, errors = threading.Event(), []
+
+    def mover():
+        try:
+            row = Post.objects.nocache().get(pk=post.pk)
+            row.category = cats[2]
+            row.save(update_fields=['category'])
+        except Exception as e:  # reported by the test below
+            errors.append(e)
+        finally:
+            moved.set()
+            connection.close()
+
+    read = writes.rows_to_update
+    other = threading.Thread(target=mover)
+
+    def read_then_let_the_mover_in(*args):
+        rows = read(*args)
+        other.start()
+        waited.append(not moved.wait(0.5))
+        return rows
+
+    waited = []
+    monkeypatch.setattr(writes, 'rows_to_update', read_then_let_the_mover_in)
+    assert Post.objects.filter(category=cats[0]).update(title='new') == 1
+    other.join(10)
+    assert waited == [True], 'the mover did not wait for the rows the update read'
+    assert moved.is_set() and not errors, errors
+    assert titles(cats[2]) == ['new'] == [p.title for p in Post.objects.nocache().filter(category=cats[2])]
 
 
 # bulk_update()
