@@ -16,9 +16,10 @@ import warnings
 
 import redis
 
-from .conf import derived, insideout, prefix_func, serializer, settings
+from .conf import derived, insideout, is_cluster, prefix_func, serializer, settings
 from .failed import failed as failed_invalidations, retry_failed
-from .keys import conj_key, epoch_key, lock_key, prefix_for, schemes_key, scheme, signal_key
+from .keys import (conj_key, epoch_key, lock_key, prefix_for, reaping_key, schemes_key, scheme,
+                   signal_key)
 from .redis import CONNECTION_ERRORS, get_client, read_command, run_script, send_script, start_script
 from .serialization import LayoutChanged
 from .utils import remember
@@ -180,7 +181,7 @@ def _wait_for_owner(client, key):
     blocks in slices shorter than it.
     """
     deadline = time.monotonic() + settings.CACHEOPS_LOCK_WAIT
-    socket_timeout = client.connection_pool.connection_kwargs.get('socket_timeout')
+    socket_timeout = _socket_timeout(client)
     while True:
         left = deadline - time.monotonic()
         step = min(left, socket_timeout * 0.8) if socket_timeout else left
@@ -193,12 +194,21 @@ def _wait_for_owner(client, key):
             return  # the client gave up waiting: compute instead
 
 
+def _socket_timeout(client):
+    pool = getattr(client, 'connection_pool', None)
+    if pool is not None:
+        return pool.connection_kwargs.get('socket_timeout')
+    return client.nodes_manager.connection_kwargs.get('socket_timeout')  # a cluster's
+
+
 def _store(key, marker, value, lock):
     send_script('store', [key, signal_key(key)], [marker, _dumps(value), '1' if lock else '0'])
 
 
 def _prepare(key, keys, args, timeout, warm=None, lock=False):
     """(status, marker or value) of prepare.lua; warm() runs while Redis answers."""
+    if is_cluster():
+        return _prepare_cluster(key, keys, timeout, warm, lock)
     marker = new_marker()
     script = ('prepare', [key, signal_key(key), *keys], [marker, timeout, *args])
     if warm is None:
@@ -214,6 +224,29 @@ def _prepare(key, keys, args, timeout, warm=None, lock=False):
             raise
         status, payload = reply()
     return _ours(status, payload, marker)
+
+
+def _prepare_cluster(key, registrations, timeout, warm, lock):
+    """_prepare() on a cluster: the marker in the cache key's slot, then each table's
+    registration in its own, whatever marker was found there (its owner may not have
+    registered yet), all before the query (docs/design.md, "Redis Cluster")."""
+    marker = new_marker()
+    status, payload = _ours(*run_script('prepare', [key, signal_key(key)], [marker, timeout]), marker)
+    if status == b'hit':
+        return status, payload
+    try:
+        for keys, args in registrations:
+            run_script('register', keys, [key, timeout, *args])
+        if warm is not None:
+            try:
+                warm()
+            except Exception:  # noqa: BLE001 - compute() does the same work again, failing as it would
+                pass
+    except BaseException:
+        if status == b'mine':
+            _release_quietly(key, lambda: (status, payload), marker, lock)
+        raise
+    return status, payload
 
 
 def _ours(status, payload, marker):
@@ -248,7 +281,10 @@ def _tables(dnfs):
 
 
 def _registration(dnfs):
-    """KEYS and ARGV tails registering a key: per table its schemes set and conj keys."""
+    """KEYS and ARGV tails registering a key: per table its schemes set and conj keys.
+    On a cluster, [(KEYS, ARGV tail)] of register.lua, one per table."""
+    if is_cluster():
+        return _registrations(dnfs), None
     keys, args = [], []
     for prefix, table, conjs in _tables(dnfs):
         keys.append(schemes_key(prefix, table))
@@ -257,6 +293,16 @@ def _registration(dnfs):
             keys.append(conj_key(prefix, table, conj))
             args.append(scheme(conj))
     return keys, args
+
+
+def _registrations(dnfs):
+    found = []
+    for prefix, table, conjs in _tables(dnfs):
+        conj_keys = [conj_key(prefix, table, conj) for conj in conjs]
+        found.append(([schemes_key(prefix, table), *conj_keys,
+                       *(reaping_key(prefix, conj) for conj in conj_keys)],
+                      [scheme(conj) for conj in conjs]))
+    return found
 
 
 # Insideout mode
@@ -306,7 +352,10 @@ def _read_insideout(client, key, conj_keys, epoch_keys):
     """(the value stored at key if the stamps of its conjunctions are all there and
     unchanged since it was computed, else None; the stamps; the tables' epochs). One
     MGET reads them all at once: a plain command costs Redis a tenth of what a script does."""
-    reply = read_command(client, 'MGET', key, *conj_keys, *epoch_keys)
+    if is_cluster():  # MGET by slot, in the order given
+        reply = client.mget_nonatomic([key, *conj_keys, *epoch_keys])
+    else:
+        reply = read_command(client, 'MGET', key, *conj_keys, *epoch_keys)
     value, end = reply[0], len(conj_keys) + 1
     stamps, epochs = reply[1:end], reply[end:]
     if value is None or None in stamps or value[:40] != _checksum(stamps):
@@ -343,7 +392,7 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
             # Stamps read before the query protect the store as well as fresh ones: an
             # invalidation since deletes one, and the checksum never validates.
             value = computed()
-        elif None not in epochs:
+        elif None not in epochs and not is_cluster():
             # Missing stamps have nothing for an invalidation to delete, but the
             # invalidation replaces its tables' epochs: the store checks them, and
             # makes the stamps itself.
@@ -363,10 +412,31 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
         if lock:
             _release_lock(client, key)
         return value
+    if is_cluster():
+        _store_insideout_cluster(key, dnfs, conj_keys, stamps, value, timeout, lock)
+        return value
     send_script('store_insideout', [key, lock_key(key), signal_key(key), *conj_keys],
                 [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
                  settings.CACHEOPS_LOCK_WAIT])
     return value
+
+
+def _store_insideout_cluster(key, dnfs, conj_keys, stamps, value, timeout, lock):
+    """The insideout store on a cluster: each table's stamps kept past the value, in
+    their slot, then the value with the checksum of the stamps read, in its own."""
+    for table_keys in _by_table(dnfs, conj_keys):
+        send_script('extend_stamps', table_keys, [timeout])
+    send_script('store_insideout', [key, lock_key(key), signal_key(key)],
+                [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
+                 settings.CACHEOPS_LOCK_WAIT])
+
+
+def _by_table(dnfs, conj_keys):
+    """conj_keys (in _insideout_keys() order) cut into one list per table."""
+    start = 0
+    for _, _, conjs in _tables(dnfs):
+        yield conj_keys[start:start + len(conjs)]
+        start += len(conjs)
 
 
 def _release_lock(client, key):
@@ -379,6 +449,8 @@ def _prepare_insideout(dnfs, conj_keys, epoch_keys, timeout):
     """The stamps of these conjunctions, created where missing, with the schemes recorded
     and the tables' epochs created where missing; None if a conjunction is a set of
     conj-set mode (a deploy switching modes), which a stamp must not replace."""
+    if is_cluster():
+        return _prepare_insideout_cluster(dnfs, conj_keys, epoch_keys, timeout)
     args = [os.urandom(8).hex(), timeout, len(conj_keys)]
     schemes_keys = []
     for prefix, table, conjs in _tables(dnfs):
@@ -386,6 +458,21 @@ def _prepare_insideout(dnfs, conj_keys, epoch_keys, timeout):
         args.append(len(conjs))
         args.extend(scheme(conj) for conj in conjs)
     return run_script('prepare_insideout', [*conj_keys, *schemes_keys, *epoch_keys], args)
+
+
+def _prepare_insideout_cluster(dnfs, conj_keys, epoch_keys, timeout):
+    """_prepare_insideout() one table at a time, each in its slot: all before the query,
+    so an invalidation after a table's turn replaces a stamp read there."""
+    fresh, stamps, conj_set = os.urandom(8).hex(), [], False
+    tables = list(_tables(dnfs))
+    for (prefix, table, conjs), table_keys, epoch in zip(tables, _by_table(dnfs, conj_keys), epoch_keys):
+        found = run_script('prepare_insideout', [*table_keys, schemes_key(prefix, table), epoch],
+                           [fresh, timeout, len(table_keys), len(conjs), *map(scheme, conjs)])
+        if found is None:
+            conj_set = True
+        else:
+            stamps.extend(found)
+    return None if conj_set else stamps
 
 
 def _store_insideout_fresh(key, dnfs, conj_keys, epoch_keys, stamps, epochs, value, timeout, lock):

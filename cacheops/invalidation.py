@@ -21,8 +21,8 @@ from funcy import distinct, lcat
 
 from .conf import prefix_func
 from .failed import REDIS_FAILURES, failed, failed_lock, retry_failed, run_safely  # noqa: F401
-from .keys import (PrefixQuery, conj_prefix, epoch_key, handover_key, is_conj_key, prefix_for,
-                   prefixed_tables, scan_conj_keys, schemes_key)
+from .keys import (PrefixQuery, conj_prefix, epoch_key, handover_key, hash_tag, is_conj_key,
+                   prefix_for, prefixed_tables, scan_conj_keys, schemes_key)
 from .redis import get_client, is_cluster, run_script
 from .signals import cache_invalidated
 from .transaction import queue_when_in_transaction, transaction_states
@@ -135,8 +135,18 @@ def _replace_epochs(client, prefixed):
 def invalidate_conjs(client, conjs, prefix='', table=None):
     """Delete these conjunction keys and the cache keys they reference (a handover set
     with prefix, in table's slot on a cluster, keeps those until they are deleted)."""
-    for chunk in chunks(conjs, UNLINK_CHUNK):
-        _run_invalidate_conjs(client, [handover_key(prefix, new_epoch(), table), *chunk])
+    groups = {table: conjs}
+    if is_cluster() and table is None:  # found over many tables: a script per table's slot
+        groups = {}
+        for conj in conjs:
+            groups.setdefault(hash_tag(_text(conj)), []).append(conj)
+    for table, conjs in groups.items():
+        for chunk in chunks(conjs, UNLINK_CHUNK):
+            _run_invalidate_conjs(client, [handover_key(prefix, new_epoch(), table), *chunk])
+
+
+def _text(key):
+    return key.decode(errors='replace') if isinstance(key, bytes) else key
 
 
 @kept_on_failure

@@ -89,12 +89,55 @@ def scheme(conj):
 
 def signal_key(cache_key):
     """The list a dog-pile lock's waiters block on."""
-    return cache_key + ':signal'
+    return beside(cache_key, ':signal')
 
 
 def lock_key(cache_key):
     """The dog-pile lock of a key in insideout mode (conj-set mode locks with its pending marker)."""
-    return cache_key + ':lock'
+    return beside(cache_key, ':lock')
+
+
+def reaping_key(prefix, conj):
+    """Key of the set reap_conjs() keeps, on a cluster, the members of a conj set it is
+    checking in: a registration meanwhile takes its key out, and it is not removed."""
+    return '%sreaping:%s' % (prefix, conj[len(prefix):])
+
+
+def hash_tag(key):
+    """The part of a key a cluster hashes when it has one: after the first '{', up to
+    the next '}', if not empty (Redis Cluster's rule); else None."""
+    start = key.find('{')
+    if start == -1:
+        return None
+    end = key.find('}', start + 1)
+    return key[start + 1:end] if end > start + 1 else None
+
+
+def beside(key, suffix):
+    """key + suffix, in key's slot on a cluster: there, a key without a hash tag of its
+    own becomes the tag. On one Redis the names are COMPAT.md's."""
+    if not is_cluster() or hash_tag(key) is not None:
+        return key + suffix
+    if '}' not in key:
+        return '{%s}%s' % (key, suffix)
+    # a '}' can't be in a tag: one that hashes to the key's slot goes first instead
+    from redis.crc import key_slot
+    return '{%s}%s%s' % (_tag_of_slot(key_slot(key.encode())), key, suffix)
+
+
+def _tag_of_slot(slot):
+    """A short hash tag in this cluster slot, found once per slot (16384 tries on average)."""
+    found = _slot_tags.get(slot)
+    if found is None:
+        from redis.crc import key_slot
+        n = 0
+        while key_slot(b'%x' % n) != slot:
+            n += 1
+        found = _slot_tags[slot] = '%x' % n
+    return found
+
+
+_slot_tags = {}  # at most one per slot: 16384
 
 
 # Which keys are cacheops' conjunction keys

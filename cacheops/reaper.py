@@ -8,8 +8,8 @@ blocked for long. Insideout mode has no such sets: its stamps are left alone.
 """
 from dataclasses import dataclass
 
-from .keys import scan_conj_keys
-from .redis import get_client, run_script
+from .keys import reaping_key, scan_conj_keys
+from .redis import get_client, is_cluster, run_script
 from .utils import chunks
 
 
@@ -48,11 +48,11 @@ def reap_conjs(chunk_size=1000, min_conj_set_size=1000, progress=None):
 
 def _big_conj_sets(client, chunk_size, min_size, stats, notify):
     """(key, size) of each conjunction set with at least min_size members."""
-    for _, keys in scan_conj_keys(client, chunk_size):
+    for prefix, keys in scan_conj_keys(client, chunk_size):
         stats.conj_keys += len(keys)
         for key, size in zip(keys, _set_sizes(client, keys)):
             if size is not None and size >= min_size:
-                yield key, size
+                yield (prefix, key), size
         notify(stats)
 
 
@@ -64,13 +64,14 @@ def _set_sizes(client, keys):
     return [None if isinstance(r, Exception) else r for r in pipe.execute(raise_on_error=False)]
 
 
-def _reap_set(client, conj, chunk_size, stats, notify):
+def _reap_set(client, found, chunk_size, stats, notify):
+    prefix, conj = found
     cursor = 0
     while True:
         # SSCAN returns every member present for the whole walk, whatever we remove meanwhile
         cursor, members = client.sscan(conj, cursor, count=chunk_size)
         for chunk in chunks(members, chunk_size):
-            removed, left = _reap_members(conj, chunk)
+            removed, left = _reap_members(client, prefix, conj, chunk)
             stats.members += len(chunk)
             stats.removed += removed
             notify(stats)
@@ -81,6 +82,19 @@ def _reap_set(client, conj, chunk_size, stats, notify):
             return
 
 
-def _reap_members(conj, members):
-    """SREM the members that don't exist as keys; checked and removed in one script."""
-    return run_script('reap_conj', [conj, *members])
+def _reap_members(client, prefix, conj, members):
+    """SREM the members that don't exist as keys; checked and removed in one script, or
+    on a cluster, where they live in other slots, in three steps (lua/reap_marked.lua)."""
+    if not is_cluster():
+        return run_script('reap_conj', [conj, *members])
+    reaping = reaping_key(prefix, conj.decode() if isinstance(conj, bytes) else conj)
+    client.pipeline(transaction=False).sadd(reaping, *members).expire(reaping, 3600).execute()
+    return run_script('reap_marked', [conj, reaping], _missing(client, members), client)
+
+
+def _missing(client, keys):
+    """The keys that don't exist (each checked in its own slot)."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.exists(key)
+    return [key for key, found in zip(keys, pipe.execute()) if not found]

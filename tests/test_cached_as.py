@@ -10,6 +10,7 @@ from django.test import override_settings
 import cacheops.redis
 from cacheops import cached_as
 from cacheops.signals import cache_read
+from .cluster import redis_keys
 from .models import All, Category, NoProfile, Post
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +51,7 @@ def _named(func, name):
 
 
 def cached_keys():
-    return [k.decode() for k in cacheops.redis.redis_client.keys('*as:*')]
+    return [k.decode() for k in redis_keys('*as:*')]
 
 
 # Caching and invalidation

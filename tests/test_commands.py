@@ -12,6 +12,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from cacheops.redis import redis_client
+from .cluster import redis_keys
 from .models import Brand, Category, Label, Post
 from .utils import unseen_update
 
@@ -214,7 +215,7 @@ def assert_other_data_kept():
 def test_invalidate_all_with_prefix_deletes_only_own_keys(cats, posts):
     put_other_data()
     assert cached(lambda: texts(cats[0])) == ['']
-    assert any(k.startswith(b'mine:') for k in redis_client.keys('*'))
+    assert any(k.startswith(b'mine:') for k in redis_keys('*'))
     unseen_update(Post.objects, text='changed')
 
     run('invalidate', 'all')
@@ -223,7 +224,7 @@ def test_invalidate_all_with_prefix_deletes_only_own_keys(cats, posts):
     assert_other_data_kept()
     run('invalidate', 'all')
     # and the schemes sets of cacheops' tables, which only tell writes where to look
-    left = set(redis_client.keys('*'))
+    left = set(redis_keys('*'))
     assert {k for k in left if not k.startswith(b'mine:schemes:')} == \
         {k.encode() for k in OTHER_DATA} | {b'conj:no_such_table:a=1'}
 
@@ -242,7 +243,7 @@ def test_invalidate_all_with_per_table_prefixes(cats, posts):
     assert cached(in_one) == ['']
     assert cached(lambda: texts(cats[0])) == ['']
     assert cached(titles) == ['one', 'two']
-    keys = {k.split(b':')[0] for k in redis_client.keys('*q:*')}
+    keys = {k.split(b':')[0] for k in redis_keys('*q:*')}
     assert keys == {b'join', b'single', b'q'}
     unseen_update(Post.objects, text='changed')
     unseen_update(Category.objects.filter(title='two'), title='deux')
@@ -334,18 +335,18 @@ def test_reapconjs_default_chunk_size_is_1000(cats):
     redis_client.sadd(conj, *('q:expired%d' % i for i in range(2500)))
     scans, scripts = [], []
     client_class = type(get_client())
-    sscan, run_script = client_class.sscan, reaper.run_script
+    sscan, reap_members = client_class.sscan, reaper._reap_members
 
     def spied_sscan(self, name, cursor=0, match=None, count=None, **kwargs):
         scans.append(count)
         return sscan(self, name, cursor, match=match, count=count, **kwargs)
 
-    def spied_run_script(name, keys=(), args=()):
-        scripts.append(len(keys) - 1)  # the conj key, then the members
-        return run_script(name, keys, args)
+    def spied_reap_members(client, prefix, conj, members):
+        scripts.append(len(members))
+        return reap_members(client, prefix, conj, members)
 
     with mock.patch.object(client_class, 'sscan', spied_sscan), \
-            mock.patch.object(reaper, 'run_script', spied_run_script):
+            mock.patch.object(reaper, '_reap_members', spied_reap_members):
         out = run('reapconjs', '--min-conj-set-size=1')
     assert '2500 references to expired keys removed' in out
     assert set(scans) == {1000}

@@ -129,7 +129,7 @@ def test_invalidate_m2o_imports_from_cacheops_query_before_the_apps_are_ready():
 # cacheops.redis.redis_client
 
 def test_the_client_is_created_from_settings_when_first_used():
-    with override_settings(CACHEOPS_REDIS='redis://127.0.0.1:1/0'):  # nothing listens there
+    with override_settings(CACHEOPS_REDIS='redis://127.0.0.1:1/0', CACHEOPS_CLUSTER={}):  # nothing listens there
         assert cacheops.redis.redis_client._wrapped is empty
         kwargs = cacheops.redis.redis_client.connection_pool.connection_kwargs
         assert kwargs['port'] == 1

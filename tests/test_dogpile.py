@@ -3,7 +3,7 @@ in Redis until its result is there (bounded by CACHEOPS_LOCK_WAIT), then read it
 
 The interleavings are forced, not timed: the first caller's function waits on an
 event, and the test releases it only once the second caller is seen blocking in
-redis.Redis.brpoplpush (hooked to report it).
+the client's brpoplpush (hooked to report it).
 """
 import multiprocessing
 import threading
@@ -11,12 +11,11 @@ import time
 from unittest import mock
 
 import pytest
-import redis
-from django.conf import settings as django_settings
 from django.db import connection, connections
 from django.test import override_settings
 
 from cacheops import cached_as
+from .cluster import client_class, own_client, with_client_options
 from .models import Category, Post
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -56,14 +55,14 @@ class Waits(list):
 @pytest.fixture
 def waits():
     waits = Waits()
-    original = redis.Redis.brpoplpush
+    original = client_class().brpoplpush
 
     def brpoplpush(self, *args, **kwargs):
         waits.append(threading.current_thread().name)
         waits.arrived.set()
         return original(self, *args, **kwargs)
 
-    with mock.patch.object(redis.Redis, 'brpoplpush', brpoplpush):
+    with mock.patch.object(client_class(), 'brpoplpush', brpoplpush):
         yield waits
 
 
@@ -163,7 +162,7 @@ def test_the_wait_is_bounded(category, waits):
 
 def test_a_hit_with_lock_costs_what_a_hit_without_lock_costs(category):
     commands = []
-    original = redis.Redis.execute_command
+    original = client_class().execute_command
 
     def execute_command(self, *args, **kwargs):
         commands.append(args[0])
@@ -176,7 +175,7 @@ def test_a_hit_with_lock_costs_what_a_hit_without_lock_costs(category):
     without_lock = cached_as(Post, extra='no lock')(body)
     with_lock()
     without_lock()
-    with mock.patch.object(redis.Redis, 'execute_command', execute_command):
+    with mock.patch.object(client_class(), 'execute_command', execute_command):
         with_lock()
         hit_with_lock = list(commands)
         commands.clear()
@@ -188,7 +187,7 @@ def test_a_hit_with_lock_costs_what_a_hit_without_lock_costs(category):
 # Processes
 
 def _signals():
-    return redis.Redis.from_url(django_settings.CACHEOPS_REDIS)
+    return own_client()
 
 
 def _heavy_in_process():
@@ -207,8 +206,8 @@ def _call_in_process():
         _signals().rpush('test:waiting', 1)
         return original(self, *args, **kwargs)
 
-    original = redis.Redis.brpoplpush
-    redis.Redis.brpoplpush = brpoplpush
+    original = client_class().brpoplpush
+    client_class().brpoplpush = brpoplpush
     try:
         _signals().rpush('test:results', repr(heavy_in_process()))
     finally:
@@ -254,9 +253,7 @@ def test_a_wait_longer_than_the_socket_timeout(category, waits):
     heavy = Heavy('first', 'second')
     func = cached_as(Post, lock=True)(heavy)
     results = {}
-    url = django_settings.CACHEOPS_REDIS
-    url += ('&' if '?' in url else '?') + 'socket_timeout=1'
-    with override_settings(CACHEOPS_REDIS=url, CACHEOPS_LOCK_WAIT=30):
+    with override_settings(**with_client_options(socket_timeout=1), CACHEOPS_LOCK_WAIT=30):
         first = in_thread(func, 'first', results)
         assert heavy.entered['first'].wait(10)
         second = in_thread(lambda: _or_error(func), 'second', results)

@@ -104,7 +104,7 @@ def run_under_pressure(url):
 
 
 def test_insideout_never_serves_stale_data_under_memory_pressure(small_redis):
-    with override_settings(CACHEOPS_REDIS=small_redis, CACHEOPS_INSIDEOUT=True):
+    with override_settings(CACHEOPS_REDIS=small_redis, CACHEOPS_CLUSTER={}, CACHEOPS_INSIDEOUT=True):
         stale, reads, evicted = run_under_pressure(small_redis)
         info = redis.Redis.from_url(small_redis).info()
     assert reads > STEPS // 2
@@ -119,7 +119,7 @@ def test_conj_set_mode_does_serve_stale_data_under_the_same_pressure(small_redis
     """The contrast, showing the check above can fail: in conj-set mode an evicted conj
     set loses its registrations, and writes then miss the entries it referenced. This
     is why the README asks for insideout mode with maxmemory."""
-    with override_settings(CACHEOPS_REDIS=small_redis, CACHEOPS_INSIDEOUT=False):
+    with override_settings(CACHEOPS_REDIS=small_redis, CACHEOPS_CLUSTER={}, CACHEOPS_INSIDEOUT=False):
         stale, reads, evicted = run_under_pressure(small_redis)
     assert any('conj:' in k for k in evicted)
     assert stale, 'conj-set mode read nothing stale: the pressure is too low to show anything'

@@ -12,10 +12,12 @@ from django.test import override_settings
 import cacheops.redis
 from cacheops import cached_as, invalidate_model
 from cacheops.redis import held, scripts, wire
+from .cluster import single_redis
 from .models import Category, Post
 from .utils import queries, warm
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, single_redis(
+    'CACHEOPS_PLAIN_REDIS turns off the hand-packed layer, which a cluster client never uses')]
 
 # What the switch leaves called: the entry points, which hand over to redis-py
 ENTRY_POINTS = {'read_command', '_direct_pool', '_plain_redis'}

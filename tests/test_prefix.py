@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from cacheops import CacheMiss, cache, cached_as, invalidate_all, invalidate_model, invalidate_obj
 from cacheops.keys import PrefixQuery
 from cacheops.redis import redis_client
+from .cluster import redis_keys
 from .models import Category, Post
 from .utils import unseen_update
 
@@ -35,7 +36,7 @@ def warm(func, using='default'):
 
 
 def keys(pattern='*'):
-    return {k.decode() for k in redis_client.keys(pattern)}
+    return {k.decode() for k in redis_keys(pattern)}
 
 
 def titles(using='default', **filters):

@@ -8,12 +8,12 @@ import uuid
 from unittest import mock
 
 import pytest
-import redis
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from cacheops import getset
 from cacheops.redis import redis_client
+from .cluster import client_class
 from .models import CacheOnSaveProfile, CacheOnSaveSlug, Category, DbAgnostic, Local, Locked
 from .utils import queries
 
@@ -189,7 +189,7 @@ def two_readers(make_qs, hold_first):
     it ran, and whether the second waited for a dog-pile lock."""
     selected, go, waiting = threading.Event(), threading.Event(), threading.Event()
     compute_once = getset._Computed.__call__
-    real_brpoplpush = redis.Redis.brpoplpush
+    real_brpoplpush = client_class().brpoplpush
 
     def compute(self):
         value = compute_once(self)
@@ -206,7 +206,7 @@ def two_readers(make_qs, hold_first):
     first = threading.Thread(target=_read, args=(make_qs, results, 'first'), name='first')
     second = threading.Thread(target=_read, args=(make_qs, results, 'second'), name='second')
     with mock.patch.object(getset._Computed, '__call__', compute), \
-            mock.patch.object(redis.Redis, 'brpoplpush', brpoplpush):
+            mock.patch.object(client_class(), 'brpoplpush', brpoplpush):
         first.start()
         assert selected.wait(10), 'the first reader never queried'
         second.start()

@@ -4,10 +4,10 @@ import time
 from unittest import mock
 
 import pytest
-import redis
 from django.db import connection
 
 from cacheops import getset
+from tests.cluster import client_class
 from tests.models import Category, Post
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,13 +66,13 @@ def test_without_lock_every_reader_computes(category):
 
 def test_waiters_block_in_redis_not_in_a_polling_loop(category):
     waits = []
-    original = redis.Redis.brpoplpush
+    original = client_class().brpoplpush
 
     def brpoplpush(self, *args, **kwargs):
         waits.append(threading.current_thread().name)
         return original(self, *args, **kwargs)
 
-    with mock.patch.object(redis.Redis, 'brpoplpush', brpoplpush):
+    with mock.patch.object(client_class(), 'brpoplpush', brpoplpush):
         computes, results = _read_concurrently(
             lambda: Post.objects.filter(category=category).cache(lock=True))
     assert len(computes) == 1
@@ -82,7 +82,7 @@ def test_waiters_block_in_redis_not_in_a_polling_loop(category):
 def test_lock_costs_nothing_on_a_hit(category):
     qs = lambda: Post.objects.filter(category=category).cache(lock=True)  # noqa: E731
     list(qs())
-    with mock.patch.object(redis.Redis, 'brpoplpush') as wait, \
-            mock.patch.object(redis.Redis, 'set', side_effect=AssertionError('a hit must not lock')):
+    with mock.patch.object(client_class(), 'brpoplpush') as wait, \
+            mock.patch.object(client_class(), 'set', side_effect=AssertionError('a hit must not lock')):
         assert [p.title for p in qs()] == ['p']
     assert not wait.called

@@ -15,10 +15,13 @@ from django.test import override_settings
 from django.utils.module_loading import import_string
 
 import cacheops.redis
+from .cluster import single_redis
 from .models import All, Category, Post
 from .utils import AbstractConnection, hand_packed
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, single_redis(
+    'the client built from CACHEOPS_REDIS or Sentinel, its connection pool and the connection a '
+    'thread keeps past redis-py, which a cluster client never uses')]
 
 
 class CountingRedis(redis.Redis):

@@ -1,7 +1,8 @@
 """The Redis layout on a single Redis, which tools outside cacheops read:
 `<prefix>conj:<db_table>:<field>=<value>&...` and `<prefix>schemes:<db_table>`.
 In conj-set mode a conj key is a set holding cache keys; in insideout mode it is a
-random stamp, and a cached value starts with the checksum of its stamps."""
+random stamp, and a cached value starts with the checksum of its stamps. On a Redis
+Cluster the table is a hash tag: `<prefix>conj:{<db_table>}:...`."""
 import hashlib
 import os
 
@@ -11,12 +12,14 @@ from django.test import override_settings
 import cacheops.redis
 from cacheops.conf import settings as cacheops_settings
 from cacheops.keys import conj_prefix, schemes_key
+from .cluster import ON_CLUSTER
 from .models import All, Category, Post
 
 pytestmark = pytest.mark.django_db
 
 PREFIX = 'p:' if os.environ.get('CACHEOPS_TEST_PREFIX') == '1' else ''
 POST = Post._meta.db_table
+TABLE = '{%s}' if ON_CLUSTER else '%s'  # a table as its keys hold it
 
 INSIDEOUT = bool(cacheops_settings.CACHEOPS_INSIDEOUT)
 
@@ -57,17 +60,17 @@ def test_cache_key_has_prefix_and_lives_for_timeout(cat):
 def test_conj_key_for_exact_condition(cat):
     qs = Post.objects.cache().filter(category=cat)
     list(qs)
-    conj = '%sconj:%s:category_id=%s' % (PREFIX, POST, cat.pk)
+    conj = '%sconj:%s:category_id=%s' % (PREFIX, TABLE % POST, cat.pk)
     assert r().exists(conj)
     assert_references(conj, qs._cache_key())
-    schemes = {as_str(m) for m in r().smembers('%sschemes:%s' % (PREFIX, POST))}
+    schemes = {as_str(m) for m in r().smembers('%sschemes:%s' % (PREFIX, TABLE % POST))}
     assert 'category_id' in schemes
 
 
 def test_conj_key_without_conditions(cat):
     qs = Post.objects.cache().all()
     list(qs)
-    conj = '%sconj:%s:' % (PREFIX, POST)
+    conj = '%sconj:%s:' % (PREFIX, TABLE % POST)
     assert_references(conj, qs._cache_key())
 
 
@@ -75,8 +78,8 @@ def test_conj_key_with_several_fields(cat):
     table = All._meta.db_table
     qs = All.objects.filter(category=cat, tag=7)
     list(qs)
-    candidates = ['%sconj:%s:category_id=%s&tag=7' % (PREFIX, table, cat.pk),
-                  '%sconj:%s:tag=7&category_id=%s' % (PREFIX, table, cat.pk)]
+    candidates = ['%sconj:%s:category_id=%s&tag=7' % (PREFIX, TABLE % table, cat.pk),
+                  '%sconj:%s:tag=7&category_id=%s' % (PREFIX, TABLE % table, cat.pk)]
     existing = [c for c in candidates if r().exists(c)]
     assert existing == candidates[:1]  # columns in a stable, sorted order
     assert_references(existing[0], qs._cache_key())
@@ -85,7 +88,7 @@ def test_conj_key_with_several_fields(cat):
 def test_invalidation_removes_conj_and_cache_key(cat):
     qs = Post.objects.cache().filter(category=cat)
     list(qs)
-    conj = '%sconj:%s:category_id=%s' % (PREFIX, POST, cat.pk)
+    conj = '%sconj:%s:category_id=%s' % (PREFIX, TABLE % POST, cat.pk)
     assert r().exists(qs._cache_key()) and r().exists(conj)
     Post.objects.create(title='p', category=cat)
     assert not r().exists(conj)
@@ -94,7 +97,7 @@ def test_invalidation_removes_conj_and_cache_key(cat):
 
 
 def test_conj_key_outlives_every_key_registered_in_it(cat):
-    conj = '%sconj:%s:category_id=%s' % (PREFIX, POST, cat.pk)
+    conj = '%sconj:%s:category_id=%s' % (PREFIX, TABLE % POST, cat.pk)
     short = Post.objects.cache(timeout=100).filter(category=cat)
     list(short)
     assert r().ttl(conj) > r().ttl(short._cache_key())
@@ -120,7 +123,8 @@ class ClusterLikeRedis:
 
 def test_a_cluster_client_class_gives_tables_hash_tags():
     """Cluster-ness is a fact of the settings (the client class), known without a client."""
-    with override_settings(CACHEOPS_CLIENT_CLASS=ClusterLikeRedis):
+    with override_settings(CACHEOPS_CLIENT_CLASS=ClusterLikeRedis, CACHEOPS_CLUSTER={}):
         assert conj_prefix('', POST) == 'conj:{%s}:' % POST
         assert schemes_key('', POST) == 'schemes:{%s}' % POST
-    assert conj_prefix('', POST) == 'conj:%s:' % POST
+    with override_settings(CACHEOPS_CLUSTER={}):
+        assert conj_prefix('', POST) == 'conj:%s:' % POST

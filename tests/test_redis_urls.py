@@ -13,8 +13,11 @@ from django.test import override_settings
 import cacheops.redis
 from tests.models import All
 from tools.redis_server import free_port, private_redis
+from .cluster import single_redis
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, single_redis(
+    'the forms of a CACHEOPS_REDIS URL (db numbers, unix sockets, passwords, TLS) on servers '
+    'of its own; a cluster run gives CACHEOPS_CLUSTER, which excludes CACHEOPS_REDIS')]
 
 
 def _answers(**client_kwargs):

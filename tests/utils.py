@@ -11,11 +11,14 @@ except ImportError:  # redis-py before 4.5, where Connection is the others' base
 
 from cacheops import no_invalidation
 from cacheops.redis.held import PLAIN_REDIS
+from .cluster import ON_CLUSTER
 
 # A test of cacheops.redis's hand-packed layer (the connection a thread keeps, stores sent
 # without their reply, scripts read later, its fallbacks to redis-py on a lost connection):
 # there is no such layer with CACHEOPS_PLAIN_REDIS=1
-hand_packed = pytest.mark.skipif(PLAIN_REDIS, reason='CACHEOPS_PLAIN_REDIS=1: no hand-packed layer')
+# (nor on a Redis Cluster, whose client it bypasses)
+hand_packed = pytest.mark.skipif(PLAIN_REDIS or ON_CLUSTER,
+                                 reason='no hand-packed layer: CACHEOPS_PLAIN_REDIS=1, or a Redis Cluster')
 
 
 def queries(func, using=DEFAULT_DB_ALIAS):

@@ -7,6 +7,8 @@
 -- a day: a call run again because its reply was lost finds the sets gone, and hands
 -- over the keys its first run found instead of none. The client deletes the set with
 -- the keys.
+-- On a Redis Cluster the conj keys of one call are one table's, and the handover set
+-- carries that table's tag ({<table>}): one slot.
 --
 -- KEYS: the handover set, then conjunction keys (sets in conj-set mode, stamps in
 --       insideout mode)

@@ -1,6 +1,9 @@
 -- Conj-set mode, on a miss, before the database is queried: put a pending marker at
 -- the cache key and register the key in its conjunction sets, so that an invalidation
 -- between now and the store deletes the marker and the store is dropped.
+-- On a Redis Cluster the conj sets live in their tables' slots: this is called with the
+-- cache key and its signal key only (the signal tagged with the cache key, keys.beside),
+-- and register.lua then registers the key table by table, before the query.
 --
 -- KEYS: cache key, signal list key, then for each table: its schemes set, then its
 --       conjunction set keys

@@ -2,6 +2,8 @@
 -- query's conjunctions, creating missing ones, and record the schemes. The value is
 -- then stored with the checksum of these stamps; an invalidation in between replaces
 -- a stamp, so that value never validates.
+-- On a Redis Cluster it runs once per table: that table's stamps, schemes set and epoch,
+-- all tagged {<table>}, so in one slot.
 --
 -- KEYS: the conjunction stamp keys (in the order reads use), then one schemes set per table
 -- ARGV: a fresh random stamp, stamp timeout (seconds), the number of conjunction keys,

@@ -4,6 +4,8 @@
 -- would have been re-registered by prepare.lua's SADD (a no-op, the member being there
 -- still), and a later SREM would silently unregister it, leaving a live entry that
 -- invalidation can't reach.
+-- One Redis only: on a cluster the members live in other slots than their set, and
+-- reap_marked.lua with reaper.py does this in three steps.
 --
 -- KEYS: the conjunction set, then the candidate cache keys (its members)
 -- ARGV: none

@@ -1,6 +1,7 @@
 -- Conj-set mode, when computing a missing value failed: remove our pending marker, if
 -- it is still ours, and wake dog-pile waiters, so they compute instead of waiting for
 -- a value that will not come.
+-- Both keys share the cache key's slot on a cluster: the signal key is tagged with it.
 --
 -- KEYS: cache key, signal list key
 -- ARGV: pending marker, '1' to wake dog-pile waiters

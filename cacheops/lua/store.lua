@@ -2,6 +2,7 @@
 -- marker placed before the query is still there (compare-and-set). An invalidation
 -- in between deleted it, and then the value may be stale: drop it.
 -- The value keeps the marker's expiry, so it never outlives its conjunction sets.
+-- Both keys share the cache key's slot on a cluster: the signal key is tagged with it.
 --
 -- KEYS: cache key, signal list key
 -- ARGV: pending marker, serialized value, '1' to wake dog-pile waiters

@@ -3,6 +3,9 @@
 -- longer than the value (a stamp expiring first would make the value a miss early; the
 -- margin is prepare.lua's). A stamp gone meanwhile was invalidated: it is left gone, and the value never
 -- validates.
+-- On a Redis Cluster the stamps live in their tables' slots: this gets no stamp keys
+-- (cache key, lock and signal share its slot, the last two tagged with it), and
+-- extend_stamps.lua keeps each table's stamps.
 --
 -- KEYS: cache key, lock key, signal list key, then the conjunction stamp keys
 -- ARGV: checksum and serialized value, timeout (seconds), '1' to release the dog-pile

@@ -8,6 +8,9 @@
 -- row of a busy table. A conjunction key that is a set of conj-set mode (a deploy
 -- switching modes runs both) is left for the writes that delete its cache keys with
 -- it, and the value is dropped.
+-- One Redis only: it checks epochs and stores the value at once, which a cluster can't
+-- do across slots. There a miss with stamps missing makes them before its query
+-- (prepare_insideout.lua, table by table) and stores with store_insideout.lua.
 --
 -- KEYS: cache key, lock key, signal list key, then n conjunction stamp keys, then
 --       for each table: its epoch key, its schemes set
