@@ -65,6 +65,16 @@ def test_update_invalidates_rows_leaving_its_filter(cats, posts):
     assert queries(lambda: titles(cats[0], visible=False)) == (['p0', 'p1'], 1)
 
 
+def test_update_through_a_join_or_distinct_invalidates_by_value_too(cats, posts):
+    """Their rows can't be read FOR UPDATE as they are: their keys first, then the rows."""
+    for cat in cats:
+        warm(lambda: titles(cat))
+    assert Post.objects.filter(category__title='c0').distinct().update(category=cats[1]) == 2
+    assert queries(lambda: titles(cats[0])) == ([], 1)
+    assert queries(lambda: titles(cats[1])) == (['p0', 'p1'], 1)
+    assert queries(lambda: titles(cats[2])) == ([], 0)
+
+
 def test_update_by_instance_of_a_foreign_key_or_by_its_attname(cats, posts):
     warm(lambda: titles(cats[1]))
     Post.objects.filter(pk=posts[0].pk).update(category_id=cats[1].pk)
