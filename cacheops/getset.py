@@ -352,8 +352,8 @@ def _read_insideout(client, key, conj_keys, epoch_keys):
     """(the value stored at key if the stamps of its conjunctions are all there and
     unchanged since it was computed, else None; the stamps; the tables' epochs). One
     MGET reads them all at once: a plain command costs Redis a tenth of what a script does."""
-    if is_cluster():  # MGET by slot, in the order given
-        reply = client.mget_nonatomic([key, *conj_keys, *epoch_keys])
+    if is_cluster():
+        reply = _mget_by_slot(client, [key, *conj_keys, *epoch_keys])
     else:
         reply = read_command(client, 'MGET', key, *conj_keys, *epoch_keys)
     value, end = reply[0], len(conj_keys) + 1
@@ -361,6 +361,20 @@ def _read_insideout(client, key, conj_keys, epoch_keys):
     if value is None or None in stamps or value[:40] != _checksum(stamps):
         return None, stamps, epochs
     return value[40:], stamps, epochs
+
+
+def _mget_by_slot(client, keys):
+    """MGET on a cluster, one per slot, the values in the order of keys. Not redis-py's
+    mget_nonatomic(): its pipeline outlives every call in a reference cycle."""
+    from redis.crc import key_slot
+    by_slot = {}
+    for i, key in enumerate(keys):
+        by_slot.setdefault(key_slot(key.encode()), []).append(i)
+    values = [None] * len(keys)
+    for indexes in by_slot.values():
+        for i, value in zip(indexes, client.mget([keys[i] for i in indexes])):
+            values[i] = value
+    return values
 
 
 def _insideout(key, dnfs, timeout, computed, lock, sender, func):
@@ -441,8 +455,11 @@ def _by_table(dnfs, conj_keys):
 
 def _release_lock(client, key):
     """Release the dog-pile lock of a key (insideout mode) and wake its waiters."""
-    client.pipeline(transaction=False).delete(lock_key(key)) \
-        .rpush(signal_key(key), 1).expire(signal_key(key), 30).execute()
+    pipe = client.pipeline(transaction=False)  # a cluster's returns no pipeline to chain on
+    pipe.delete(lock_key(key))
+    pipe.rpush(signal_key(key), 1)
+    pipe.expire(signal_key(key), 30)
+    pipe.execute()
 
 
 def _prepare_insideout(dnfs, conj_keys, epoch_keys, timeout):
