@@ -54,10 +54,3 @@ def with_client_options(**options):
     return {'CACHEOPS_REDIS': url + ('&' if '?' in url else '?')
             + '&'.join('%s=%s' % item for item in options.items())}
 
-
-# Reads degrade (and are expected to raise) on redis/client.py's CONNECTION_ERRORS,
-# ConnectionError and TimeoutError; a cluster none of whose nodes answers raises
-# RedisClusterUnreachableError, which is neither yet.
-unreachable_cluster_not_degraded = pytest.mark.xfail(
-    ON_CLUSTER, strict=True,
-    reason='RedisClusterUnreachableError is not among redis/client.py CONNECTION_ERRORS yet')

@@ -14,7 +14,13 @@ from django.utils.functional import SimpleLazyObject, empty
 
 from ..conf import client_class, cluster_options, settings, validate_cluster
 
-CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+# A cluster that can't serve a slot now (no node answers, the slot is unassigned or
+# failing over) is, for a read, what a lost connection is: degrade to the database.
+# redis-py 4.0 has none of these; RedisClusterException itself also means misuse.
+_CLUSTER_OUTAGES = tuple(getattr(redis.exceptions, name) for name in (
+    'ClusterDownError', 'TryAgainError', 'RedisClusterUnreachableError', 'SlotNotCoveredError')
+    if hasattr(redis.exceptions, name))
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, *_CLUSTER_OUTAGES)
 
 
 def _handle_connection_failure(func):
