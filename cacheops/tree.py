@@ -45,6 +45,9 @@ def _add_query(result, query, db):
         table_conjs = result.setdefault(table, [])
         for conj in conjs:
             table_conjs.append({col: val for (a, col), val in conj.items() if a == alias})
+    # extra(tables=) joins them in raw SQL, which tells no condition on them
+    for table in query.extra_tables:
+        result.setdefault(table, []).append({})
 
     # Conditions inside subqueries don't narrow (caveat 7) but their tables are used,
     # unless Django finds the subquery matches nothing (filter(x__in=[])), leaving it out

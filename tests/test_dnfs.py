@@ -135,3 +135,24 @@ def test_values_are_prepared_by_the_field():
     assert dnfs(Post.objects.filter(visible=1)) == dnfs(Post.objects.filter(visible=True))
     assert dnfs(Assorted.objects.filter(num='5')) == dnfs(Assorted.objects.filter(num=5))
     assert dnfs(Assorted.objects.filter(uuid=str(U))) == dnfs(Assorted.objects.filter(uuid=U))
+
+
+def test_extra_tables_are_listed():
+    # extra(tables=) puts them in the FROM clause: rows there decide what the query gives
+    qs = Post.objects.extra(tables=[CATEGORY], where=[f'{CATEGORY}.id = {POST}.category_id'])
+    assert normalized(dnfs(qs))[CATEGORY] == [[]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_to_an_extra_table_invalidates():
+    category = Category.objects.create(title='a')
+    Post.objects.create(title='p', category=category)
+    qs = Post.objects.cache().extra(
+        tables=[CATEGORY], where=[f"{CATEGORY}.id = {POST}.category_id", f"{CATEGORY}.title = 'a'"])
+
+    def titles():
+        return [p.title for p in qs.all()]
+    assert titles() == ['p']
+    category.title = 'b'
+    category.save()
+    assert titles() == [], 'stale: the write to the extra table left the entry'
