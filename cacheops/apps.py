@@ -1,3 +1,4 @@
+"""The app: ready() patches Django (monkey.install()); system checks name bad settings by id."""
 from django.apps import AppConfig
 from django.core import checks
 

@@ -49,7 +49,7 @@ def _add_query(result, query, db):
     for table in query.extra_tables:
         result.setdefault(table, []).append({})
 
-    # Conditions inside subqueries don't narrow (caveat 7) but their tables are used,
+    # Conditions inside subqueries don't narrow (README, caveat 2) but their tables are used,
     # unless Django finds the subquery matches nothing (filter(x__in=[])), leaving it out
     for sub in _subqueries(query):
         if _matches_nothing(sub, db):
