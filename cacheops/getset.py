@@ -20,7 +20,8 @@ from .conf import derived, insideout, is_cluster, prefix_func, serializer, setti
 from .failed import failed as failed_invalidations, retry_failed
 from .keys import (conj_key, epoch_key, lock_key, prefix_for, reaping_key, schemes_key, scheme,
                    signal_key)
-from .redis import CONNECTION_ERRORS, get_client, read_command, run_script, send_script, start_script
+from .redis import (CONNECTION_ERRORS, get_client, mget_by_slot, read_command, run_script, send_script,
+                    start_script)
 from .serialization import LayoutChanged
 from .utils import remember
 from .signals import cache_read
@@ -353,7 +354,7 @@ def _read_insideout(client, key, conj_keys, epoch_keys):
     unchanged since it was computed, else None; the stamps; the tables' epochs). One
     MGET reads them all at once: a plain command costs Redis a tenth of what a script does."""
     if is_cluster():
-        reply = _mget_by_slot(client, [key, *conj_keys, *epoch_keys])
+        reply = mget_by_slot(client, [key, *conj_keys, *epoch_keys])
     else:
         reply = read_command(client, 'MGET', key, *conj_keys, *epoch_keys)
     value, end = reply[0], len(conj_keys) + 1
@@ -361,20 +362,6 @@ def _read_insideout(client, key, conj_keys, epoch_keys):
     if value is None or None in stamps or value[:40] != _checksum(stamps):
         return None, stamps, epochs
     return value[40:], stamps, epochs
-
-
-def _mget_by_slot(client, keys):
-    """MGET on a cluster, one per slot, the values in the order of keys. Not redis-py's
-    mget_nonatomic(): its pipeline outlives every call in a reference cycle."""
-    from redis.crc import key_slot
-    by_slot = {}
-    for i, key in enumerate(keys):
-        by_slot.setdefault(key_slot(key.encode()), []).append(i)
-    values = [None] * len(keys)
-    for indexes in by_slot.values():
-        for i, value in zip(indexes, client.mget([keys[i] for i in indexes])):
-            values[i] = value
-    return values
 
 
 def _insideout(key, dnfs, timeout, computed, lock, sender, func):

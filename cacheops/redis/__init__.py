@@ -8,6 +8,7 @@ Bottom up, each module importing only those before it:
                 out; CACHEOPS_PLAIN_REDIS, which turns all of that and wire.py off
     wire.py     hot reads (GET, MGET) over that connection, commands packed by hand
     scripts.py  Lua scripts run by SHA, started to be read later, sent without a reply
+    slots.py    a cluster's multi-key reads split by slot by hand (MGET)
 
 Other modules import from here, not from the modules: these are the package's names.
 """
@@ -22,4 +23,5 @@ from .held import (  # noqa: F401 - private ones for the tests, which look into 
 from .scripts import (  # noqa: F401
     LUA_DIR, _HeldReply, _PendingReply, _script, run_script, send_script, start_script,
 )
+from .slots import mget_by_slot  # noqa: F401
 from .wire import _pack_plain, _packed_read, read_command  # noqa: F401
