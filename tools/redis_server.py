@@ -8,12 +8,17 @@ that is also why PING is spoken over a raw socket instead of through redis-py.
         with sentinel_for_run(host, port) as sentinel:  # '127.0.0.1:40123'
             ...
 
+    with sentinel_group() as group:                    # a primary, its replica, 3 sentinels
+        group.sentinels, group.service                 # [('127.0.0.1', 40125), ...], 'cacheops-test'
+        group.wait_for_failover(group.kill_primary())  # ('127.0.0.1', <the replica's port>)
+
     with cluster_for_run() as nodes:                   # '127.0.0.1:21001,127.0.0.1:30412,...'
         ...
 """
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -100,7 +105,8 @@ def find_redis_server(python=None):
 
 @contextmanager
 def _server(args, workdir, ready):
-    """Run a server process until the block exits; fail early if it dies or ready() never holds."""
+    """Run a server process until the block exits, yielding its Popen; fail early if it
+    dies or ready() never holds."""
     log_path = os.path.join(workdir, 'server.log')
     with open(log_path, 'wb') as log:
         proc = subprocess.Popen(args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
@@ -112,7 +118,7 @@ def _server(args, workdir, ready):
                 with open(log_path, errors='replace') as log:
                     raise RuntimeError(f'{args[0]} did not start:\n{log.read()}')
             time.sleep(0.05)
-        yield
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -182,6 +188,159 @@ def sentinel_for_run(master_host, master_port, python=None, password=None):
         with _server(args, workdir, lambda: ping(f'redis://127.0.0.1:{port}')):
             _log(f'sentinel on 127.0.0.1:{port} monitors {master_ip}:{master_port} as {SENTINEL_SERVICE}')
             yield f'127.0.0.1:{port}'
+
+
+SENTINEL_GROUP_TIMEOUT = 20  # seconds for the sentinels to know each other and the replica
+
+
+class SentinelGroup:
+    """A primary, its replica and three sentinels watching them (see sentinel_group()).
+
+    sentinels: [(host, port)], as CACHEOPS_SENTINEL's 'locations' takes them; service:
+    the name they watch it as; servers: {port: the Popen of the primary or replica there}."""
+
+    def __init__(self, sentinels, service, servers):
+        self.sentinels, self.service, self.servers = sentinels, service, servers
+
+    def primary(self):
+        """(host, port) of the primary, as the first sentinel answering names it."""
+        for _, port in self.sentinels:
+            try:
+                host, primary = call(port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', self.service)
+                return host, int(primary)
+            except (OSError, RuntimeError, TypeError, ValueError):
+                continue
+        raise RuntimeError('no sentinel names a primary')
+
+    def replicas(self):
+        return [port for port in self.servers if port != self.primary()[1]]
+
+    def kill_primary(self):
+        """SIGKILL the current primary (no goodbye, no last write to its replica): its (host, port)."""
+        address = self.primary()
+        proc = self.servers[address[1]]
+        proc.kill()
+        proc.wait()
+        return address
+
+    def in_sync(self):
+        """Wait until every replica has what the primary wrote so far."""
+        offset = _info_field(call(self.primary()[1], 'INFO', 'replication'), 'master_repl_offset')
+        for port in self.replicas():
+            _until(lambda p=port: int(_info_field(call(p, 'INFO', 'replication'), 'slave_repl_offset'))
+                   >= int(offset), 'the replica to catch up')
+
+    @contextmanager
+    def paused(self, port):
+        """SIGSTOP the server on port for the block, then SIGCONT: what a slow or far
+        replica does to its link, for real. Keep it shorter than down_after_ms, or the
+        sentinels take it for down."""
+        proc = self.servers[port]
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+
+    def wait_for_failover(self, old, timeout=SENTINEL_GROUP_TIMEOUT):
+        """Wait until every sentinel names a primary other than old, which says it is one;
+        return its (host, port)."""
+        def promoted():
+            named = {tuple(call(port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', self.service))
+                     for _, port in self.sentinels}
+            if len(named) != 1:
+                return False
+            host, port = named.pop()
+            if int(port) == old[1]:
+                return False
+            return 'role:master' in call(int(port), 'INFO', 'replication') and (host, int(port))
+        return _until(promoted, 'the sentinels to promote the replica', timeout)
+
+
+def _info_field(info, name):
+    """A field of an INFO reply."""
+    for line in info.splitlines():
+        if line.startswith(name + ':'):
+            return line.split(':', 1)[1]
+    raise RuntimeError(f'INFO has no {name}')
+
+
+def _until(condition, what, timeout=SENTINEL_GROUP_TIMEOUT):
+    """condition()'s first true value, asked every 0.1 s; a server not answering yet is asked again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (OSError, RuntimeError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'Sentinel: timed out waiting for {what}')
+        time.sleep(0.1)
+
+
+def _sentinels_agree(sentinels, service, primary, replicas):
+    """Every sentinel watches primary with all the replicas, and knows the other sentinels."""
+    for port in sentinels:
+        fields = call(port, 'SENTINEL', 'MASTER', service)
+        master = dict(zip(fields[::2], fields[1::2]))
+        if int(master['port']) != primary or master['flags'] != 'master' \
+                or int(master['num-slaves']) != replicas \
+                or int(master['num-other-sentinels']) != len(sentinels) - 1:
+            return False
+    return True
+
+
+def _free_ports(n):
+    """n distinct free ports (free_port() may give one twice)."""
+    ports = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return list(ports)
+
+
+@contextmanager
+def sentinel_group(python=None, down_after_ms=1000, failover_timeout_ms=2000):
+    """Yield a SentinelGroup: a private primary, one replica of it and three sentinels
+    (quorum 2) watching it as 'cacheops-test', on free loopback ports, without
+    persistence. A primary silent for down_after_ms is failed over. It is yielded once
+    the replica is in sync and each sentinel knows the replica and the other two; all
+    are stopped when the block exits."""
+    binary = find_redis_server(python)
+    primary, replica, *sentinels = _free_ports(5)
+    with tempfile.TemporaryDirectory(prefix='cacheops-sentinels-') as top, ExitStack() as stack:
+        servers = {}
+
+        def start(port, args):
+            workdir = os.path.join(top, str(port))
+            os.mkdir(workdir)
+            if args[0].endswith('.conf'):  # the sentinel rewrites its config file: it lives in workdir
+                path = os.path.join(workdir, 'sentinel.conf')
+                with open(path, 'w') as f:
+                    f.write(args[1])
+                args = [path, '--sentinel']
+            servers[port] = stack.enter_context(_server(
+                [binary, *args], workdir, lambda: ping(f'redis://127.0.0.1:{port}')))
+
+        for port, more in ((primary, ()), (replica, ('--replicaof', '127.0.0.1', str(primary)))):
+            start(port, ['--port', str(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+                         '--dir', os.path.join(top, str(port)), '--repl-diskless-sync', 'yes',
+                         '--repl-diskless-sync-delay', '0', *more])
+        _until(lambda: 'master_link_status:up' in call(replica, 'INFO', 'replication'),
+               'the replica to sync')
+        for port in sentinels:
+            start(port, ['.conf', '\n'.join([
+                f'port {port}', 'bind 127.0.0.1',
+                f'sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary} 2',
+                f'sentinel down-after-milliseconds {SENTINEL_SERVICE} {down_after_ms}',
+                f'sentinel failover-timeout {SENTINEL_SERVICE} {failover_timeout_ms}', ''])])
+        # the sentinels find each other by hellos on the primary, every 2 seconds
+        _until(lambda: _sentinels_agree(sentinels, SENTINEL_SERVICE, primary, 1), 'the sentinels to agree')
+        _log(f'primary 127.0.0.1:{primary}, replica 127.0.0.1:{replica}, sentinels on '
+             f'{", ".join(map(str, sentinels))} (quorum 2) as {SENTINEL_SERVICE}')
+        yield SentinelGroup([('127.0.0.1', port) for port in sentinels], SENTINEL_SERVICE,
+                            {port: servers[port] for port in (primary, replica)})
 
 
 # Redis Cluster
