@@ -12,6 +12,7 @@ from cacheops import cached_as
 from cacheops.signals import cache_read
 from .cluster import redis_keys
 from .models import All, Category, NoProfile, Post
+from .utils import Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -418,7 +419,7 @@ def test_a_call_racing_a_write_leaves_no_stale_entry(keep_fresh):
         finally:
             connection.close()
 
-    thread = threading.Thread(target=reader, name='reader')
+    thread = Worker(reader, name='reader')
     thread.start()
     assert selected.wait(10), 'the reader never queried'
     post.title = 'new'

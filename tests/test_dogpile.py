@@ -17,6 +17,7 @@ from django.test import override_settings
 from cacheops import cached_as
 from .cluster import client_class, own_client, with_client_options
 from .models import Category, Post
+from .utils import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,7 +73,7 @@ def in_thread(func, name, results):
             results[name] = func()
         finally:
             connection.close()
-    thread = threading.Thread(target=run, name=name)
+    thread = Worker(run, name=name)
     thread.start()
     return thread
 

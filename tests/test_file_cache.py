@@ -14,6 +14,7 @@ from cacheops import CacheMiss, file_cache
 from cacheops.simple import FileCache
 from . import views
 from .models import Category
+from .utils import Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -270,7 +271,7 @@ def test_an_invalidation_during_a_computation_is_not_overwritten(cache_dir):
             assert release.wait(10)
         return value
 
-    thread = threading.Thread(target=current)
+    thread = Worker(current)
     thread.start()
     assert started.wait(10)
     version[0] = 'new'  # the data changes, and the entry is invalidated meanwhile
@@ -290,7 +291,7 @@ def test_a_value_set_during_a_computation_is_not_overwritten(cache_dir):
             assert release.wait(10)
         return 'computed before the set'
 
-    thread = threading.Thread(target=current)
+    thread = Worker(current)
     thread.start()
     assert started.wait(10)
     current.key().set('set meanwhile')

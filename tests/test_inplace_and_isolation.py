@@ -1,12 +1,11 @@
 """inplace() querysets change themselves but never serve results of an older query;
 transactions that read a snapshot bypass the cache."""
-import threading
-
 import pytest
 from django.db import connection, transaction
 
 from cacheops import cached_as
 from tests.models import Category, Post
+from tests.utils import Worker
 
 
 @pytest.fixture
@@ -68,7 +67,7 @@ def test_repeatable_read_transaction_does_not_store_its_snapshot(cats, in_one):
             def writer():
                 Post.objects.filter(title='a').get().delete()
                 connection.close()
-            thread = threading.Thread(target=writer)
+            thread = Worker(writer)
             thread.start()
             thread.join()
             assert in_one(cats) == ['a']  # the snapshot, which must not be stored

@@ -2,7 +2,6 @@
 names an annotation shadows, Django 6.1's cloning switch, querysets without a model,
 pickling. Found by review; each test failed before its fix."""
 import pickle
-import threading
 
 import django
 import pytest
@@ -11,7 +10,7 @@ from django.db.models import Count, QuerySet
 from cacheops import chain
 
 from .models import Category, Post
-from .utils import queries, warm
+from .utils import Worker, queries, warm
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +27,7 @@ def test_a_derivation_racing_the_first_build_keeps_the_recorded_calls(monkeypatc
     def clone_then_other_thread_builds(qs):
         clone = original(qs)
         if qs is shared:
-            other = threading.Thread(target=lambda: shared.query)
+            other = Worker(lambda: shared.query)
             other.start()
             other.join()
         return clone

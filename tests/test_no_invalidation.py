@@ -1,14 +1,12 @@
 """no_invalidation: a context manager and a decorator turning invalidation off in the
 current thread, nestable, inside transactions too; with try/finally it postpones
 invalidation. While it is on, writes leave cached results stale on purpose."""
-import threading
-
 import pytest
 from django.db import connection, transaction
 
 from cacheops import invalidate_all, invalidate_model, invalidate_obj, no_invalidation
 from .models import Category, Post
-from .utils import queries, unseen_update
+from .utils import Worker, queries, unseen_update
 
 pytestmark = pytest.mark.django_db
 
@@ -139,7 +137,7 @@ def test_only_the_current_thread(cat):
             connection.close()
 
     with no_invalidation:
-        thread = threading.Thread(target=write)
+        thread = Worker(write)
         thread.start()
         thread.join()
     assert done == [True]

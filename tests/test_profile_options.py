@@ -15,7 +15,7 @@ from cacheops import getset
 from cacheops.redis import redis_client
 from .cluster import client_class
 from .models import CacheOnSaveProfile, CacheOnSaveSlug, Category, DbAgnostic, Local, Locked
-from .utils import queries
+from .utils import Worker, queries
 
 pytestmark = pytest.mark.django_db(databases=['default', 'slave'])
 
@@ -203,8 +203,8 @@ def two_readers(make_qs, hold_first):
         return real_brpoplpush(self, *args, **kwargs)
 
     results = {}
-    first = threading.Thread(target=_read, args=(make_qs, results, 'first'), name='first')
-    second = threading.Thread(target=_read, args=(make_qs, results, 'second'), name='second')
+    first = Worker(_read, make_qs, results, 'first', name='first')
+    second = Worker(_read, make_qs, results, 'second', name='second')
     with mock.patch.object(getset._Computed, '__call__', compute), \
             mock.patch.object(client_class(), 'brpoplpush', brpoplpush):
         first.start()

@@ -9,6 +9,7 @@ from django.db import connection
 from cacheops import getset
 from tests.cluster import client_class
 from tests.models import Category, Post
+from tests.utils import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,7 +37,7 @@ def _read_concurrently(qs_factory):
             connection.close()
 
     with mock.patch.object(getset._Computed, '__call__', slow_compute):
-        threads = [threading.Thread(target=reader, name='r%d' % i) for i in range(READERS)]
+        threads = [Worker(reader, name='r%d' % i) for i in range(READERS)]
         for t in threads:
             t.start()
         for t in threads:

@@ -17,7 +17,7 @@ from django.utils.module_loading import import_string
 import cacheops.redis
 from .cluster import single_redis
 from .models import All, Category, Post
-from .utils import AbstractConnection, hand_packed
+from .utils import AbstractConnection, Worker, hand_packed
 
 pytestmark = [pytest.mark.django_db, single_redis(
     'the client built from CACHEOPS_REDIS or Sentinel, its connection pool and the connection a '
@@ -190,7 +190,7 @@ def test_idle_threads_hold_no_connection():
             connection.close()
 
     with override_settings(CACHEOPS_REDIS={**conf, 'max_connections': 2}):
-        threads = [threading.Thread(target=read_then_idle, args=(True,)) for _ in range(4)]
+        threads = [Worker(read_then_idle, True) for _ in range(4)]
         for thread in threads:
             thread.start()
             while len(results) < threads.index(thread) + 1:
@@ -381,7 +381,7 @@ def test_a_thread_ending_after_a_store_gives_its_connection_back(round_trips):
         _store_by_script('tests:ended', b'v')  # the probe
         store_pool = cacheops.redis._store_pools[client().connection_pool]
         store_pool.release(cacheops.redis._take_held(store_pool)[1])
-        thread = threading.Thread(target=lambda: _store_by_script('tests:ended', b'w'))
+        thread = Worker(lambda: _store_by_script('tests:ended', b'w'))
         thread.start()
         thread.join(10)
         gc.collect()
@@ -518,7 +518,7 @@ def test_replies_to_stores_a_busy_server_refused_reach_no_read(monkeypatch, priv
         assert cacheops.redis._skips_replies[client_.connection_pool] is True
         wrong, busy_errors, i = [], 0, 0
         for _ in range(3):  # spells of 0.3 s, 0.3 s apart: the server is asked again between
-            busy = threading.Thread(target=lambda: redis.Redis(port=private_server).eval(BUSY_LOOP, 0, 10 ** 7))
+            busy = Worker(lambda: redis.Redis(port=private_server).eval(BUSY_LOOP, 0, 10 ** 7))
             busy.start()
             deadline = time.monotonic() + 0.3
             while busy.is_alive() or time.monotonic() < deadline:

@@ -5,6 +5,7 @@ import threading
 import pytest
 
 from cacheops import CacheMiss, cached
+from .utils import Worker
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def held():
 def test_invalidate_during_the_computation_wins(held):
     value, computed, release, version = held
     results = []
-    thread = threading.Thread(target=lambda: results.append(value()))
+    thread = Worker(lambda: results.append(value()))
     thread.start()
     assert computed.wait(10)
     version[0] = 'new'

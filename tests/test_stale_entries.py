@@ -22,7 +22,7 @@ from django.test import override_settings
 from cacheops import getset, invalidate_all, invalidate_model
 from cacheops.conf import settings
 from tests.models import Category, Post
-from tests.utils import unseen_update
+from tests.utils import Worker, unseen_update
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -91,7 +91,7 @@ def _interleave_reader_and_writer(state, write=_save):
             connection.close()
 
     with _hold_reader_after_select(selected, go):
-        thread = threading.Thread(target=reader, name='reader')
+        thread = Worker(reader, name='reader')
         thread.start()
         assert selected.wait(10), 'the reader never queried'
         write(post)

@@ -19,7 +19,7 @@ from cacheops import cached_as, invalidation
 from tools.redis_server import find_redis_server, free_port, ping, private_redis
 from .models import All
 from .test_redis_connection import MARKER, _conf, _store_by_script, allow_all_but
-from .utils import hand_packed
+from .utils import Worker, hand_packed
 
 pytestmark = [pytest.mark.django_db(transaction=True), hand_packed]
 
@@ -71,11 +71,11 @@ def test_idle_threads_keeping_store_connections_make_no_store_wait():
             done.append(tag)
             idle.wait(10)
             connection.close()
-        threads = [threading.Thread(target=miss_then_idle, args=(tag,)) for tag in (1, 2)]
+        threads = [Worker(miss_then_idle, tag) for tag in (1, 2)]
         for thread in threads:
             thread.start()
         try:
-            while len(done) < 2:
+            while len(done) < 2 and all(thread.is_alive() for thread in threads):  # a failed one's join raises
                 time.sleep(0.01)
             started = time.monotonic()
             list(All.objects.filter(tag=3))  # a miss here: no store connection is free
@@ -115,7 +115,7 @@ def test_a_store_failing_at_its_health_check_gives_its_connection_back(server):
         cacheops.redis.send_script('store', ['x', 'x:signal'], ['m', 'v', '0'])  # kept
         store_pool = cacheops.redis._store_pools[cacheops.redis.get_client().connection_pool]
         time.sleep(1.1)
-        busy = threading.Thread(target=lambda: redis.Redis(port=server.port).eval(BUSY_LOOP, 0, 3 * 10 ** 7))
+        busy = Worker(lambda: redis.Redis(port=server.port).eval(BUSY_LOOP, 0, 3 * 10 ** 7))
         busy.start()
         time.sleep(0.05)
         try:
@@ -140,7 +140,7 @@ def test_threads_ending_after_a_store_reuse_the_connections(server):
         raw = redis.Redis(port=server.port)
         before = raw.info('stats')['total_connections_received']
         for i in range(20):
-            thread = threading.Thread(target=request, args=(i,))
+            thread = Worker(request, i)
             thread.start()
             thread.join(10)
         made = raw.info('stats')['total_connections_received'] - before - 1  # -1: raw's own
@@ -204,7 +204,7 @@ def test_a_thread_ending_after_hits_gives_its_connection_back():
             assert All.objects.filter(tag=8).count() == 1
             connection.close()
         for _ in range(3):  # with one connection in all: each thread found it free
-            thread = threading.Thread(target=hit)
+            thread = Worker(hit)
             thread.start()
             thread.join(10)
             gc.collect()

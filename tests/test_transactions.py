@@ -4,7 +4,6 @@
    before Django's on_commit callbacks.
 3. Savepoints and rollbacks are handled: rolled back work drops its invalidation.
 These tests need real transactions, so they use transaction=True."""
-import threading
 from collections import defaultdict
 
 import pytest
@@ -16,7 +15,7 @@ from cacheops import invalidate_all, invalidate_model, invalidate_obj
 from cacheops.transaction import TransactionState, queue_when_in_transaction, transaction_states
 from . import conftest
 from .models import All, Category, DbBinded, Post
-from .utils import queries, unseen_update, warm
+from .utils import Worker, queries, unseen_update, warm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,16 +34,12 @@ def in_other_thread(func):
             with CaptureQueriesContext(connection) as ctx:
                 outcome['result'] = func()
             outcome['queries'] = len(ctx)
-        except BaseException as e:  # re-raised in the calling thread
-            outcome['error'] = e
         finally:
             connection.close()
 
-    thread = threading.Thread(target=run)
+    thread = Worker(run)
     thread.start()
     thread.join()
-    if 'error' in outcome:
-        raise outcome['error']
     return outcome['result'], outcome['queries']
 
 

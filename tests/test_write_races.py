@@ -25,7 +25,7 @@ from cacheops import rows
 from cacheops.events import returning, saves
 from tests.models import (Assorted, Category, Gadget, JsonDoc, Lossy, LossyIntegerField, Media,
                           Movie, Note, Post, ProxyPost, SelectOnSave)
-from tests.utils import unseen_update
+from tests.utils import Worker, unseen_update
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,22 +90,17 @@ class _HeldAfterOldValuesRead:
 def _running(func, name=None):
     """func() in a thread (named name) while the block runs, joined after it; an error it
     raised fails the test. The block lets it finish."""
-    errors = []
-
     def run():
         try:
             func()
-        except Exception as e:  # reported by the test thread
-            errors.append(e)
         finally:
             connection.close()
-    thread = threading.Thread(target=run, name=name)
+    thread = Worker(run, name=name)
     thread.start()
     try:
         yield
     finally:
         thread.join(10)
-    assert not errors, errors
 
 
 @contextmanager
@@ -405,7 +400,7 @@ def _move_while_a_waits_on_the_row_lock(post, to, holding_the_lock=True):
     """Writer A moves post to `to` in a transaction, its UPDATE waiting on the row lock that
     B holds while it moves the post to c2 and commits; a reader caches B's version before
     A commits (and invalidates)."""
-    errors, updated, go = [], threading.Event(), threading.Event()
+    updated, go = threading.Event(), threading.Event()
 
     def writer_a():
         try:
@@ -414,13 +409,11 @@ def _move_while_a_waits_on_the_row_lock(post, to, holding_the_lock=True):
                 _move(instance, to)
                 updated.set()
                 assert go.wait(10), 'the test never let writer A go on'
-        except Exception as e:  # reported by the test thread
-            errors.append(e)
         finally:
             updated.set()
             connection.close()
 
-    thread = threading.Thread(target=writer_a, name='writer A')
+    thread = Worker(writer_a, name='writer A')
     with transaction.atomic():  # B
         moved = Post.objects.select_for_update().get(pk=post.pk)
         thread.start()
@@ -428,15 +421,14 @@ def _move_while_a_waits_on_the_row_lock(post, to, holding_the_lock=True):
             _wait_for_a_lock_wait()
         except AssertionError:
             go.set()
-            thread.join(10)
-            raise AssertionError(errors or 'writer A never waited on the row lock')
+            thread.join(10)  # raises what writer A failed with, if it did
+            raise AssertionError('writer A never waited on the row lock')
         moved.category, moved.title = Category.objects.get(title='c2'), 'moved by B'
         moved.save()
     assert updated.wait(10), 'writer A never updated'
     assert _cached(moved.category) == [(post.pk, 'moved by B')]  # the reader caches B's version
     go.set()
     thread.join(10)
-    assert not errors, errors
 
 
 def test_one_statement_returns_the_values_a_writer_committed_while_it_waited_for_the_row():
@@ -580,19 +572,16 @@ def test_a_save_beside_a_table_lock_waits_as_djangos_update_does():
     before the UPDATE would hold the row while waiting for the table: a deadlock.)"""
     _skip_unless_one_statement()
     post = Post.objects.create(title='p', category=Category.objects.create(title='c'))
-    errors = []
 
     def writer_a():
         try:
             instance = Post.objects.get(pk=post.pk)
             instance.title = 'by A'
             instance.save()
-        except Exception as e:  # reported by the test thread
-            errors.append(e)
         finally:
             connection.close()
 
-    thread = threading.Thread(target=writer_a, name='writer A')
+    thread = Worker(writer_a, name='writer A')
     with transaction.atomic():  # B
         with connection.cursor() as cursor:
             cursor.execute('LOCK TABLE tests_post IN SHARE ROW EXCLUSIVE MODE')
@@ -600,7 +589,6 @@ def test_a_save_beside_a_table_lock_waits_as_djangos_update_does():
         _wait_for_a_lock_wait()
         Post.objects.filter(pk=post.pk).update(title='by B')
     thread.join(10)
-    assert not errors, errors
     assert Post.objects.nocache().get(pk=post.pk).title == 'by A'
 
 
@@ -755,27 +743,24 @@ def test_a_delete_locks_rows_in_djangos_order_and_so_does_not_deadlock():
         pytest.skip('SQLite serializes writers: no row locks, no deadlock')
     category = Category.objects.create(title='c')
     post = Post.objects.create(title='p', category=category)
-    errors = []
 
     def deleter():
         try:
             Category.objects.get(pk=category.pk).delete()
-        except Exception as e:  # reported by the test thread
-            errors.append(e)
         finally:
             connections['default'].close()
 
-    thread = threading.Thread(target=deleter)
+    thread = Worker(deleter)
     with transaction.atomic():
         Post.objects.filter(pk=post.pk).update(title='x')  # X holds the post's row lock
         thread.start()
         try:
             _wait_for_a_lock_wait()  # Y waits on the post...
         except AssertionError:
-            raise AssertionError(errors or 'Y never waited on a lock')
+            # not joined: X's transaction may hold what Y waits for
+            raise AssertionError(thread.error or 'Y never waited on a lock')
         Category.objects.filter(pk=category.pk).update(title='x')  # ...and X gets the category
     thread.join(30)
-    assert not errors, errors
     assert not Post.objects.nocache().filter(pk=post.pk).exists()
 
 

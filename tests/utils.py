@@ -1,5 +1,7 @@
 """Helpers the tests share: counting queries, proving a result is cached, counting
-renders, losing Redis replies."""
+renders, losing Redis replies, threads whose errors fail the test."""
+import threading
+
 import pytest
 import redis
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -19,6 +21,32 @@ from .cluster import ON_CLUSTER
 # (nor on a Redis Cluster, whose client it bypasses)
 hand_packed = pytest.mark.skipif(PLAIN_REDIS or ON_CLUSTER,
                                  reason='no hand-packed layer: CACHEOPS_PLAIN_REDIS=1, or a Redis Cluster')
+
+
+class Worker(threading.Thread):
+    """A thread running target(*args) whose error, or hang, fails the test at join()."""
+
+    def __init__(self, target, *args, name=None):
+        # daemon: a worker still hung after its test failed must not keep the run from exiting
+        super().__init__(target=target, args=args, name=name, daemon=True)
+        # Thread.run() forgets its target: kept for the message of a hang
+        self.what = getattr(target, '__qualname__', repr(target))
+        self.error = None
+
+    def run(self):
+        # an error left to the thread would only be printed (or warned of), and the test
+        # would go on as if the thread had done its part
+        try:
+            super().run()
+        except BaseException as e:
+            self.error = e
+
+    def join(self, timeout=30):
+        super().join(timeout)
+        if self.is_alive():
+            raise AssertionError('%s (thread %s) still running after %s s' % (self.what, self.name, timeout))
+        if self.error is not None:
+            raise self.error
 
 
 def queries(func, using=DEFAULT_DB_ALIAS):
