@@ -23,7 +23,7 @@ from .conf import prefix_func
 from .failed import REDIS_FAILURES, failed, failed_lock, retry_failed, run_safely  # noqa: F401
 from .keys import (PrefixQuery, conj_prefix, epoch_key, handover_key, hash_tag, is_conj_key,
                    prefix_for, prefixed_tables, scan_conj_keys, schemes_key)
-from .redis import get_client, is_cluster, run_script
+from .redis import get_client, is_cluster, primary, run_script
 from .signals import cache_invalidated
 from .transaction import queue_when_in_transaction, transaction_states
 from .utils import chunks, conj_value, glob_escape, written_granular_columns, written_tables
@@ -324,6 +324,10 @@ def _invalidate_all():
         _delete_keys(client, [epoch_key('', table) for table in by_prefix.get('', ())])
     if cache_invalidated.receivers:
         cache_invalidated.send(sender=None, obj_dict=None)
+
+
+# a new primary drops cacheops' keys so, where a prefix shares the db (see redis/primary.py)
+primary.drop_prefixed = _invalidate_all
 
 
 def _whole_prefixes(by_prefix):

@@ -2,7 +2,9 @@
 sentinels (tools/redis_server.sentinel_group). Readers and writers run in several
 processes while the primary is killed; the sentinels promote the replica. Invariant 2 of
 docs/design.md: every save and delete succeeds throughout; invariant 1: once the load
-stops, every cached result equals the database. Reads may degrade meanwhile.
+stops, every cached result equals the database. Reads may degrade meanwhile. And an
+invalidation the primary acknowledged but its replica never got, the primary dying
+then, leaves nothing stale on the promoted replica (docs/design.md, "A new primary").
 
 It takes a few seconds of servers and processes, so it runs where it tells most: on
 PostgreSQL (both save paths) and in insideout mode on SQLite; CACHEOPS_TEST_FAILOVER=1
@@ -26,8 +28,9 @@ from cacheops.failed import failed, retry_failed
 from cacheops.redis import get_client
 from tests.cluster import ON_CLUSTER
 from tests.models import Category, Post
-from tests.test_stale_entries import CATEGORIES, POSTS, _slow_select, _stale_entries
-from tools.redis_server import sentinel_group
+from tests.test_stale_entries import (CATEGORIES, POSTS, _cached_titles, _db_titles, _slow_select,
+                                     _stale_entries)
+from tools.redis_server import call, sentinel_group
 
 _DB = os.environ.get('CACHEOPS_TEST_DB', 'sqlite')
 _WANTED = os.environ.get('CACHEOPS_TEST_FAILOVER') == '1' or _DB == 'postgresql' or (
@@ -203,3 +206,48 @@ def test_a_sentinel_failover_under_load_loses_no_write_and_leaves_no_stale_entry
             took, sum(r['ops'] for r in writes), sum(r['kept'] for r in writes),
             sum(r['ops'] for r in reports if r['name'] == '_read'), sum(r['degraded'] for r in reports)))
 
+
+# Replication is asynchronous: the primary acknowledges an invalidation before its replica
+# has it. Dying then, it leaves the promoted replica with what the invalidation deleted.
+
+def _lost_on_failover(group, write):
+    """write() on the primary while its replica's link is down (the replica stopped, the
+    primary dropped it), then the primary killed and the replica promoted."""
+    group.in_sync()
+    primary = group.primary()[1]
+    with group.paused(group.replicas()[0]):
+        assert call(primary, 'CLIENT', 'KILL', 'TYPE', 'slave') == 1  # 'replica' from Redis 5 only
+        write()
+        killed = group.kill_primary()
+    group.wait_for_failover(killed)
+
+
+def test_an_invalidation_the_promoted_replica_never_got_leaves_no_stale_entry():
+    with sentinel_group() as group, sentinel_settings(group):
+        category = Category.objects.create(title='c')
+        post = Post.objects.create(title='old', category=category)
+        assert _cached_titles(category) == ['old']
+
+        def save():
+            post.title = 'new'
+            post.save()
+        _lost_on_failover(group, save)
+        assert not failed  # the primary acknowledged the invalidation
+        # the first read may meet the dead primary's connection and degrade
+        assert [_cached_titles(category) for _ in range(3)] == [['new']] * 3
+        assert _db_titles(category) == ['new']
+
+
+def test_a_new_connection_to_the_same_primary_keeps_the_cache_and_a_hit_stays_one_request(
+        django_assert_num_queries, round_trips):
+    with sentinel_group() as group, sentinel_settings(group):
+        category = Category.objects.create(title='c')
+        Post.objects.create(title='old', category=category)
+        assert _cached_titles(category) == ['old']
+        get_client().connection_pool.disconnect()  # as a restarted process would connect
+        with django_assert_num_queries(0):
+            assert _cached_titles(category) == ['old']
+        round_trips.clear()
+        with django_assert_num_queries(0):
+            assert _cached_titles(category) == ['old']
+        assert len(round_trips) == 1

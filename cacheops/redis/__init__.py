@@ -3,6 +3,8 @@ path beside redis-py's command layer.
 
 Bottom up, each module importing only those before it:
 
+    primary.py  whether a new connection reached the server the cache was last trusted on
+                (a Sentinel failover's promoted replica may lack acknowledged invalidations)
     client.py   the client from settings, reset when they change; connection failures
     held.py     the connection a thread keeps, its store pool, CLIENT REPLY SKIP found
                 out; CACHEOPS_PLAIN_REDIS, which turns all of that and wire.py off

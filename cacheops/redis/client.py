@@ -13,6 +13,7 @@ from django.core.signals import setting_changed
 from django.utils.functional import SimpleLazyObject, empty
 
 from ..conf import client_class, cluster_options, settings, validate_cluster
+from .primary import checking
 
 # A cluster that can't serve a slot now (no node answers, the slot is unassigned or
 # failing over, or migrating: ClusterError is redis-py's 'TTL exhausted', redirects and
@@ -78,7 +79,11 @@ def _sentinel_client(cls, conf):
     service = conf.pop('service_name')
     db = conf.pop('db', 0)
     sentinel = Sentinel(locations, **conf)
-    return sentinel.master_for(service, redis_class=cls, db=db)
+    client = sentinel.master_for(service, redis_class=cls, db=db)
+    # a replica promoted may hold what the dead primary acknowledged deleting (primary.py)
+    pool = client.connection_pool
+    pool.connection_class = checking(pool.connection_class)
+    return client
 
 
 def _cluster_client(nodes, options):
