@@ -53,4 +53,3 @@ def with_client_options(**options):
     url = settings.CACHEOPS_REDIS
     return {'CACHEOPS_REDIS': url + ('&' if '?' in url else '?')
             + '&'.join('%s=%s' % item for item in options.items())}
-

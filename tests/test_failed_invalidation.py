@@ -11,7 +11,6 @@ from cacheops import invalidation, redis as cacheops_redis
 from cacheops.signals import cache_invalidated
 from cacheops.conf import insideout, prefix_func
 from cacheops.keys import epoch_key, prefix_for
-from cacheops.redis.scripts import _script
 from tests.cluster import single_redis
 from tests.models import CacheOnSaveProfile, Category, Post
 from tests.utils import AbstractConnection, Worker, hand_packed, losing_replies, queries, warm
@@ -126,7 +125,7 @@ def test_cache_keys_of_an_invalidation_whose_reply_was_lost_are_deleted(monkeypa
     assert warm(titles) == ['old']
     key = Post.objects.cache().filter(title='old')._cache_key()
     for name in ('invalidate', 'invalidate_conjs'):  # loaded: its one retry is for the lost reply,
-        cacheops_redis.get_client().script_load(_script(name)[0])  # not spent on NOSCRIPT
+        cacheops_redis.get_client().script_load(cacheops_redis._script(name)[0])  # not spent on NOSCRIPT
     lost = losing_replies(monkeypatch, lambda _, reply: len(lost) == 0 and _cache_keys_given_back(reply))
     if invalidate == 'save':
         post.title = 'new'

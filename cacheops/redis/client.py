@@ -16,12 +16,13 @@ from ..conf import client_class, cluster_options, settings, validate_cluster
 from .primary import checking
 
 # A cluster that can't serve a slot now (no node answers, the slot is unassigned or
-# failing over, or migrating: ClusterError is redis-py's 'TTL exhausted', redirects and
-# TRYAGAIN past what it follows) is, for a read, what a lost connection is: degrade to
-# the database. redis-py 4.0 has none of these; RedisClusterException itself also means misuse.
+# failing over, or migrating: ClusterError covers CLUSTERDOWN and redis-py's 'TTL
+# exhausted', redirects and TRYAGAIN past what it follows) is, for a read, what a lost
+# connection is: degrade to the database. redis-py 4.0 has none of these;
+# RedisClusterException itself also means misuse.
 _CLUSTER_OUTAGES = tuple(getattr(redis.exceptions, name) for name in (
-    'ClusterDownError', 'TryAgainError', 'RedisClusterUnreachableError', 'SlotNotCoveredError',
-    'ClusterError') if hasattr(redis.exceptions, name))
+    'ClusterError', 'TryAgainError', 'RedisClusterUnreachableError', 'SlotNotCoveredError')
+    if hasattr(redis.exceptions, name))
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, *_CLUSTER_OUTAGES)
 
 
