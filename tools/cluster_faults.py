@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 
 # _wait_for: a condition asked every 0.1 s for 30 s, a node busy with the change asked again
-from .redis_server import _wait_for, call, ping
+from .redis_server import _wait_for, call, info, ping
 
 
 def cluster_ports(nodes):
@@ -138,7 +138,3 @@ def error_replies(nodes):
             counts[code] = counts.get(code, 0) + int(value.split('=')[1].split(',')[0])
     return counts
 
-
-def info(port, section):
-    return dict(line.split(':', 1) for line in call(port, 'INFO', section).splitlines()
-                if ':' in line and not line.startswith('#'))

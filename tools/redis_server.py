@@ -169,6 +169,15 @@ def private_redis(*options, ready=None):
             yield port
 
 
+def _sentinel_args(workdir, config):
+    """redis-server's arguments for a sentinel of these config lines: the sentinel rewrites
+    its config file, so the file lives in its (writable) workdir."""
+    path = os.path.join(workdir, 'sentinel.conf')
+    with open(path, 'w') as f:
+        f.write('\n'.join(config) + '\n')
+    return [path, '--sentinel']
+
+
 @contextmanager
 def sentinel_for_run(master_host, master_port, python=None, password=None):
     """Yield 'host:port' of a sentinel, started for the block, that monitors the Redis at
@@ -180,11 +189,7 @@ def sentinel_for_run(master_host, master_port, python=None, password=None):
     if password:
         config.append(f'sentinel auth-pass {SENTINEL_SERVICE} {password}')
     with tempfile.TemporaryDirectory(prefix='cacheops-sentinel-') as workdir:
-        # The sentinel rewrites its config file, so it has to live in a writable place.
-        config_path = os.path.join(workdir, 'sentinel.conf')
-        with open(config_path, 'w') as f:
-            f.write('\n'.join(config) + '\n')
-        args = [find_redis_server(python), config_path, '--sentinel']
+        args = [find_redis_server(python), *_sentinel_args(workdir, config)]
         with _server(args, workdir, lambda: ping(f'redis://127.0.0.1:{port}')):
             _log(f'sentinel on 127.0.0.1:{port} monitors {master_ip}:{master_port} as {SENTINEL_SERVICE}')
             yield f'127.0.0.1:{port}'
@@ -225,10 +230,10 @@ class SentinelGroup:
 
     def in_sync(self):
         """Wait until every replica has what the primary wrote so far."""
-        offset = _info_field(call(self.primary()[1], 'INFO', 'replication'), 'master_repl_offset')
+        offset = int(info(self.primary()[1], 'replication')['master_repl_offset'])
         for port in self.replicas():
-            _until(lambda p=port: int(_info_field(call(p, 'INFO', 'replication'), 'slave_repl_offset'))
-                   >= int(offset), 'the replica to catch up')
+            _wait_for(lambda p=port: int(info(p, 'replication')['slave_repl_offset']) >= offset,
+                  'the replica to catch up', SENTINEL_GROUP_TIMEOUT)
 
     @contextmanager
     def paused(self, port):
@@ -254,30 +259,7 @@ class SentinelGroup:
             if int(port) == old[1]:
                 return False
             return 'role:master' in call(int(port), 'INFO', 'replication') and (host, int(port))
-        return _until(promoted, 'the sentinels to promote the replica', timeout)
-
-
-def _info_field(info, name):
-    """A field of an INFO reply."""
-    for line in info.splitlines():
-        if line.startswith(name + ':'):
-            return line.split(':', 1)[1]
-    raise RuntimeError(f'INFO has no {name}')
-
-
-def _until(condition, what, timeout=SENTINEL_GROUP_TIMEOUT):
-    """condition()'s first true value, asked every 0.1 s; a server not answering yet is asked again."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except (OSError, RuntimeError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f'Sentinel: timed out waiting for {what}')
-        time.sleep(0.1)
+        return _wait_for(promoted, 'the sentinels to promote the replica', timeout)
 
 
 def _sentinels_agree(sentinels, service, primary, replicas):
@@ -312,14 +294,11 @@ def sentinel_group(python=None, down_after_ms=1000, failover_timeout_ms=2000):
     with tempfile.TemporaryDirectory(prefix='cacheops-sentinels-') as top, ExitStack() as stack:
         servers = {}
 
-        def start(port, args):
+        def start(port, args=(), sentinel_config=()):
             workdir = os.path.join(top, str(port))
             os.mkdir(workdir)
-            if args[0].endswith('.conf'):  # the sentinel rewrites its config file: it lives in workdir
-                path = os.path.join(workdir, 'sentinel.conf')
-                with open(path, 'w') as f:
-                    f.write(args[1])
-                args = [path, '--sentinel']
+            if sentinel_config:
+                args = _sentinel_args(workdir, sentinel_config)
             servers[port] = stack.enter_context(_server(
                 [binary, *args], workdir, lambda: ping(f'redis://127.0.0.1:{port}')))
 
@@ -327,16 +306,17 @@ def sentinel_group(python=None, down_after_ms=1000, failover_timeout_ms=2000):
             start(port, ['--port', str(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
                          '--dir', os.path.join(top, str(port)), '--repl-diskless-sync', 'yes',
                          '--repl-diskless-sync-delay', '0', *more])
-        _until(lambda: 'master_link_status:up' in call(replica, 'INFO', 'replication'),
-               'the replica to sync')
+        _wait_for(lambda: info(replica, 'replication')['master_link_status'] == 'up',
+                  'the replica to sync', SENTINEL_GROUP_TIMEOUT)
         for port in sentinels:
-            start(port, ['.conf', '\n'.join([
+            start(port, sentinel_config=[
                 f'port {port}', 'bind 127.0.0.1',
                 f'sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary} 2',
                 f'sentinel down-after-milliseconds {SENTINEL_SERVICE} {down_after_ms}',
-                f'sentinel failover-timeout {SENTINEL_SERVICE} {failover_timeout_ms}', ''])])
+                f'sentinel failover-timeout {SENTINEL_SERVICE} {failover_timeout_ms}'])
         # the sentinels find each other by hellos on the primary, every 2 seconds
-        _until(lambda: _sentinels_agree(sentinels, SENTINEL_SERVICE, primary, 1), 'the sentinels to agree')
+        _wait_for(lambda: _sentinels_agree(sentinels, SENTINEL_SERVICE, primary, 1), 'the sentinels to agree',
+                  SENTINEL_GROUP_TIMEOUT)
         _log(f'primary 127.0.0.1:{primary}, replica 127.0.0.1:{replica}, sentinels on '
              f'{", ".join(map(str, sentinels))} (quorum 2) as {SENTINEL_SERVICE}')
         yield SentinelGroup([('127.0.0.1', port) for port in sentinels], SENTINEL_SERVICE,
@@ -353,6 +333,12 @@ def call(port, *args, timeout=5):
     if isinstance(reply, Exception):
         raise reply
     return reply
+
+
+def info(port, section):
+    """INFO section of the Redis on 127.0.0.1:port, as {field: value}."""
+    return dict(line.split(':', 1) for line in call(port, 'INFO', section).splitlines()
+                if ':' in line and not line.startswith('#'))
 
 
 def _read_reply(stream):
@@ -438,16 +424,19 @@ def _cluster_whole(ports, replicas):
     return True
 
 
-def _wait_for(condition, what):
-    deadline = time.monotonic() + CLUSTER_TIMEOUT
+def _wait_for(condition, what, timeout=CLUSTER_TIMEOUT):
+    """condition()'s first true value, asked every 0.1 s; a server not answering yet (busy
+    joining, or promoting) is asked again."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            if condition():
-                return
+            value = condition()
+            if value:
+                return value
         except (OSError, RuntimeError):
-            pass  # a node busy joining: asked again
+            pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f'Redis Cluster: timed out waiting for {what}')
+            raise RuntimeError(f'timed out after {timeout} s waiting for {what}')
         time.sleep(0.1)
 
 
