@@ -24,6 +24,7 @@ from .failed import REDIS_FAILURES, failed, failed_lock, retry_failed, run_safel
 from .keys import (PrefixQuery, conj_prefix, epoch_key, handover_key, hash_tag, is_conj_key,
                    prefix_for, prefixed_tables, scan_conj_keys, schemes_key)
 from .redis import get_client, is_cluster, primary, run_script
+from .removed import count_removed
 from .signals import cache_invalidated
 from .transaction import queue_when_in_transaction, transaction_states
 from .utils import chunks, conj_value, glob_escape, written_granular_columns, written_tables
@@ -54,8 +55,8 @@ def _replay(func):
 
 
 def _delete_keys(client, keys):
-    for chunk in chunks(keys, UNLINK_CHUNK):
-        client.unlink(*chunk)
+    """UNLINK keys in chunks; how many existed."""
+    return sum(client.unlink(*chunk) for chunk in chunks(keys, UNLINK_CHUNK))
 
 
 def _delete_dropped_keys(client, keys, handover):
@@ -63,7 +64,8 @@ def _delete_dropped_keys(client, keys, handover):
     remembers them in Redis. If Redis fails, they are kept for replay themselves."""
     keys = [*keys, handover]
     try:
-        _delete_keys(client, keys)
+        # the handover set exists whenever there are keys: one of those deleted
+        count_removed(cache_keys=max(0, _delete_keys(client, keys) - 1))
     except REDIS_FAILURES:
         with failed_lock:
             failed.append((_delete_keys_again, (keys,), {}))
@@ -108,7 +110,9 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
 def _run_invalidation(client, keys, budget, args, prefix, table):
     """Run invalidate.lua and delete what it leaves to the client. Each run has a fresh
     token, from which the script derives the new epochs."""
-    members, patterns = run_script('invalidate', keys, [budget, new_epoch(), *args])
+    members, patterns, conjs_deleted, deleted_here = run_script(
+        'invalidate', keys, [budget, new_epoch(), *args])
+    count_removed(conj_keys=conjs_deleted, cache_keys=deleted_here)
     if members:
         _delete_dropped_keys(client, members, keys[-1])
     for pattern in distinct(patterns):  # rows lacking the same columns give the same
@@ -153,6 +157,7 @@ def _text(key):
 def _run_invalidate_conjs(client, keys):
     """Run invalidate_conjs.lua and delete the cache keys it returns."""
     members = run_script('invalidate_conjs', keys)
+    count_removed(conj_keys=len(keys) - 1)  # found by SCAN just before
     if members:
         _delete_dropped_keys(client, members, keys[0])
 
@@ -320,7 +325,7 @@ def _invalidate_all():
                 conjs = [key for key in keys if is_conj_key(key, conj_prefixes)]
                 invalidate_conjs(client, conjs, prefix)
                 dropped = kept.union(conjs)
-                _delete_keys(client, [key for key in keys if key not in dropped])
+                count_removed(cache_keys=_delete_keys(client, [key for key in keys if key not in dropped]))
         _delete_keys(client, [epoch_key('', table) for table in by_prefix.get('', ())])
     if cache_invalidated.receivers:
         cache_invalidated.send(sender=None, obj_dict=None)

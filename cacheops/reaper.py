@@ -21,6 +21,7 @@ class ReapStats:
     total: int = 0      # members of those sets when they were found
     members: int = 0    # members checked
     removed: int = 0    # references to expired keys removed
+    trimmed: int = 0    # sets that had some removed
     emptied: int = 0    # sets left empty, which Redis deletes
 
 
@@ -65,6 +66,13 @@ def _set_sizes(client, keys):
 
 
 def _reap_set(client, found, chunk_size, stats, notify):
+    removed_before = stats.removed
+    _reap_members_of(client, found, chunk_size, stats, notify)
+    stats.trimmed += stats.removed > removed_before
+    notify(stats)
+
+
+def _reap_members_of(client, found, chunk_size, stats, notify):
     prefix, conj = found
     cursor = 0
     while True:

@@ -2,6 +2,7 @@
 `reapconjs`. Mass updates don't invalidate, so they make entries stale on purpose;
 a command that invalidates makes the next read query the database again."""
 import io
+import re
 from unittest import mock
 
 import pytest
@@ -58,6 +59,12 @@ def cats():
     return Category.objects.create(title='one'), Category.objects.create(title='two')
 
 
+@pytest.fixture(params=[False, True], ids=['conj', 'insideout'])
+def insideout(request):
+    with override_settings(CACHEOPS_INSIDEOUT=request.param):
+        yield request.param
+
+
 @pytest.fixture
 def posts(cats):
     return [Post.objects.create(title='p%d' % i, category=cat) for i, cat in enumerate(cats)]
@@ -104,7 +111,31 @@ def test_invalidate_model(cats, posts):
 
     assert queries(lambda: texts(cats[0])) == (['changed'], 1)
     assert queries(titles) == (['one', 'two'], 0)
-    assert out.strip() == 'Invalidated tests.Post.'
+    assert out.splitlines()[0] == 'Invalidated tests.Post.'
+
+
+def test_invalidate_says_what_it_removed(cats, posts, insideout):
+    for cat in cats:
+        assert cached(lambda: texts(cat)) == ['']
+    other = [p.text for p in Post.objects.cache().filter(category=cats[0], title='p0')]
+    assert other == ['']
+
+    out = run('invalidate', 'tests.Post')
+
+    # conj-set mode deletes the cached results with their conj sets; insideout mode
+    # deletes the stamps, which leaves the results unreadable until they expire
+    results = 0 if insideout else 3
+    assert out.splitlines() == ['Invalidated tests.Post.',
+                                'Removed %d cached results and 3 conj keys.' % results]
+    assert run('invalidate', 'tests.Post') == 'Invalidated tests.Post.\n'  # nothing left
+
+
+def test_invalidate_object_says_what_it_removed(cats, posts, insideout):
+    assert cached(lambda: texts(cats[0])) == cached(lambda: texts(cats[1])) == ['']
+
+    out = run('invalidate', 'tests.Post.%d' % posts[0].pk)
+
+    assert out.splitlines()[1] == 'Removed %d cached results and 1 conj keys.' % (0 if insideout else 1)
 
 
 def test_invalidate_model_on_every_database(cats):
@@ -138,7 +169,7 @@ def test_invalidate_app(cats, posts):
     assert queries(lambda: texts(cats[0])) == (['changed'], 1)
     assert queries(titles) == (['same', 'same'], 1)
     assert queries(lambda: titles(Group)) == (['g'], 0)  # another app
-    assert out.startswith('Invalidated ') and out.strip().endswith('models of tests.')
+    assert re.fullmatch(r'Invalidated \d+ models of tests\.', out.splitlines()[0])
 
 
 def test_invalidate_app_includes_auto_created_m2m_tables():
@@ -188,7 +219,8 @@ def test_invalidate_all_sends_cache_invalidated(prefix):
 @override_settings(CACHEOPS_PREFIX=None)
 def test_invalidate_all_without_prefix_flushes_the_database(cats):
     redis_client.set('other:data', 'x')
-    run('invalidate', 'all')
+    keys = len(redis_keys('*'))
+    assert run('invalidate', 'all') == 'Invalidated everything cacheops cached: flushed %d keys.\n' % keys
     assert not redis_client.exists('other:data')
 
 
@@ -293,6 +325,23 @@ def test_an_error_invalidates_nothing(cats, posts):
     assert queries(lambda: texts(cats[0])) == ([''], 0)
 
 
+DOWN = 'redis://127.0.0.1:1/0'  # nothing listens there: connections are refused
+
+
+@pytest.mark.parametrize('args, message', [
+    (('invalidate', 'all'), 'Redis failed, all may be invalidated in part only: ConnectionError'),
+    (('invalidate', 'tests.Category'), 'Redis failed, tests.Category may be invalidated in part only'),
+    (('reapconjs',), 'Redis failed, conj sets reaped in part only: ConnectionError'),
+])
+def test_a_redis_error_exits_non_zero_with_a_message(args, message, capsys):
+    from django.core.management import execute_from_command_line
+    with override_settings(CACHEOPS_REDIS=DOWN, CACHEOPS_CLUSTER=None, CACHEOPS_SENTINEL=None):
+        with pytest.raises(SystemExit) as exit:
+            execute_from_command_line(['manage.py', *args])
+    assert exit.value.code == 1
+    assert message in capsys.readouterr().err
+
+
 def test_quiet_with_verbosity_0(cats):
     assert run('invalidate', 'tests.Category', verbosity=0) == ''
 
@@ -316,8 +365,9 @@ def expired_references(cat, n):
 def test_reapconjs_summary(cats):
     expired_references(cats[0], 3)
     out = run('reapconjs', '--chunk-size=2', '--min-conj-set-size=2')
-    assert out == ('Found 1 conj keys, checked 1 sets of at least 2 members: 3 members checked, '
-                   '3 references to expired keys removed, 1 sets emptied.\n')
+    assert re.fullmatch(r'Found 1 conj keys, checked 1 sets of at least 2 members: 3 members checked, '
+                        r'3 references to expired keys removed from 1 sets, 1 sets emptied, in \d+\.\d s\.\n',
+                        out)
 
 
 @override_settings(CACHEOPS_INSIDEOUT=False)
@@ -360,10 +410,11 @@ def test_reapconjs_progress_bar_on_a_terminal(cats):
     call_command('reapconjs', '--chunk-size=1', '--min-conj-set-size=1', stdout=out)
     lines = out.getvalue().split('\r')
     assert lines[1].startswith('Scanning: ')
-    bars = [line.rstrip() for line in lines if line.startswith('[')]
+    bars = [line.split('\n')[0].rstrip() for line in lines if line.startswith('[')]
+    assert re.fullmatch(r'Scanning: \d+ conj keys found, \d+/s', lines[1].rstrip())
     assert bars[0].startswith('[..............................]   0% 0/4 members')
-    assert bars[-1].startswith('[##############################] 100% 4/4 members, 4 removed')
-    assert lines[-1].rstrip().endswith('4 references to expired keys removed, 1 sets emptied.')
+    assert re.fullmatch(r'\[#{30}\] 100% 4/4 members, 4 removed from 1 sets, \d+/s', bars[-1])
+    assert 'references to expired keys removed from 1 sets, 1 sets emptied, in ' in lines[-1]
 
 
 @pytest.mark.parametrize('args', [['--chunk-size=0'], ['--chunk-size=x'], ['--min-conj-set-size=-1']])

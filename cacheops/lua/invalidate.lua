@@ -28,7 +28,8 @@
 -- ARGV: the most cache keys to delete here, a fresh token, then for each table: its
 --       conj key prefix, a JSON list of rows, each a {column: canonical value string}
 --       object
--- Returns {cache keys left to delete, SCAN patterns of conj keys}.
+-- Returns {cache keys left to delete, SCAN patterns of conj keys, conj keys deleted,
+--          cache keys deleted here}.
 local budget = tonumber(ARGV[1])
 local ntables = (#ARGV - 2) / 2
 
@@ -76,7 +77,7 @@ end
 
 local handover = KEYS[2 * ntables + 1]
 if redis.call('exists', handover) == 1 then  -- this call ran before: its reply was lost
-    return {redis.call('smembers', handover), patterns}
+    return {redis.call('smembers', handover), patterns, 0, 0}
 end
 
 for e = ntables + 1, 2 * ntables do
@@ -99,14 +100,15 @@ for _, conj in ipairs(conj_keys) do
         end
     end
 end
+local conjs_deleted = 0
 for i = 1, #conj_keys, 1000 do
-    redis.call('del', unpack(conj_keys, i, math.min(i + 999, #conj_keys)))
+    conjs_deleted = conjs_deleted + redis.call('del', unpack(conj_keys, i, math.min(i + 999, #conj_keys)))
 end
 
 -- DEL, not UNLINK: cache values are strings, which UNLINK frees in place all the same
-local here = math.min(budget, #members)
+local here, deleted = math.min(budget, #members), 0
 for i = 1, here, 1000 do
-    redis.call('del', unpack(members, i, math.min(i + 999, here)))
+    deleted = deleted + redis.call('del', unpack(members, i, math.min(i + 999, here)))
 end
 local left = {}
 for i = here + 1, #members do
@@ -118,4 +120,4 @@ end
 if #left > 0 then
     redis.call('expire', handover, 86400)
 end
-return {left, patterns}
+return {left, patterns, conjs_deleted, deleted}

@@ -4,8 +4,11 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from cacheops.invalidation import invalidate_all, invalidate_model, invalidate_obj
+from cacheops.conf import prefix_func
+from cacheops.invalidation import REDIS_FAILURES, invalidate_all, invalidate_model, invalidate_obj
 from cacheops.keys import table_prefix
+from cacheops.redis import get_client, is_cluster
+from cacheops.removed import counting_removed
 from cacheops.utils import written_tables
 
 
@@ -24,15 +27,27 @@ class Command(BaseCommand):
             raise CommandError('Unknown database %r; DATABASES has %s'
                                % (database, ', '.join(map(repr, connections))))
         try:
-            message = self.invalidate(target, database)
+            with counting_removed() as removed:
+                message = self.invalidate(target, database)
         except ImproperlyConfigured as e:
             raise CommandError(str(e))
+        except REDIS_FAILURES as e:
+            # may have removed part: running it again is safe, and finishes it
+            raise CommandError('Redis failed, %s may be invalidated in part only: %s: %s'
+                               % (target, type(e).__name__, e))
         if options['verbosity'] >= 1:
             self.stdout.write(message)
+            if removed.conj_keys or removed.cache_keys:
+                self.stdout.write('Removed %d cached results and %d conj keys.'
+                                  % (removed.cache_keys, removed.conj_keys))
 
     def invalidate(self, target, database):
         """Invalidate what target names; returns the line to report."""
         if target == 'all':
+            if prefix_func() is None:
+                flushed = _key_count(get_client())
+                invalidate_all()
+                return 'Invalidated everything cacheops cached: flushed %d keys.' % flushed
             invalidate_all()
             return 'Invalidated everything cacheops cached.'
         app_label, _, rest = target.partition('.')
@@ -51,6 +66,11 @@ class Command(BaseCommand):
         obj = _object(model, pk, database)
         invalidate_obj(obj, using=database)
         return 'Invalidated %s with pk %s on %s.' % (model._meta.label, obj.pk, database)
+
+
+def _key_count(client):
+    # a cluster client asks its default node only, unless told
+    return client.dbsize(target_nodes=client.PRIMARIES) if is_cluster() else client.dbsize()
 
 
 def _app_config(label):
