@@ -27,19 +27,49 @@ failed_lock = threading.RLock()
 
 
 def run_safely(func, *args, **kwargs):
-    """Call an invalidation; if Redis fails (down, busy, out of memory), log it and keep
-    the call to replay before this process trusts the cache again."""
+    """Call an invalidation; if it fails (Redis down, busy, out of memory; or anything
+    else, a CACHEOPS_PREFIX function raising, say), log it and keep the call to replay
+    before this process trusts the cache again. Nothing it raises reaches the caller:
+    the write it follows is in the database already."""
     try:
         # in a transaction func only queues itself for the commit: it must, as replays
         # run at once (see retry_failed) and its write isn't committed yet. failed is
-        # read first, as reads do: retry_failed() locks even with nothing to replay
-        if not failed or retry_failed() or transaction_states.any_open():
+        # read first, as reads do: retry_failed() locks even with nothing to replay.
+        # Only Redis failing keeps a call from being tried: kept calls that raised
+        # something else don't hold back the ones after them
+        if not failed or _replay() != REDIS_FAILED or transaction_states.any_open():
             func(*args, **kwargs)
             return
     except REDIS_FAILURES as e:
         logger.error('cacheops: invalidation failed, will retry: %s', e)
+    except Exception:  # noqa: BLE001 - see docs/design.md, "not a Redis error"
+        if getattr(func, 'stores_only', False):
+            logger.exception('cacheops: storing in the cache raised; the write went through')
+            return
+        logger.exception('cacheops: invalidation raised; it is kept to retry, and until then '
+                         'this process reads the database')
+        func = _Raised(func)
     with failed_lock:
         failed.append((func, args, kwargs))
+
+
+def stores_only(func):
+    """Mark a function run_safely() calls that only stores (cache_on_save): if it raises
+    something other than a Redis error, nothing is left stale, and it is not kept."""
+    func.stores_only = True
+    return func
+
+
+class _Raised:
+    """A kept call that raised something other than a Redis error: replaying it again
+    raising is logged without its traceback (it was, once), and the replay goes on past it."""
+    __slots__ = ('func',)
+
+    def __init__(self, func):
+        self.func = func
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
 
 
 class _Replaying(threading.local):
@@ -55,30 +85,51 @@ def retry_failed():
     Replays are of writes committed already: they run at once, not queued in a
     transaction open now (whose rollback would drop them). One that reads the cache
     (cache_on_save, a cache_invalidated receiver) is told False: it reads the database."""
+    return _replay() == DONE
+
+
+# what _replay() ends with
+DONE, REDIS_FAILED, RAISED, BUSY = 'done', 'redis failed', 'raised', 'busy'
+
+
+def _replay():
+    """Replay the kept calls in order: DONE if none is left; REDIS_FAILED if Redis failed
+    again (the replay stops there); RAISED if only calls that raised something else are
+    left (each is kept, and the replay goes on past it); BUSY inside a replay."""
     if _replaying.active:
-        return False
+        return BUSY
     with failed_lock:
         _replaying.active = True
         try:
             with transaction_states.hidden():
-                while failed:
-                    func, args, kwargs = failed[0]
-                    kept = len(failed)
-                    try:
-                        func(*args, **kwargs)
-                    except REDIS_FAILURES:
-                        # what it kept of itself (kept_on_failure) goes first: replayed
-                        # before it, once, instead of piling up behind it
-                        added = failed[kept:]
-                        del failed[kept:]
-                        failed[0:0] = added
-                        return False
-                    except Exception:  # noqa: BLE001
-                        # not Redis (a cache_invalidated receiver raising, say): replaying
-                        # it again would fail every read of this process the same way
-                        logger.exception('cacheops: replaying a failed invalidation raised; '
-                                         'it is dropped')
-                    failed.pop(0)
+                return _replay_all()
         finally:
             _replaying.active = False
-    return True
+
+
+def _replay_all():
+    i = 0
+    while i < len(failed):
+        func, args, kwargs = failed[i]
+        kept = len(failed)
+        try:
+            func(*args, **kwargs)
+        except REDIS_FAILURES:
+            # what it kept of itself (kept_on_failure) goes first: replayed
+            # before it, once, instead of piling up behind it
+            added = failed[kept:]
+            del failed[kept:]
+            failed[i:i] = added
+            return REDIS_FAILED
+        except Exception as e:  # noqa: BLE001
+            # not Redis: kept, as the entries it should drop may still be there (a
+            # CACHEOPS_PREFIX failing outside a request works again in one)
+            if isinstance(func, _Raised):
+                logger.debug('cacheops: a kept invalidation raised again: %r', e)
+            else:
+                logger.exception('cacheops: replaying a failed invalidation raised; it is kept')
+                failed[i] = (_Raised(func), args, kwargs)
+            i += 1
+            continue
+        failed.pop(i)
+    return RAISED if failed else DONE

@@ -227,7 +227,17 @@ def _invalidate_dicts(model, dicts, using=DEFAULT_DB_ALIAS):
     _invalidate_values(model, dicts, using)
     if cache_invalidated.receivers:
         for values in dicts:
-            cache_invalidated.send(sender=model, obj_dict=values)
+            _send_invalidated(model, values)
+
+
+def _send_invalidated(sender, values):
+    """cache_invalidated to every receiver. The invalidation is done: one raising is
+    logged with its traceback, the others still get the signal, and the write that
+    invalidated goes on (docs/design.md, "not a Redis error")."""
+    for receiver, result in cache_invalidated.send_robust(sender=sender, obj_dict=values):
+        if isinstance(result, Exception):
+            logger.error('cacheops: cache_invalidated receiver %r raised', receiver,
+                         exc_info=(type(result), result, result.__traceback__))
 
 
 def invalidate_dict(model: type[Model], obj_dict: Mapping[str, Any], using: str = DEFAULT_DB_ALIAS) -> None:
@@ -272,7 +282,7 @@ def _invalidate_model(model, using=DEFAULT_DB_ALIAS):
         invalidate_conjs(client, _scan(client, glob_escape(conj_prefix(prefix, table)) + '*'),
                          prefix, table)
     if cache_invalidated.receivers:
-        cache_invalidated.send(sender=model, obj_dict=None)
+        _send_invalidated(model, None)
 
 
 def invalidate_all() -> None:
@@ -328,7 +338,7 @@ def _invalidate_all():
                 count_removed(cache_keys=_delete_keys(client, [key for key in keys if key not in dropped]))
         _delete_keys(client, [epoch_key('', table) for table in by_prefix.get('', ())])
     if cache_invalidated.receivers:
-        cache_invalidated.send(sender=None, obj_dict=None)
+        _send_invalidated(None, None)
 
 
 # a new primary drops cacheops' keys so, where a prefix shares the db (see redis/primary.py)

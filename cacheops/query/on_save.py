@@ -3,11 +3,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models.query import MAX_GET_RESULTS
 
 from ..conf import model_profile
+from ..failed import stores_only
 from ..getset import cached_call
 from ..transaction import transaction_states
 from .gets import fast_get
 
 
+@stores_only
 def cache_on_save(instance, using):
     """Store a saved instance where get(<its profile's cache_on_save field>=value) reads."""
     model = type(instance)
