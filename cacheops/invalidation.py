@@ -4,12 +4,13 @@ A write must never fail because of the cache (docs/design.md, invariant 2): inva
 run from model events go through run_safely(), which logs a Redis failure and keeps
 the invalidation to retry before this process next uses the cache.
 """
+import contextvars
 import datetime
 import decimal
+import inspect
 import json
 import logging
 import os
-import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from functools import wraps
@@ -358,21 +359,38 @@ def _whole_prefixes(by_prefix):
     return sorted(prefixes)
 
 
-class NoInvalidation(threading.local):
-    """Context manager and decorator turning invalidation off in this thread; nestable."""
-    depth = 0
+# The depth of no_invalidation blocks in the current context. A ContextVar, not a thread
+# local: asave() runs save() in a worker thread with a copy of the caller's context
+# (asgiref), and coroutines on one loop share a thread but each task has its own context
+_no_invalidation_depth = contextvars.ContextVar('cacheops_no_invalidation', default=0)
+
+
+class NoInvalidation:
+    """Context manager and decorator turning invalidation off in the current context
+    (the thread, or the coroutine, and what it awaits in worker threads); nestable."""
 
     @property
-    def active(self):
-        return self.depth > 0
+    def depth(self) -> int:
+        return _no_invalidation_depth.get()
+
+    @property
+    def active(self) -> bool:
+        return _no_invalidation_depth.get() > 0
 
     def __enter__(self):
-        self.depth += 1
+        _no_invalidation_depth.set(_no_invalidation_depth.get() + 1)
 
     def __exit__(self, *exc):
-        self.depth -= 1
+        _no_invalidation_depth.set(_no_invalidation_depth.get() - 1)
 
     def __call__(self, func):
+        if inspect.iscoroutinefunction(func):
+            @wraps(func)
+            async def async_wrapper(*args, **kwargs):
+                with self:
+                    return await func(*args, **kwargs)
+            return async_wrapper
+
         @wraps(func)
         def wrapper(*args, **kwargs):
             with self:

@@ -1,8 +1,15 @@
 """no_invalidation: a context manager and a decorator turning invalidation off in the
 current thread, nestable, inside transactions too; with try/finally it postpones
-invalidation. While it is on, writes leave cached results stale on purpose."""
+invalidation. While it is on, writes leave cached results stale on purpose. It is the
+current context's (a ContextVar), so it covers asave() and stays in its coroutine."""
+import asyncio
+
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection, transaction
+from django.http import HttpResponse
+from django.test import AsyncClient, override_settings
+from django.urls import path
 
 from cacheops import invalidate_all, invalidate_model, invalidate_obj, no_invalidation
 from .models import Category, Post
@@ -182,3 +189,100 @@ def test_a_whole_transaction_inside_the_block(cat):
             with transaction.atomic():  # a savepoint
                 Post.objects.create(title='b', category=cat)
     assert queries(lambda: titles(cat)) == ([], 0)
+
+
+# Async code (issue 18, finding 8): the block is the current context's, as a ContextVar:
+# asave() runs save() in a worker thread with a copy of the context, and two coroutines
+# on one loop (one thread) each have their own
+
+async def quiet_rename(request, pk):
+    post = await Post.objects.nocache().aget(pk=pk)
+    post.title = 'quiet'
+    with no_invalidation:
+        await post.asave()
+    return HttpResponse(post.title)
+
+
+async def loud_rename(request, pk):
+    post = await Post.objects.nocache().aget(pk=pk)
+    post.title = 'loud'
+    await post.asave()
+    return HttpResponse(post.title)
+
+
+urlpatterns = [
+    path('quiet/<int:pk>/', quiet_rename),
+    path('loud/<int:pk>/', loud_rename),
+]
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(ROOT_URLCONF=__name__)
+def test_no_invalidation_covers_asave_in_an_async_view(cat):
+    post = Post.objects.create(title='a', category=cat)
+    warm(cat)
+
+    @async_to_sync
+    async def get(url):
+        return (await AsyncClient().get(url)).content
+
+    assert get('/quiet/%d/' % post.pk) == b'quiet'
+    assert queries(lambda: titles(cat)) == (['a'], 0)  # left stale on purpose
+    assert get('/loud/%d/' % post.pk) == b'loud'
+    assert queries(lambda: titles(cat)) == (['loud'], 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_invalidation_covers_asave(cat):
+    post = Post.objects.create(title='a', category=cat)
+    warm(cat)
+
+    async def rename():
+        post.title = 'b'
+        with no_invalidation:
+            await post.asave()
+    async_to_sync(rename)()
+    assert queries(lambda: titles(cat)) == (['a'], 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_invalidation_does_not_leak_to_another_coroutine(cat):
+    """One coroutine inside the block while another, on the same loop and thread,
+    invalidates: the other's invalidation runs."""
+    post = Post.objects.create(title='a', category=cat)
+    warm(cat)
+    unseen_update(Post.objects.filter(pk=post.pk), title='b')
+
+    async def both():
+        entered, done = asyncio.Event(), asyncio.Event()
+
+        async def quiet():
+            with no_invalidation:
+                entered.set()
+                await done.wait()
+                assert no_invalidation.active
+
+        async def loud():
+            await entered.wait()
+            assert not no_invalidation.active
+            invalidate_obj(post)
+            done.set()
+        await asyncio.gather(quiet(), loud())
+    async_to_sync(both)()
+    assert queries(lambda: titles(cat)) == (['b'], 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_invalidation_decorates_a_coroutine_function(cat):
+    post = Post.objects.create(title='a', category=cat)
+    warm(cat)
+
+    @no_invalidation
+    async def rename():
+        """Renames."""
+        post.title = 'b'
+        await post.asave()
+    assert rename.__doc__ == 'Renames.'
+    async_to_sync(rename)()
+    assert queries(lambda: titles(cat)) == (['a'], 0)
+    assert not no_invalidation.active
