@@ -80,6 +80,10 @@ def _delete_keys_again(keys):
 # The most cache keys one invalidation deletes inside Redis; more go back to the client
 # to delete in chunks, so that a big invalidation never blocks Redis for long.
 SERVER_DELETE_BUDGET = 5000
+# The most conj set members one script reads; a bigger set is renamed to a drain set,
+# which the client empties DRAIN_CHUNK members at a time (docs/design.md, "Bounded work").
+SERVER_READ_LIMIT = 10000
+DRAIN_CHUNK = 1000
 
 
 def invalidate_rows(table, rows, using=DEFAULT_DB_ALIAS):
@@ -111,11 +115,13 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
 def _run_invalidation(client, keys, budget, args, prefix, table):
     """Run invalidate.lua and delete what it leaves to the client. Each run has a fresh
     token, from which the script derives the new epochs."""
-    members, patterns, conjs_deleted, deleted_here = run_script(
-        'invalidate', keys, [budget, new_epoch(), *args])
+    members, patterns, conjs_deleted, deleted_here, drains = run_script(
+        'invalidate', keys, [budget, SERVER_READ_LIMIT, new_epoch(), *args])
     count_removed(conj_keys=conjs_deleted, cache_keys=deleted_here)
     if members:
         _delete_dropped_keys(client, members, keys[-1])
+    for drain in drains:
+        drain_set(client, drain)
     for pattern in distinct(patterns):  # rows lacking the same columns give the same
         invalidate_conjs(client, _scan(client, pattern), prefix, table)
 
@@ -157,10 +163,22 @@ def _text(key):
 @kept_on_failure
 def _run_invalidate_conjs(client, keys):
     """Run invalidate_conjs.lua and delete the cache keys it returns."""
-    members = run_script('invalidate_conjs', keys)
+    members, drains = run_script('invalidate_conjs', keys, [SERVER_READ_LIMIT])
     count_removed(conj_keys=len(keys) - 1)  # found by SCAN just before
     if members:
         _delete_dropped_keys(client, members, keys[0])
+    for drain in drains:
+        drain_set(client, drain)
+
+
+@kept_on_failure
+def drain_set(client, drain):
+    """Delete the cache keys a drain set (a renamed conj set) references, DRAIN_CHUNK at a
+    time, each removed from the set only once deleted: a process that dies meanwhile
+    leaves the rest for reapconjs to drain."""
+    while members := client.srandmember(drain, DRAIN_CHUNK):
+        count_removed(cache_keys=_delete_keys(client, members))
+        client.srem(drain, *members)
 
 
 def row_of(columns, values, like=None):
@@ -319,7 +337,8 @@ def _invalidate_all_at_commit(using):
 def _invalidate_all():
     client = get_client()
     if prefix_func() is None:
-        client.flushdb()
+        # freed in a background thread: a big database would block Redis for seconds
+        client.flushdb(asynchronous=True)
     else:
         by_prefix = prefixed_tables()
         _replace_epochs(client, [(prefix, table) for prefix, tables in by_prefix.items()

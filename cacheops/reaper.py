@@ -5,12 +5,19 @@ registered in until one of them is invalidated. Big sets of mostly dead names ma
 invalidation slow and use memory. reap_conjs() walks the conjunction keys with SCAN
 and removes, chunk by chunk, the members that no longer exist, so Redis is never
 blocked for long. Insideout mode has no such sets: its stamps are left alone.
+It also drains the handover and drain sets an invalidation left when its process died
+before deleting the cache keys they name.
 """
+import re
 from dataclasses import dataclass
 
-from .keys import reaping_key, scan_conj_keys
+from .invalidation import drain_set
+from .keys import prefixed_tables, reaping_key, scan_conj_keys
 from .redis import get_client, is_cluster, run_script
-from .utils import chunks
+from .utils import chunks, glob_escape
+
+# what follows a prefix in a handover set's name (keys.handover_key), or a drain set's
+HANDOVER_NAME = re.compile(rb'handover:(?:.+:)?[0-9a-f]{16}(?::\d+)?')
 
 
 @dataclass
@@ -23,6 +30,7 @@ class ReapStats:
     removed: int = 0    # references to expired keys removed
     trimmed: int = 0    # sets that had some removed
     emptied: int = 0    # sets left empty, which Redis deletes
+    drained: int = 0    # handover and drain sets of unfinished invalidations, emptied
 
 
 def reap_conjs(chunk_size=1000, min_conj_set_size=1000, progress=None):
@@ -44,7 +52,20 @@ def reap_conjs(chunk_size=1000, min_conj_set_size=1000, progress=None):
     notify(stats)
     for conj, _ in big_sets:
         _reap_set(client, conj, chunk_size, stats, notify)
+    _drain_leftovers(client, chunk_size, stats, notify)
     return stats
+
+
+def _drain_leftovers(client, chunk_size, stats, notify):
+    """Drain the sets of cache keys invalidations left to their client. One still running
+    may be draining the same set: deleting a key twice is harmless."""
+    for prefix in sorted(prefixed_tables()):
+        start = len(prefix.encode())
+        for key in client.scan_iter(match=glob_escape(prefix) + 'handover:*', count=chunk_size):
+            if HANDOVER_NAME.fullmatch(key[start:]) and client.type(key) in (b'set', 'set'):
+                drain_set(client, key)
+                stats.drained += 1
+                notify(stats)
 
 
 def _big_conj_sets(client, chunk_size, min_size, stats, notify):

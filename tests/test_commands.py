@@ -366,7 +366,8 @@ def test_reapconjs_summary(cats):
     expired_references(cats[0], 3)
     out = run('reapconjs', '--chunk-size=2', '--min-conj-set-size=2')
     assert re.fullmatch(r'Found 1 conj keys, checked 1 sets of at least 2 members: 3 members checked, '
-                        r'3 references to expired keys removed from 1 sets, 1 sets emptied, in \d+\.\d s\.\n',
+                        r'3 references to expired keys removed from 1 sets, 1 sets emptied; '
+                        r'0 sets left by unfinished invalidations drained; in \d+\.\d s\.\n',
                         out)
 
 
@@ -414,7 +415,7 @@ def test_reapconjs_progress_bar_on_a_terminal(cats):
     assert re.fullmatch(r'Scanning: \d+ conj keys found, \d+/s', lines[1].rstrip())
     assert bars[0].startswith('[..............................]   0% 0/4 members')
     assert re.fullmatch(r'\[#{30}\] 100% 4/4 members, 4 removed from 1 sets, \d+/s', bars[-1])
-    assert 'references to expired keys removed from 1 sets, 1 sets emptied, in ' in lines[-1]
+    assert 'references to expired keys removed from 1 sets, 1 sets emptied; 0 sets ' in lines[-1]
 
 
 @pytest.mark.parametrize('args', [['--chunk-size=0'], ['--chunk-size=x'], ['--min-conj-set-size=-1']])

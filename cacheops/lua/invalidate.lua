@@ -23,15 +23,21 @@
 -- connection failing, a client retrying) finds its conj sets gone, and hands over the
 -- keys its first run left instead of none. The client deletes the set with the keys.
 --
+-- The members read here are bounded (a conj set can grow to millions, and a script
+-- blocks Redis while it runs): a set that would take the count read past the limit is
+-- renamed, O(1), to a drain set <handover set>:<n>, in the same slot, which the client
+-- empties in bounded steps, deleting its cache keys before it removes them from it.
+-- The renaming takes the set with every registration made so far, as deleting it did.
+--
 -- KEYS: the schemes set of each table, then the epoch key of each table, then the
 --       handover set
--- ARGV: the most cache keys to delete here, a fresh token, then for each table: its
---       conj key prefix, a JSON list of rows, each a {column: canonical value string}
---       object
+-- ARGV: the most cache keys to delete here, the most conj set members to read here, a
+--       fresh token, then for each table: its conj key prefix, a JSON list of rows,
+--       each a {column: canonical value string} object
 -- Returns {cache keys left to delete, SCAN patterns of conj keys, conj keys deleted,
---          cache keys deleted here}.
-local budget = tonumber(ARGV[1])
-local ntables = (#ARGV - 2) / 2
+--          cache keys deleted here, drain sets left to the client}.
+local budget, read_limit, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local ntables = (#ARGV - 3) / 2
 
 local function glob_escape(s)
     return (string.gsub(s, '[%*%?%[%]\\]', '\\%0'))
@@ -39,8 +45,8 @@ end
 
 local conj_keys, seen, patterns = {}, {}, {}
 for t = 1, ntables do
-    local conj_prefix = ARGV[1 + 2 * t]
-    local rows = cjson.decode(ARGV[2 + 2 * t])
+    local conj_prefix = ARGV[2 + 2 * t]
+    local rows = cjson.decode(ARGV[3 + 2 * t])
     for _, scheme in ipairs(redis.call('smembers', KEYS[t])) do
         local columns = {}
         for column in string.gmatch(scheme, '[^,]+') do
@@ -76,8 +82,19 @@ for t = 1, ntables do
 end
 
 local handover = KEYS[2 * ntables + 1]
-if redis.call('exists', handover) == 1 then  -- this call ran before: its reply was lost
-    return {redis.call('smembers', handover), patterns, 0, 0}
+local function drain_name(n)
+    return handover .. ':' .. n
+end
+
+-- this call ran before (its reply was lost): hand over what its first run left
+local drains = {}
+for n = 1, #conj_keys do
+    if redis.call('exists', drain_name(n)) == 1 then
+        drains[#drains + 1] = drain_name(n)
+    end
+end
+if #drains > 0 or redis.call('exists', handover) == 1 then
+    return {redis.call('smembers', handover), patterns, 0, 0, drains}
 end
 
 for e = ntables + 1, 2 * ntables do
@@ -85,24 +102,30 @@ for e = ntables + 1, 2 * ntables do
     -- bring back an epoch a later write replaced, as ARGV's own could
     local epoch = redis.pcall('get', KEYS[e])
     if type(epoch) == 'table' then  -- not a string: replaced whole
-        redis.call('set', KEYS[e], redis.sha1hex(ARGV[2]))
+        redis.call('set', KEYS[e], redis.sha1hex(token))
     elseif epoch then  -- no epoch: no miss read one
-        redis.call('set', KEYS[e], redis.sha1hex(epoch .. ARGV[2]))
+        redis.call('set', KEYS[e], redis.sha1hex(epoch .. token))
     end
 end
 
-local members = {}
-for _, conj in ipairs(conj_keys) do
-    local set = redis.pcall('smembers', conj)  -- an error: a stamp (insideout mode)
-    if not set['err'] then
-        for _, member in ipairs(set) do
-            members[#members + 1] = member
+local members, read, conjs_deleted = {}, 0, 0
+for n, conj in ipairs(conj_keys) do
+    local size = redis.pcall('scard', conj)  -- an error: a stamp (insideout mode)
+    if type(size) ~= 'number' then
+        conjs_deleted = conjs_deleted + redis.call('del', conj)
+    elseif size > 0 then
+        if read + size <= read_limit then
+            for _, member in ipairs(redis.call('smembers', conj)) do
+                members[#members + 1] = member
+            end
+            read = read + size
+            redis.call('del', conj)
+        else
+            redis.call('rename', conj, drain_name(n))
+            drains[#drains + 1] = drain_name(n)
         end
+        conjs_deleted = conjs_deleted + 1
     end
-end
-local conjs_deleted = 0
-for i = 1, #conj_keys, 1000 do
-    conjs_deleted = conjs_deleted + redis.call('del', unpack(conj_keys, i, math.min(i + 999, #conj_keys)))
 end
 
 -- DEL, not UNLINK: cache values are strings, which UNLINK frees in place all the same
@@ -120,4 +143,4 @@ end
 if #left > 0 then
     redis.call('expire', handover, 86400)
 end
-return {left, patterns, conjs_deleted, deleted}
+return {left, patterns, conjs_deleted, deleted, drains}

@@ -7,26 +7,48 @@
 -- a day: a call run again because its reply was lost finds the sets gone, and hands
 -- over the keys its first run found instead of none. The client deletes the set with
 -- the keys.
+-- The members read here are bounded, as in invalidate.lua: a set that would take the
+-- count read past the limit is renamed, O(1), to the drain set <handover set>:<n> (n: its
+-- place in KEYS), for the client to empty in bounded steps.
 -- On a Redis Cluster the conj keys of one call are one table's, and the handover set
 -- carries that table's tag ({<table>}): one slot.
 --
 -- KEYS: the handover set, then conjunction keys (sets in conj-set mode, stamps in
 --       insideout mode)
--- ARGV: none
--- Returns the cache keys to delete.
-local handover = KEYS[1]
-if redis.call('exists', handover) == 1 then  -- this call ran before: its reply was lost
-    return redis.call('smembers', handover)
+-- ARGV: the most conj set members to read here
+-- Returns {cache keys to delete, drain sets left to the client}.
+local handover, read_limit = KEYS[1], tonumber(ARGV[1])
+local function drain_name(n)
+    return handover .. ':' .. n
 end
-local members = {}
-for k = 2, #KEYS do
-    local conj = KEYS[k]
-    if redis.call('type', conj).ok == 'set' then
-        for _, member in ipairs(redis.call('smembers', conj)) do
-            members[#members + 1] = member
-        end
+
+-- this call ran before (its reply was lost): hand over what its first run left
+local drains = {}
+for n = 2, #KEYS do
+    if redis.call('exists', drain_name(n)) == 1 then
+        drains[#drains + 1] = drain_name(n)
     end
-    redis.call('del', conj)
+end
+if #drains > 0 or redis.call('exists', handover) == 1 then
+    return {redis.call('smembers', handover), drains}
+end
+
+local members, read = {}, 0
+for n = 2, #KEYS do
+    local conj = KEYS[n]
+    local size = redis.pcall('scard', conj)  -- an error: a stamp (insideout mode)
+    if type(size) == 'number' and size > 0 and read + size > read_limit then
+        redis.call('rename', conj, drain_name(n))
+        drains[#drains + 1] = drain_name(n)
+    else
+        if type(size) == 'number' and size > 0 then
+            for _, member in ipairs(redis.call('smembers', conj)) do
+                members[#members + 1] = member
+            end
+            read = read + size
+        end
+        redis.call('del', conj)
+    end
 end
 for i = 1, #members, 1000 do
     redis.call('sadd', handover, unpack(members, i, math.min(i + 999, #members)))
@@ -34,4 +56,4 @@ end
 if #members > 0 then
     redis.call('expire', handover, 86400)
 end
-return members
+return {members, drains}

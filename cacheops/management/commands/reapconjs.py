@@ -74,6 +74,7 @@ def _per_second(count, seconds):
 def summary(stats, min_conj_set_size, seconds):
     """The line reapconjs ends with."""
     return ('Found %d conj keys, checked %d sets of at least %d members: %d members checked, '
-            '%d references to expired keys removed from %d sets, %d sets emptied, in %.1f s.'
+            '%d references to expired keys removed from %d sets, %d sets emptied; '
+            '%d sets left by unfinished invalidations drained; in %.1f s.'
             % (stats.conj_keys, stats.sets, min_conj_set_size, stats.members,
-               stats.removed, stats.trimmed, stats.emptied, seconds))
+               stats.removed, stats.trimmed, stats.emptied, stats.drained, seconds))
