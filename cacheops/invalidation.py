@@ -11,6 +11,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from functools import wraps
@@ -122,8 +123,8 @@ def _run_invalidation(client, keys, budget, args, prefix, table):
         _delete_dropped_keys(client, members, keys[-1])
     for drain in drains:
         drain_set(client, drain)
-    for pattern in distinct(patterns):  # rows lacking the same columns give the same
-        invalidate_conjs(client, _scan(client, pattern), prefix, table)
+    if patterns:
+        invalidate_conjs(client, _scan_any(client, patterns), prefix, table)
 
 
 def new_epoch():
@@ -284,6 +285,31 @@ def invalidate_obj(obj: Model, using: str | None = None) -> None:
 
 def _scan(client, pattern):
     return list(client.scan_iter(match=pattern, count=UNLINK_CHUNK))
+
+
+def _scan_any(client, patterns):
+    """The keys matching any of these SCAN patterns, in one pass over the keyspace: each
+    SCAN walks all of it, whatever it matches, and rows lacking a column give a pattern
+    each (a bulk_create of 200 rows without pks gave 200 SCANs)."""
+    patterns = [_text(pattern) for pattern in distinct(patterns)]
+    if len(patterns) == 1:
+        return _scan(client, patterns[0])
+    matches = re.compile('|'.join(map(_glob_regex, patterns)), re.DOTALL)
+    found = _scan(client, _common_head(patterns) + '*')
+    return [key for key in found if matches.fullmatch(_text(key))]
+
+
+def _glob_regex(pattern):
+    """A regex for a SCAN pattern as invalidate.lua makes them: escapes and '*'."""
+    parts = re.findall(r'\\.|.', pattern, re.DOTALL)
+    return ''.join('.*' if part == '*' else re.escape(part[-1]) for part in parts)
+
+
+def _common_head(patterns):
+    """The literal start all these patterns share, as a pattern (escapes kept whole)."""
+    heads = [re.match(r'(?:\\.|[^*?\[\\])*', pattern, re.DOTALL).group() for pattern in patterns]
+    head = os.path.commonprefix(heads)
+    return head[:-1] if re.search(r'(?<!\\)(?:\\\\)*\\$', head) else head  # not half an escape
 
 
 def invalidate_model(model: type[Model], using: str = DEFAULT_DB_ALIAS) -> None:

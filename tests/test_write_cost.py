@@ -120,3 +120,26 @@ def test_a_big_invalidation_deletes_past_the_server_budget_from_the_client(
         assert queries(count) == (1, 1)
     if not settings.CACHEOPS_INSIDEOUT:  # insideout mode deletes no cache keys at all
         assert 'UNLINK' in redis_commands
+
+
+def test_rows_lacking_a_column_scan_the_keyspace_once(redis_commands):
+    """Rows without a pk (bulk_create with ignore_conflicts) match any pk: each row gives
+    the conj keys of its scheme a pattern, and they are found in one SCAN pass, not one
+    pass per row (a SCAN walks the whole keyspace, whatever it matches)."""
+    cats = [Category.objects.create(title='c%d' % i) for i in range(21)]
+    by_pk = [lambda cat=cat: titles_of(cat, pk=10**6) for cat in cats]
+    for read in by_pk:
+        warm(read)
+    redis_commands.clear()
+
+    Post.objects.bulk_create([Post(title='t', category=cat, pk=None) for cat in cats[:20]],
+                             ignore_conflicts=True)
+
+    assert redis_commands.count('SCAN') <= 2  # the keyspace is small: a pass or two
+    for read in by_pk[:20]:
+        assert queries(read) == ([], 1)  # no new row has that pk: invalidated all the same
+    assert queries(by_pk[20]) == ([], 0)  # granular: no row of that category
+
+
+def titles_of(category, **conditions):
+    return [p.title for p in Post.objects.cache().filter(category=category, **conditions)]
