@@ -23,8 +23,9 @@ from .keys import (conj_key, epoch_key, lock_key, prefix_for, reaping_key, schem
 from .redis import (CONNECTION_ERRORS, get_client, mget_by_slot, read_command, run_script, send_script,
                     start_script)
 from .serialization import LayoutChanged
+# _signal: counts a read for cacheops.stats() and sends cache_read (docs/design.md, "Stats")
+from .stats import count_read as _signal, count_store
 from .utils import remember
-from .signals import cache_read
 
 PENDING = b'\x00cacheops:pending:'  # 18 bytes, see lua/prepare.lua
 assert len(PENDING) == 18
@@ -85,11 +86,6 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None,
         return computed()
 
 
-def _signal(sender, func, hit):
-    if cache_read.receivers:
-        cache_read.send(sender=sender, func=func, hit=hit)
-
-
 def _loads(data):
     return serializer().loads(data)
 
@@ -131,9 +127,9 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func, warm=None):
     if is_value(data):
         value = _load(data, key)
         if value is not STALE:
-            _signal(sender, func, True)
+            _signal(sender, func, True, key)
             return value
-    _signal(sender, func, False)
+    _signal(sender, func, False, key)
 
     query_dnfs = dnfs()
     if query_dnfs is None:
@@ -144,6 +140,7 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func, warm=None):
         value = computed()
         status, marker = _prepare(key, keys, args, timeout)
         _store(key, marker, value, lock)
+        count_store(sender, func, key)
         return value
     status, marker = _prepare(key, keys, args, timeout, warm, lock)
     if status == b'hit':
@@ -172,6 +169,7 @@ def _conj_sets(key, dnfs, timeout, computed, lock, sender, func, warm=None):
                 pass
         raise
     _store(key, marker, value, lock)
+    count_store(sender, func, key)
     return value
 
 
@@ -371,9 +369,9 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     if data is not None:
         value = _load(data)  # a stale one is computed and stored over below
         if value is not STALE:
-            _signal(sender, func, True)
+            _signal(sender, func, True, key)
             return value
-    _signal(sender, func, False)
+    _signal(sender, func, False, key)
 
     if lock and not _acquire_lock(client, key):
         # Somebody is computing it: wait for their result, bounded, blocking in Redis.
@@ -400,6 +398,7 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
             value = computed()
             _store_insideout_fresh(key, dnfs, conj_keys, epoch_keys, stamps, epochs,
                                    value, timeout, lock)
+            count_store(sender, func, key)
             return value
         else:  # a table without an epoch yet: make the stamps, and the epochs, first
             stamps = _prepare_insideout(dnfs, conj_keys, epoch_keys, timeout)
@@ -415,10 +414,11 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
         return value
     if is_cluster():
         _store_insideout_cluster(key, dnfs, conj_keys, stamps, value, timeout, lock)
-        return value
-    send_script('store_insideout', [key, lock_key(key), signal_key(key), *conj_keys],
-                [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
-                 settings.CACHEOPS_LOCK_WAIT])
+    else:
+        send_script('store_insideout', [key, lock_key(key), signal_key(key), *conj_keys],
+                    [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
+                     settings.CACHEOPS_LOCK_WAIT])
+    count_store(sender, func, key)
     return value
 
 

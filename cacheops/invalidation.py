@@ -28,6 +28,7 @@ from .keys import (PrefixQuery, conj_prefix, epoch_key, handover_key, hash_tag, 
 from .redis import get_client, is_cluster, primary, run_script
 from .removed import count_removed
 from .signals import cache_invalidated
+from .stats import count_invalidation
 from .transaction import queue_when_in_transaction, transaction_states
 from .utils import chunks, conj_value, glob_escape, written_granular_columns, written_tables
 
@@ -245,6 +246,7 @@ def _invalidate_values(model, dicts, using):
 @queue_when_in_transaction
 def _invalidate_dicts(model, dicts, using=DEFAULT_DB_ALIAS):
     _invalidate_values(model, dicts, using)
+    count_invalidation(model, conditions=dicts)
     if cache_invalidated.receivers:
         for values in dicts:
             _send_invalidated(model, values)
@@ -326,6 +328,7 @@ def _invalidate_model(model, using=DEFAULT_DB_ALIAS):
     for prefix, table in prefixed:
         invalidate_conjs(client, _scan(client, glob_escape(conj_prefix(prefix, table)) + '*'),
                          prefix, table)
+    count_invalidation(model)
     if cache_invalidated.receivers:
         _send_invalidated(model, None)
 
@@ -383,6 +386,7 @@ def _invalidate_all():
                 dropped = kept.union(conjs)
                 count_removed(cache_keys=_delete_keys(client, [key for key in keys if key not in dropped]))
         _delete_keys(client, [epoch_key('', table) for table in by_prefix.get('', ())])
+    count_invalidation(None)
     if cache_invalidated.receivers:
         _send_invalidated(None, None)
 

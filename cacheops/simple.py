@@ -27,7 +27,7 @@ from .keys import prefix_for, signal_key
 from .redis import _handle_connection_failure as handle_connection_failure
 from .redis import redis_client, run_script
 from .serialization import LayoutChanged
-from .signals import cache_read
+from .stats import count_invalidation, count_read, count_store
 from .utils import md5hex
 
 
@@ -116,7 +116,7 @@ class BaseCache:
                 return self._cached_call(key(args, kwargs), lambda: func(*args, **kwargs), func)
 
             wrapper.key = lambda *args, **kwargs: key(args, kwargs)
-            wrapper.invalidate = lambda *args, **kwargs: key(args, kwargs).delete()
+            wrapper.invalidate = _counted(func, lambda *args, **kwargs: key(args, kwargs).delete())
             return wrapper
         return decorator
 
@@ -148,8 +148,8 @@ class BaseCache:
 
             wrapper = cached_view_wrapper(view, call)
             wrapper.key = lambda request, *args, **kwargs: key(request, args, kwargs)
-            wrapper.invalidate = \
-                lambda request, *args, **kwargs: key(request, args, kwargs).delete()
+            wrapper.invalidate = _counted(
+                view, lambda request, *args, **kwargs: key(request, args, kwargs).delete())
             return wrapper
         return decorator
 
@@ -157,17 +157,21 @@ class BaseCache:
         try:
             value = key.get()
         except CacheMiss:
-            _signal(func, False)
+            count_read(None, func, False, key)
             value = compute()
             key.set(value)
+            count_store(None, func, key)
             return value
-        _signal(func, True)
+        count_read(None, func, True, key)
         return value
 
 
-def _signal(func, hit):
-    if cache_read.receivers:
-        cache_read.send(sender=None, func=func, hit=hit)
+def _counted(func, invalidate):
+    """invalidate, counted as an invalidation of func for cacheops.stats()."""
+    def counted(*args, **kwargs):
+        invalidate(*args, **kwargs)
+        count_invalidation(None, func)
+    return counted
 
 
 class RedisCache(BaseCache):
@@ -209,13 +213,14 @@ class RedisCache(BaseCache):
                 # another process put there meanwhile costs it a store, nothing more
                 self.delete(key)
             else:
-                _signal(func, True)
+                count_read(None, func, True, key)
                 return value
-        _signal(func, False)
+        count_read(None, func, False, key)
         marker = self._pending(key)
         value = compute()
         if marker is not None:
             self._store(key, marker, value)
+            count_store(None, func, key)
         return value
 
     def _pending(self, key):
@@ -343,9 +348,9 @@ class FileCache(BaseCache):
         except CacheMiss:
             pass
         else:
-            _signal(func, True)
+            count_read(None, func, True, key)
             return value
-        _signal(func, False)
+        count_read(None, func, False, key)
         filename = self._filename(key)
         os.makedirs(os.path.dirname(filename), exist_ok=True)
         pending = '%s%s%s' % (filename, PENDING, os.urandom(8).hex())
@@ -358,6 +363,7 @@ class FileCache(BaseCache):
                     if os.path.exists(pending):
                         os.replace(tmp, filename)
             self._write(key, value, key.timeout, put_if_pending)
+            count_store(None, func, key)
         finally:
             _remove(pending)
         return value

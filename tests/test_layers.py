@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / 'cacheops'
 # Bottom up. A name is a module or a package (which covers its submodules).
 LAYERS = [
     # settings and pure helpers: no Redis, no ORM state
-    {'conf', 'signals', 'utils', 'serialization', 'keys', 'tree', 'fingerprint'},
+    {'conf', 'signals', 'utils', 'serialization', 'keys', 'tree', 'fingerprint', 'removed', 'stats'},
     # state: transactions, failed invalidations to replay
     {'transaction'},
     {'failed'},
@@ -32,6 +32,8 @@ LAYERS = [
     {'decorators', 'simple', 'templatetags', 'jinja2', 'management'},
     # wiring: patches, app config, compatibility aliases, the package's public names
     {'monkey', 'apps', 'compat', '__init__'},
+    # integrations with other apps (the debug toolbar's panel), imported by projects only
+    {'contrib'},
 ]
 
 # Imports that go up a layer today, to be removed (issue 15); the list only shrinks.
