@@ -10,6 +10,7 @@ import threading
 
 import redis
 
+from .outage import answered, state as outage, went_around
 from .transaction import transaction_states
 
 logger = logging.getLogger('cacheops')
@@ -39,9 +40,13 @@ def run_safely(func, *args, **kwargs):
         # something else don't hold back the ones after them
         if not failed or _replay() != REDIS_FAILED or transaction_states.any_open():
             func(*args, **kwargs)
+            if outage.down:
+                answered()
             return
+        went_around('writes')  # Redis failed the replay just now: kept, untried
     except REDIS_FAILURES as e:
-        logger.error('cacheops: invalidation failed, will retry: %s', e)
+        went_around('writes', e)  # an outage is logged once, as it starts (outage.py)
+        logger.debug('cacheops: invalidation failed, will retry: %s', e)
     except Exception:  # noqa: BLE001 - see docs/design.md, "not a Redis error"
         if getattr(func, 'stores_only', False):
             logger.exception('cacheops: storing in the cache raised; the write went through')
@@ -85,7 +90,10 @@ def retry_failed():
     Replays are of writes committed already: they run at once, not queued in a
     transaction open now (whose rollback would drop them). One that reads the cache
     (cache_on_save, a cache_invalidated receiver) is told False: it reads the database."""
-    return _replay() == DONE
+    replayed = _replay()
+    if replayed == REDIS_FAILED:
+        went_around('reads')  # the caller reads the database
+    return replayed == DONE
 
 
 # what _replay() ends with
@@ -132,4 +140,6 @@ def _replay_all():
             i += 1
             continue
         failed.pop(i)
+    if outage.down:
+        answered()
     return RAISED if failed else DONE

@@ -12,20 +12,20 @@ import hashlib
 import os
 import re
 import time
-import warnings
 
 import redis
 
 from .conf import derived, insideout, is_cluster, prefix_func, serializer, settings
 from .failed import failed as failed_invalidations, retry_failed
+from .outage import answered, read_failed, state as outage
 from .keys import (conj_key, epoch_key, lock_key, prefix_for, reaping_key, schemes_key, scheme,
                    signal_key)
-from .redis import (CONNECTION_ERRORS, get_client, mget_by_slot, read_command, run_script, send_script,
+from .redis import (READ_FAILURES, get_client, mget_by_slot, read_command, run_script, send_script,
                     start_script)
 from .serialization import LayoutChanged
 # _signal: counts a read for cacheops.stats() and sends cache_read (docs/design.md, "Stats")
 from .stats import count_read as _signal, count_store
-from .utils import remember
+from .utils import remember, undecodable
 
 PENDING = b'\x00cacheops:pending:'  # 18 bytes, see lua/prepare.lua
 assert len(PENDING) == 18
@@ -76,14 +76,15 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None,
             query_dnfs = dnfs()
             if query_dnfs is None:
                 return computed()
-            return _insideout(key, query_dnfs, timeout, computed, lock, sender, func)
-        return _conj_sets(key, dnfs, timeout, computed, lock, sender, func, warm)
-    except CONNECTION_ERRORS as e:
-        if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
-            raise
-        warnings.warn('cacheops: the cache is unavailable, reading the database: %s' % e,
-                      RuntimeWarning)
+            value = _insideout(key, query_dnfs, timeout, computed, lock, sender, func)
+        else:
+            value = _conj_sets(key, dnfs, timeout, computed, lock, sender, func, warm)
+    except READ_FAILURES as e:  # any Redis error: degrade (or raise naming the setting)
+        read_failed(e)
         return computed()
+    if outage.down:
+        answered()
+    return value
 
 
 def _loads(data):
@@ -95,16 +96,17 @@ STALE = object()  # what _load() gives for a value that is a miss after all
 
 def _load(data, key=None):
     """The value in data, or STALE when it holds model instances written for other fields
-    of their model (another deploy), or is a value of insideout mode read in conj-set
-    mode (a deploy switching modes): then, given its key, it is deleted there unless
-    replaced meanwhile (release.lua compares the bytes)."""
+    of their model (another deploy), is a value of insideout mode read in conj-set mode (a
+    deploy switching modes), or can't be decoded at all (corrupt or foreign bytes, logged
+    once): then, given its key, it is deleted there unless replaced meanwhile (release.lua
+    compares the bytes)."""
     try:
         return _loads(data)
     except LayoutChanged:
         pass
-    except Exception:
+    except Exception as e:  # noqa: BLE001 - whatever loads() raises, the value is no hit
         if key is None or not _INSIDEOUT_VALUE.match(data):
-            raise
+            undecodable(key, data, e)
     if key is not None:
         _release(key, data, lock=False)
     return STALE

@@ -28,7 +28,7 @@ from .redis import _handle_connection_failure as handle_connection_failure
 from .redis import redis_client, run_script
 from .serialization import LayoutChanged
 from .stats import count_invalidation, count_read, count_store
-from .utils import md5hex
+from .utils import md5hex, undecodable
 
 
 F = TypeVar('F', bound=Callable[..., Any])
@@ -73,6 +73,18 @@ def _loads(data):
     # raises LayoutChanged for model instances written for other fields of their model
     # (another deploy): the readers below take such a value for a miss
     return serializer().loads(data)
+
+
+def _load_or_miss(key, data):
+    """The value in data; CacheMiss for one of another layout, or one no loads() takes
+    (corrupt or foreign bytes, logged once)."""
+    try:
+        return _loads(data)
+    except LayoutChanged:
+        pass
+    except Exception as e:  # noqa: BLE001 - whatever loads() raises, the value is no hit
+        undecodable(key, data, e)
+    raise CacheMiss(key)
 
 
 class BaseCache:
@@ -195,10 +207,7 @@ class RedisCache(BaseCache):
         data = self._read(key)
         if not is_value(data):
             raise CacheMiss(key)
-        try:
-            return _loads(data)
-        except LayoutChanged:
-            raise CacheMiss(key)
+        return _load_or_miss(key, data)
 
     def _cached_call(self, key, compute, func):
         """A miss puts a pending marker at the key before computing and stores only if the
@@ -207,8 +216,8 @@ class RedisCache(BaseCache):
         data = self._read(key)
         if is_value(data):
             try:
-                value = _loads(data)
-            except LayoutChanged:
+                value = _load_or_miss(key, data)
+            except CacheMiss:
                 # else _pending() finds it there and nothing is stored; deleting what
                 # another process put there meanwhile costs it a store, nothing more
                 self.delete(key)
@@ -295,10 +304,7 @@ class FileCache(BaseCache):
                 data = f.read()
         except (FileNotFoundError, NotADirectoryError):
             raise CacheMiss(key)
-        try:
-            return _loads(data)
-        except LayoutChanged:
-            raise CacheMiss(key)
+        return _load_or_miss(key, data)
 
     def set(self, key: str, value: Any, timeout: int | None = None) -> None:
         """Store value at key for timeout seconds (None: the cache's default timeout)."""

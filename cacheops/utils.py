@@ -2,6 +2,7 @@
 import datetime
 import decimal
 import hashlib
+import logging
 
 import funcy
 from django.apps import apps
@@ -153,6 +154,20 @@ def remember(memo, key, value):
         memo.clear()
     memo[key] = value
     return value
+
+
+_undecodable_seen = {}
+
+
+def undecodable(key, data, error):
+    """Log a cached value that can't be decoded (it is taken for a miss) once per key and
+    bytes: a foreign value a program keeps writing there would log on every read."""
+    seen = (key, md5hex(data))
+    if seen not in _undecodable_seen:
+        remember(_undecodable_seen, seen, True)
+        logging.getLogger('cacheops').warning(
+            'cacheops: the value at %s can not be decoded (%s: %s); taken for a miss',
+            key, type(error).__name__, error)
 
 
 def chunks(iterable, size):

@@ -6,14 +6,18 @@ entry that reads as valid once Redis is back.
 Faults are injected by making every Redis connection checkout, and every command sent
 on a connection a thread keeps, raise redis.exceptions.ConnectionError; the Redis
 server itself stays up."""
+import logging
 from contextlib import contextmanager
 from unittest import mock
 
 import pytest
 import redis
 import redis.connection
+from django.http import HttpResponse
 from django.test import override_settings
+from django.urls import path
 
+from cacheops import cache
 from cacheops.redis import CONNECTION_ERRORS
 
 from .models import All, Category, Post
@@ -123,3 +127,72 @@ def test_missed_invalidation_does_not_leave_stale_entries(degrade, django_assert
         # Redis is back: the entries cached before the change must not be served
         assert [p.title for p in Post.objects.cache().filter(category=cat)] == ['new']
         assert All.objects.get(pk=obj.pk).title == 'new'
+
+
+# Outage logging and the error a read raises (issue 18, finding 10)
+
+def outage_records(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == 'cacheops'
+            and r.levelno >= logging.WARNING and 'the cache is' in r.getMessage()]
+
+
+@pytest.fixture
+def redis_answered():
+    """Redis answered before the test: no outage an earlier test left is on."""
+    from cacheops.outage import answered
+    answered()
+
+
+@override_settings(CACHEOPS_DEGRADE_ON_FAILURE=True)
+def test_an_outage_is_logged_once_as_it_starts_and_once_as_it_ends(caplog, redis_answered):
+    cat = Category.objects.create(title='c')
+    post = Post.objects.create(title='p', category=cat)
+    with redis_down(), pytest.warns(RuntimeWarning) as warned:
+        for _ in range(4):
+            assert [p.title for p in Post.objects.cache().filter(category=cat)] == ['p']
+        for title in ('q', 'r'):
+            post.title = title
+            post.save()  # kept to replay: from now on this process reads the database
+        for _ in range(2):
+            assert [p.title for p in Post.objects.cache().filter(category=cat)] == ['r']
+    assert len([w for w in warned if 'cache is unavailable' in str(w.message)]) == 1
+    assert len(outage_records(caplog)) == 1
+    assert 'unavailable' in outage_records(caplog)[0]
+    assert [p.title for p in Post.objects.cache().filter(category=cat)] == ['r']
+    records = outage_records(caplog)
+    assert len(records) == 2
+    assert 'back' in records[1]
+    # each save kept its invalidation and its cache_on_save
+    assert '6 reads went to the database and 4 cache writes' in records[1]
+    assert [p.title for p in Post.objects.cache().filter(category=cat)] == ['r']
+    assert len(outage_records(caplog)) == 2
+
+
+@override_settings(CACHEOPS_DEGRADE_ON_FAILURE=False)
+def test_without_degradation_the_error_names_the_setting():
+    from cacheops.outage import CacheUnavailable
+    obj = All.objects.create(tag=1, title='a')
+    with redis_down():
+        with pytest.raises(redis.ConnectionError) as raised:  # user code's except still works
+            All.objects.get(pk=obj.pk)
+        with pytest.raises(redis.ConnectionError) as simple:
+            cache.get('key')
+    for error in (raised.value, simple.value):
+        assert isinstance(error, CacheUnavailable)
+        assert 'CACHEOPS_DEGRADE_ON_FAILURE' in str(error)
+        assert 'injected: redis is down' in str(error)
+        assert isinstance(error.__cause__, redis.ConnectionError)
+
+
+@override_settings(CACHEOPS_DEGRADE_ON_FAILURE=False, ROOT_URLCONF='tests.test_degrade')
+def test_without_degradation_a_view_sees_the_error_naming_the_setting(client):
+    obj = All.objects.create(tag=1, title='a')
+    with redis_down(), pytest.raises(redis.ConnectionError, match='CACHEOPS_DEGRADE_ON_FAILURE'):
+        client.get('/title/%d/' % obj.pk)
+
+
+def title_view(request, pk):
+    return HttpResponse(All.objects.cache().get(pk=pk).title)
+
+
+urlpatterns = [path('title/<int:pk>/', title_view)]

@@ -16,7 +16,8 @@ Other modules import from here, not from the modules: these are the package's na
 """
 from ..conf import is_cluster  # noqa: F401 - a settings fact, asked here by invalidation.py
 from .client import (  # noqa: F401
-    CONNECTION_ERRORS, _handle_connection_failure, check_client, get_client, make_client, redis_client,
+    CONNECTION_ERRORS, READ_FAILURES, _handle_connection_failure, check_client, get_client, make_client,
+    redis_client,
 )
 from .held import (  # noqa: F401 - private ones for the tests, which look into the layer
     PLAIN_REDIS, _settle, _skips_replies, _stop_skipping_replies,

@@ -4,7 +4,6 @@ a setting it is made of changes, and what a failure to reach it does.
 Everything else in this package sends its commands through this client, or past its
 command layer over its connection pool (held.py); this module alone knows settings.
 """
-import warnings
 from functools import wraps
 
 import redis
@@ -13,6 +12,7 @@ from django.core.signals import setting_changed
 from django.utils.functional import SimpleLazyObject, empty
 
 from ..conf import client_class, cluster_options, settings, validate_cluster
+from ..outage import answered, read_failed, state as outage
 from .primary import checking
 
 # A cluster that can't serve a slot now (no node answers, the slot is unassigned or
@@ -24,19 +24,24 @@ _CLUSTER_OUTAGES = tuple(getattr(redis.exceptions, name) for name in (
     'ClusterError', 'TryAgainError', 'RedisClusterUnreachableError', 'SlotNotCoveredError')
     if hasattr(redis.exceptions, name))
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, *_CLUSTER_OUTAGES)
+# What a read degrades on: every error Redis gives, not only a lost connection: out of
+# memory, BUSY, READONLY (a demoted primary), NOPERM, WRONGTYPE...; the cluster outages
+READ_FAILURES = (redis.RedisError, *_CLUSTER_OUTAGES)
 
 
 def _handle_connection_failure(func):
-    """With CACHEOPS_DEGRADE_ON_FAILURE, a failed Redis call warns and returns None."""
+    """With CACHEOPS_DEGRADE_ON_FAILURE, a Redis call failing returns None (counted in the
+    outage, outage.py); without, it raises an error naming the setting."""
     @wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
-        except CONNECTION_ERRORS as e:
-            if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
-                raise
-            warnings.warn('cacheops: the cache is unavailable: %s' % e, RuntimeWarning)
+            result = func(*args, **kwargs)
+        except READ_FAILURES as e:
+            read_failed(e)
             return None
+        if outage.down:
+            answered()
+        return result
     return wrapper
 
 
@@ -55,6 +60,16 @@ def make_client():
 
 
 def _plain_client(cls):
+    """The client for CACHEOPS_REDIS; its connections check they reached the server the
+    cache was trusted on (primary.py: a Redis restored from a snapshot)."""
+    client = _client_from_settings(cls)
+    if not hasattr(client, 'get_nodes'):  # a cluster's nodes are not checked
+        pool = client.connection_pool
+        pool.connection_class = checking(pool.connection_class)
+    return client
+
+
+def _client_from_settings(cls):
     conf = settings.CACHEOPS_REDIS
     if isinstance(conf, str):
         try:
