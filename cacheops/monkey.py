@@ -55,7 +55,7 @@ def _own_attributes(cls):
     return [name for name in vars(cls) if not name.startswith('__') or name in PATCHED_DUNDERS]
 
 
-PATCHED_DUNDERS = ('__getitem__', '__getstate__')
+PATCHED_DUNDERS = ('__getitem__', '__getstate__', '__aiter__')
 
 
 def _after(original, hook):

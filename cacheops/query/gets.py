@@ -7,9 +7,9 @@ from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 
 from ..chain import _django
 from ..conf import derived, model_profile, prefix_func
-from ..getset import cached_call
 from ..keys import prefix_for
 from ..utils import md5hex, remember, tracked_tables, written_tables
+from .async_reads import cached_or_probed
 from .fetch_modes import _track_peers
 from .keys import _field_list
 
@@ -19,6 +19,23 @@ class FastGet:
 
     def _fast_get(self, fast, args, kwargs, cache_settings):
         """get() by a unique column: the key comes from the value, no SQL is compiled on a hit."""
+        key, query, dnfs = self._fast_entry(fast, args, kwargs)
+        compiled = []
+
+        def warm():  # while Redis places the marker: build, and compile too
+            compiled.append(_compile(query()))
+
+        def fetch():
+            qs = query()
+            with _precompiled(qs, compiled):
+                return list(qs._iterable_class(qs))
+
+        timeout, lock = cache_settings
+        rows = cached_or_probed(key, dnfs, timeout, fetch, lock=lock, sender=self.model, warm=warm)
+        return self._one_row(rows)
+
+    def _fast_entry(self, fast, args, kwargs):
+        """(key, query(): the queryset get() would evaluate, dnfs()) of a fast get()."""
         key, known_dnfs = fast
         built = []
 
@@ -31,22 +48,14 @@ class FastGet:
                 built.append(qs)
             return built[0]
 
-        compiled = []
-
-        def warm():  # while Redis places the marker: build, and compile too
-            compiled.append(_compile(query()))
-
-        def fetch():
-            qs = query()
-            with _precompiled(qs, compiled):
-                return list(qs._iterable_class(qs))
-
-        timeout, lock = cache_settings
         if known_dnfs is None or not tracked_tables().issuperset(known_dnfs[0][1]):
             dnfs = lambda: query()._cacheable_dnfs()  # noqa: E731
         else:
             dnfs = lambda: known_dnfs  # noqa: E731
-        rows = cached_call(key, dnfs, timeout, fetch, lock=lock, sender=self.model, warm=warm)
+        return key, query, dnfs
+
+    def _one_row(self, rows):
+        """What get() returns for the rows it read, or the error it raises."""
         if len(rows) == 1:
             _track_peers(self, rows)
             return rows[0]

@@ -1,11 +1,12 @@
 """QuerySetMixin and ManagerMixin: cache(), nocache(), inplace(), and the cached ops."""
-from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
+from asgiref.sync import sync_to_async
+from django.core.exceptions import EmptyResultSet, ImproperlyConfigured, SynchronousOnlyOperation
 
 from ..chain import _django  # Django's own methods that the mixins wrap
 from ..conf import ALL_OPS, model_profile, normalize_ops, settings
 from ..fingerprint import expressions_fingerprint
-from ..getset import cached_call
 from ..transaction import transaction_states
+from .async_reads import MISS, cached_or_probed, may_read_in_loop, read_hit, served
 from .cacheconf import NO_CONF
 from .fetch_modes import _track_peers
 from .gets import FastGet, _local_get, fast_get
@@ -15,6 +16,9 @@ from .writes import Writes
 
 class _Empty:
     pass
+
+
+_LOCAL = 'local'  # get() by CACHEOPS local_get, see _get_plan()
 
 
 # What a class statement gives every class (which names, the Python version decides);
@@ -99,19 +103,29 @@ class QuerySetMixin:
     def _cached(self, op, compute, cache_settings, extra='', reads=None):
         """compute(qs) through the cache. reads(qs), if given, is the Query the op reads
         when that is more than qs's own (aggregate() joins): its conditions are the entry's."""
+        entry = self._entry(op, extra, reads)
+        if entry is None:
+            return compute(self)
+        key, dnfs, built = entry
+        timeout, lock = cache_settings
+        return cached_or_probed(key, dnfs, timeout, lambda: compute(built()),
+                                lock=lock, sender=self.model, warm=built)
+
+    def _entry(self, op, extra='', reads=None):
+        """(key, dnfs(), built(): the queryset a miss evaluates) of this op's entry, or None
+        when Django computes it (no rows can match, or the query doesn't compile)."""
         fingerprint = self._fingerprint()
         db = self.db
         try:
             key = self._cache_key(op + extra, fingerprint, db)
         except EmptyResultSet:
-            return compute(self)
+            return None
         except Exception:
             if fingerprint is not None:
                 raise
             # compiling the whole query failed (an ordering count() would drop, say):
             # Django computes it, raising what it raises
-            return compute(self)
-        timeout, lock = cache_settings
+            return None
         # a miss reads the conditions and evaluates the same built queryset
         made = []
 
@@ -125,8 +139,7 @@ class QuerySetMixin:
             # memoized apart from the plain query's DNFs: the op's own part is in the key
             read = None if fingerprint is None else '%s\n%s%s' % (fingerprint, op, extra)
             dnfs = lambda: self._cacheable_dnfs(read, lambda: reads(built()), db)  # noqa: E731
-        return cached_call(key, dnfs, timeout, lambda: compute(built()),
-                           lock=lock, sender=self.model, warm=built)
+        return key, dnfs, built
 
     # Cached ops
 
@@ -170,22 +183,32 @@ class QuerySetMixin:
         return _django['QuerySet.aggregate'](self, *args, **kwargs)
 
     def get(self, *args, **kwargs):
+        plan = self._get_plan(args, kwargs)
+        if plan is None:
+            return _django['QuerySet.get'](self._for_get(), *args, **kwargs)
+        if plan is _LOCAL:
+            return _local_get(self, kwargs)
+        return self._fast_get(*plan)
+
+    def _get_plan(self, args, kwargs):
+        """How get() reads: _LOCAL, (fast_get()'s (key, dnfs), the filter's args and kwargs,
+        the cache settings) by a unique column, or None for Django's get()."""
         if self._is_simple():
             cache_settings = self._cache_settings('get')
             if cache_settings:
                 if not args and model_profile(self.model).local_get:
-                    return _local_get(self, kwargs)
+                    return _LOCAL
                 fast = fast_get(self, args, kwargs)
                 if fast is not None:
-                    return self._fast_get(fast, args, kwargs, cache_settings)
+                    return fast, args, kwargs, cache_settings
         elif not (args or kwargs):
             # filter(pk=1).get(): the entry of get(pk=1), whose SQL it has
             recorded = self._recorded_get()
             cache_settings = recorded and self._cache_settings('get')
             fast = cache_settings and fast_get(self, *recorded)
             if fast:
-                return self._fast_get(fast, (), {}, cache_settings)
-        return _django['QuerySet.get'](self._for_get(), *args, **kwargs)
+                return fast, (), {}, cache_settings
+        return None
 
     def first(self):
         return _django['QuerySet.first'](self._for_get())
@@ -200,6 +223,73 @@ class QuerySetMixin:
         clone = _django['QuerySet._clone'](self)  # a real one, even for inplace()
         clone._cacheconf = self._cacheconf._replace(op='get', inplace=False)
         return clone
+
+    # The async API: a hit is read in the event loop, the rest goes the sync way in a
+    # thread, which decides again there (query/async_reads.py)
+
+    async def aget(self, *args, **kwargs):
+        plan = self._get_plan(args, kwargs)
+        if plan is None or plan is _LOCAL:
+            return await served(lambda: self.get(*args, **kwargs))
+        if may_read_in_loop():
+            key, _, dnfs = self._fast_entry(*plan[:3])
+            rows = await read_hit(key, dnfs, self.model)
+            if rows is not MISS:
+                return self._one_row(rows)
+        return await sync_to_async(self.get)(*args, **kwargs)
+
+    async def afirst(self):
+        return await served(self.first)
+
+    async def alast(self):
+        return await served(self.last)
+
+    async def acount(self):
+        return await self._served_plain('count', self.count)
+
+    async def aexists(self):
+        return await self._served_plain('exists', self.exists)
+
+    async def _served_plain(self, op, sync_op):
+        """count() or exists() awaited: a hit in the event loop, else sync_op() in a thread."""
+        if self._result_cache is None and self._cache_settings(op):
+            value = await self._hit(op)
+            if value is not MISS:
+                return value
+        return await sync_to_async(sync_op)()
+
+    async def aaggregate(self, *args, **kwargs):
+        extra = self._cache_settings('aggregate') and expressions_fingerprint(args, kwargs)
+        if extra is not None:
+            value = await self._hit('aggregate', extra, lambda qs: _with_aggregates(qs.query, args, kwargs))
+            if value is not MISS:
+                return value
+        return await sync_to_async(self.aggregate)(*args, **kwargs)
+
+    def __aiter__(self):
+        async def generator():
+            if self._result_cache is None and self._cache_settings(self._cacheconf.op or 'fetch'):
+                value = await self._hit('')
+                if value is not MISS:
+                    self._result_cache = value
+                    _track_peers(self)
+            if self._result_cache is None or (self._prefetch_related_lookups and not self._prefetch_done):
+                await sync_to_async(self._fetch_all)()
+            for item in self._result_cache:
+                yield item
+        return generator()
+
+    async def _hit(self, op, extra='', reads=None):
+        """The value of this op's entry read in the event loop, or MISS."""
+        if not may_read_in_loop():
+            return MISS
+        try:
+            entry = self._entry(op, extra, reads)
+        except SynchronousOnlyOperation:  # what a miss evaluates is Django's to build
+            return MISS
+        if entry is None:
+            return MISS
+        return await read_hit(entry[0], entry[1], self.model)
 
     def select_for_update(self, *args, **kwargs):
         return _django['QuerySet.select_for_update'](self.nocache(), *args, **kwargs)

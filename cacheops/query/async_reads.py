@@ -1,0 +1,161 @@
+"""Async reads whose hits are served in the event loop (see docs/design.md, "Async").
+
+An async op (aget(), acount(), async for...) runs the sync op in the event loop in
+probe mode: Django's own logic and cacheops' decisions (is the op cached, its key, a
+transaction that wrote) run as they would, until the op's cached call, which raises
+Probe with the key instead of reading. The key is read with redis.asyncio; on a hit the
+sync op runs again with that value as the cached call's answer, and returns what it
+returns for it. Anything else goes the sync way in a thread, as Django's async API goes
+by default: a miss (which then reads, computes and stores with the sync protocol, so
+invariant 1 holds), a read Django must do itself (SynchronousOnlyOperation, raised
+before any query is sent), or a thread that may hold a transaction.
+"""
+import asyncio
+import threading
+import warnings
+
+from asgiref.sync import AsyncToSync, sync_to_async
+from django.core.exceptions import SynchronousOnlyOperation
+
+from ..conf import insideout, settings
+from ..failed import failed as failed_invalidations
+from ..getset import _checksum, _loads, _signal, cached_call, insideout_keys, is_value
+from ..redis import CONNECTION_ERRORS
+from ..redis.async_client import async_client
+
+MISS = object()
+
+
+class Probe(BaseException):
+    """Raised by a cached call in probe mode: its key to read. A BaseException, so that
+    no `except Exception` of the code between unwinds it as the op's failure."""
+
+    def __init__(self, key, dnfs, sender, func):
+        super().__init__(key)
+        self.key, self.dnfs, self.sender, self.func = key, dnfs, sender, func
+
+
+class _Probing(threading.local):
+    answers = None  # in probe mode: key -> the value read there
+
+
+_probing = _Probing()
+
+
+def cached_or_probed(key, dnfs, timeout, compute, lock=False, sender=None, func=None, warm=None):
+    """getset.cached_call(), or in probe mode the value read at key, or Probe."""
+    answers = _probing.answers
+    if answers is None:
+        return cached_call(key, dnfs, timeout, compute, lock=lock, sender=sender, func=func, warm=warm)
+    try:
+        return answers[key]
+    except KeyError:
+        raise Probe(key, dnfs, sender, func) from None
+
+
+async def served(op):
+    """op() (a sync cached op), its hits read in the event loop, the rest in a thread."""
+    if may_read_in_loop():
+        answers = {}
+        while True:
+            try:
+                return _probed(op, answers)
+            except Probe as probe:
+                value = await read_hit(probe.key, probe.dnfs, probe.sender, probe.func)
+                if value is MISS or probe.key in answers:
+                    break
+                answers[probe.key] = value
+            except SynchronousOnlyOperation:
+                break
+    return await sync_to_async(op)()
+
+
+def _probed(op, answers):
+    _probing.answers = answers
+    try:
+        return op()
+    finally:
+        _probing.answers = None
+
+
+def may_read_in_loop():
+    """Whether a hit may be served here: no invalidation waits to be replayed (the sync
+    path replays it), and no sync thread above this loop (async_to_sync() called from
+    one) that may be inside a transaction, whose state only that thread knows."""
+    if failed_invalidations:
+        return False
+    if getattr(AsyncToSync.executors, 'current', None) is not None:
+        return False
+    return asyncio.get_running_loop() not in getattr(AsyncToSync, 'loop_thread_executors', {None: None})
+
+
+async def read_hit(key, dnfs, sender=None, func=None):
+    """The value stored at key, read by the event loop's client as a sync hit reads it,
+    or MISS (a miss, a value the sync path must look at, no async client)."""
+    client = async_client()
+    if client is None:
+        return MISS
+    try:
+        if insideout():
+            data = await _read_insideout(client, key, dnfs)
+        else:
+            data = await client.read('GET', key)
+            if not is_value(data):
+                data = None
+    except CONNECTION_ERRORS as e:
+        return _failed(e)
+    if data is None:
+        return MISS
+    value = _loaded(data)
+    if value is not MISS:
+        _signal(sender, func, True)
+    return value
+
+
+async def read_plain(key):
+    """The value stored at key (a full key of the simple cache), read in the event loop, or
+    MISS (a miss, a value the sync path must look at, no async client)."""
+    client = async_client()
+    if client is None:
+        return MISS
+    try:
+        data = await client.read('GET', key)
+    except CONNECTION_ERRORS as e:
+        return _failed(e)
+    if not is_value(data):
+        return MISS
+    return _loaded(data)
+
+
+def _failed(error):
+    """MISS for a read Redis failed, with CACHEOPS_DEGRADE_ON_FAILURE (the sync path tries
+    Redis once more, and reads the database); else the error, raised."""
+    if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
+        raise error
+    warnings.warn('cacheops: the cache is unavailable, reading the database: %s' % error,
+                  RuntimeWarning)
+    return MISS
+
+
+def _loaded(data):
+    try:
+        return _loads(data)
+    except Exception:  # noqa: BLE001 - another layout, another mode: the sync path sees to it
+        return MISS
+
+
+async def _read_insideout(client, key, dnfs):
+    """The value at key if its stamps are all there and unchanged (getset._read_insideout)."""
+    try:
+        query_dnfs = dnfs()
+    except SynchronousOnlyOperation:  # building what a miss evaluates is Django's to do
+        return None
+    if query_dnfs is None:
+        return None
+    conj_keys, epoch_keys = insideout_keys(query_dnfs)
+    # the epochs too, as the sync read: a Redis answers both in one reply
+    reply = await client.read('MGET', key, *conj_keys, *epoch_keys)
+    value, stamps = reply[0], reply[1:len(conj_keys) + 1]
+    if value is None or None in stamps or value[:40] != _checksum(stamps):
+        return None
+    return value[40:]

@@ -1,0 +1,223 @@
+"""The redis.asyncio client async hits read through: one per event loop (a redis.asyncio
+client and its connections are bound to the loop they were made in), built from the
+settings client.py builds the sync client from (see docs/design.md, "Async").
+
+Where no async client can stand for the sync one (redis-py without redis.asyncio, a
+CACHEOPS_CLIENT_CLASS of the project's own) there is none: async reads then take the
+sync path in a thread, as Django's async API does by default.
+"""
+import asyncio
+import weakref
+
+import redis
+from django.core.signals import setting_changed
+
+from ..conf import client_class, cluster_options, settings
+from ..utils import remember
+from .primary import PRIMARY_KEY, _run_id, _text, check_primary
+from .wire import _pack_plain
+
+try:
+    from redis import asyncio as aioredis
+except ImportError:  # redis-py < 4.2
+    aioredis = None
+
+# event loop -> its client, or None when there is none (see above)
+_clients = weakref.WeakKeyDictionary()
+
+
+def async_client():
+    """The redis.asyncio client of the running event loop, or None where there is none."""
+    loop = asyncio.get_running_loop()
+    try:
+        return _clients[loop]
+    except KeyError:
+        pass
+    client = _clients[loop] = _make_async_client()
+    return client
+
+
+def _make_async_client():
+    if aioredis is None:
+        return None
+    try:
+        if cluster_options():
+            return _cluster(*cluster_options())
+        cls = client_class()
+        if cls is not None and cls not in (redis.Redis, redis.StrictRedis):
+            if hasattr(cls, 'get_nodes') and isinstance(settings.CACHEOPS_REDIS, str):
+                return _Cluster(aioredis.cluster.RedisCluster.from_url(settings.CACHEOPS_REDIS))
+            return None  # the project's own class: the sync path keeps what it does
+        if settings.CACHEOPS_SENTINEL:
+            return _sentinel(settings.CACHEOPS_SENTINEL)
+        conf = settings.CACHEOPS_REDIS
+        if isinstance(conf, str):
+            return _Plain(aioredis.Redis.from_url(conf))
+        if isinstance(conf, dict):
+            return _Plain(aioredis.Redis(**conf))
+    except (TypeError, ValueError):
+        pass  # an option redis.asyncio doesn't take: the sync client says what is wrong
+    return None
+
+
+def _cluster(nodes, options):
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    return _Cluster(RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+                                 **options))
+
+
+def _sentinel(conf):
+    from redis.asyncio.sentinel import Sentinel
+    conf = dict(conf)
+    locations, service, db = conf.pop('locations'), conf.pop('service_name'), conf.pop('db', 0)
+    client = Sentinel(locations, **conf).master_for(service, db=db)
+    pool = client.connection_pool
+    pool.connection_class = _checking(pool.connection_class)
+    return _Plain(client)
+
+
+def _checking(connection_class):
+    """An async connection class that, once connected, checks its server is the primary the
+    cache was last trusted on (primary.py); if not, the sync client drops the cache first."""
+    async def on_connect(self, *args, **kwargs):
+        await connection_class.on_connect(self, *args, **kwargs)
+        await self.send_packed_command(self.pack_commands([('INFO', 'server'), ('GET', PRIMARY_KEY)]))
+        run_id, trusted = _run_id(await self.read_response()), _text(await self.read_response())
+        if trusted != run_id:
+            from asgiref.sync import sync_to_async
+            await sync_to_async(_check_through_sync, thread_sensitive=False)()
+    return type(connection_class.__name__, (connection_class,), {'on_connect': on_connect,
+                                                                 '__module__': __name__})
+
+
+def _check_through_sync():
+    """check_primary() over a connection of the sync client, which drops the cache the way
+    and with the guards it always does."""
+    from .client import get_client
+    pool = get_client().connection_pool
+    connection = pool.get_connection('GET')
+    try:
+        check_primary(connection)
+    finally:
+        pool.release(connection)
+
+
+class _Plain:
+    """One Redis (or Sentinel's primary): hot reads over connections this loop keeps free
+    between reads, the command packed and the reply read by hand (wire.py does the former
+    for threads): redis-py's async command layer and parser cost a hit more than the
+    round trip's wait in the loop."""
+    cluster = False
+
+    def __init__(self, client):
+        self.client = client
+        self.free = []  # connections no coroutine is reading over
+
+    async def read(self, *args):
+        """The reply to a GET or MGET."""
+        packed = _packed(args)
+        if packed is None:
+            return await self.client.execute_command(*args)
+        free = self.free
+        connection = free.pop() if free else await self._connection()
+        reader, writer = getattr(connection, '_reader', None), getattr(connection, '_writer', None)
+        if reader is None or writer is None:  # not connected, or a redis-py of other insides
+            await _released(self.client.connection_pool, connection)
+            return await self.client.execute_command(*args)
+        try:
+            writer.write(packed)
+            timeout = connection.socket_timeout
+            if timeout is None or _timeout is None:
+                reply = await _reply(reader)
+            else:
+                async with _timeout(timeout):
+                    reply = await _reply(reader)
+        except BaseException as e:
+            # its reply may still come: the connection goes back to the pool closed
+            await connection.disconnect()
+            await _released(self.client.connection_pool, connection)
+            if isinstance(e, (OSError, EOFError)):  # the server went away
+                raise redis.ConnectionError('cacheops: lost the connection to Redis: %r' % e) from e
+            if isinstance(e, (asyncio.TimeoutError, TimeoutError)):
+                raise redis.TimeoutError('cacheops: Redis did not answer in time') from e
+            raise
+        free.append(connection)
+        return reply
+
+    async def _connection(self):
+        pool = self.client.connection_pool
+        try:
+            return await pool.get_connection()
+        except TypeError:  # redis-py < 5.3 names the command
+            return await pool.get_connection('GET')
+
+
+def _packed(args):
+    """The command packed (a hit sends the same one again and again: packed once)."""
+    try:
+        return _packs[args]
+    except KeyError:
+        packed = _pack_plain(args)
+        if packed is not None and all(type(arg) is str for arg in args):
+            remember(_packs, args, packed)
+        return packed
+    except TypeError:  # an unhashable argument: redis-py's command layer says what it takes
+        return None
+
+
+_packs = {}
+
+_timeout = getattr(asyncio, 'timeout', None)  # Python 3.11+; before, no hand-read deadline
+
+
+async def _reply(reader):
+    """A reply of GET or MGET (RESP2 or RESP3) read off an asyncio stream."""
+    line = await reader.readuntil(b'\r\n')
+    kind = line[:1]
+    if kind == b'$':
+        size = int(line[1:-2])
+        return None if size < 0 else (await reader.readexactly(size + 2))[:-2]
+    if kind == b'*':
+        size = int(line[1:-2])
+        return None if size < 0 else [await _reply(reader) for _ in range(size)]
+    if kind == b'_':  # RESP3's null
+        return None
+    if kind == b'-':
+        raise redis.ResponseError(line[1:-2].decode(errors='replace'))
+    raise redis.ConnectionError('cacheops: a reply GET or MGET do not give: %r' % line[:40])
+
+
+async def _released(pool, connection):
+    released = pool.release(connection)  # a coroutine since redis-py 5.0.1
+    if asyncio.iscoroutine(released):
+        await released
+
+
+class _Cluster:
+    """A Redis Cluster: reads through redis-py's cluster client, an MGET split by slot."""
+    cluster = True
+
+    def __init__(self, client):
+        self.client = client
+
+    async def read(self, *args):
+        if args[0] == 'GET':
+            return await self.client.get(args[1])
+        from redis.crc import key_slot
+        keys = args[1:]
+        by_slot = {}
+        for i, key in enumerate(keys):
+            by_slot.setdefault(key_slot(key.encode()), []).append(i)
+        values = [None] * len(keys)
+        for indexes in by_slot.values():
+            for i, value in zip(indexes, await self.client.mget([keys[i] for i in indexes])):
+                values[i] = value
+        return values
+
+
+def _reset(setting, **kwargs):
+    if setting in ('CACHEOPS_REDIS', 'CACHEOPS_SENTINEL', 'CACHEOPS_CLUSTER', 'CACHEOPS_CLIENT_CLASS'):
+        _clients.clear()
+
+
+setting_changed.connect(_reset)
