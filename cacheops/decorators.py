@@ -12,7 +12,8 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.core.exceptions import EmptyResultSet, ImproperlyConfigured, SynchronousOnlyOperation
 from funcy import cat, identity, ldistinct
 from django.db.models import Model, QuerySet
 from django.http import HttpResponseBase
@@ -20,6 +21,7 @@ from django.http import HttpResponseBase
 from .conf import derived, model_profile, prefix_func, settings
 from .getset import cached_call
 from .keys import prefix_for
+from .query.async_reads import MISS, may_read_in_loop, read_hit
 from .transaction import transaction_states
 from .utils import md5hex
 
@@ -46,6 +48,14 @@ def cached_as(*samples: Sample, timeout: int | None = None, extra: Any = None,
     def decorator(func):
         cacher = _Cacher(querysets, timeout, lock, func)
         signature = signature_of(func)
+        if iscoroutinefunction(func):
+            @wraps(func)
+            async def awrapper(*args, **kwargs):
+                if not settings.CACHEOPS_ENABLED:
+                    return await func(*args, **kwargs)
+                return await cacher.acall(call_key_parts(signature, extra, args, kwargs),
+                                          lambda: async_to_sync(func)(*args, **kwargs))
+            return awrapper
 
         @wraps(func)
         def wrapper(*args, **kwargs):
@@ -75,7 +85,10 @@ def cached_view_as(*samples: Sample, timeout: int | None = None, extra: Any = No
 
         def call(request, args, kwargs, compute):
             return cacher.call(view_key_parts(signature, extra, request, args, kwargs), compute)
-        return cached_view_wrapper(view, call)
+
+        def acall(request, args, kwargs, compute):
+            return cacher.acall(view_key_parts(signature, extra, request, args, kwargs), compute)
+        return cached_view_wrapper(view, call, acall)
     return decorator
 
 
@@ -171,13 +184,33 @@ class _Cacher:
     def call(self, parts, compute):
         """The cached result for these key parts, else compute() stored race-free."""
         settled = self._settle()
-        if transaction_states.any_open() and transaction_states.bypass_cache(settled.dbs):
-            # a transaction that wrote, or reads a snapshot: don't read or share the cache
+        key = self._key(settled, parts)
+        if key is None:
             return compute()
-        key = '%sas:%s' % (self._prefix(settled.dbs),
-                           md5hex('\n'.join((self.identity, settled.signature, *parts))))
         return cached_call(key, self.dnfs, settled.timeout, compute, lock=settled.lock,
                            func=self.func)
+
+    async def acall(self, parts, compute):
+        """call() awaited: a hit read in the event loop; else call() in a thread, where
+        compute() (sync: it awaits the coroutine function in the loop) runs on a miss."""
+        if may_read_in_loop():
+            try:
+                key = self._key(self._settle(), parts)
+            except SynchronousOnlyOperation:  # a sample's SQL: its database's features ask it
+                key = None
+            if key is not None:
+                value = await read_hit(key, self.dnfs, func=self.func)
+                if value is not MISS:
+                    return value
+        return await sync_to_async(self.call)(parts, compute)
+
+    def _key(self, settled, parts):
+        """The key of a call, or None when it must not use the cache."""
+        if transaction_states.any_open() and transaction_states.bypass_cache(settled.dbs):
+            # a transaction that wrote, or reads a snapshot: don't read or share the cache
+            return None
+        return '%sas:%s' % (self._prefix(settled.dbs),
+                            md5hex('\n'.join((self.identity, settled.signature, *parts))))
 
 
 def sample_signature(qs):
@@ -213,12 +246,26 @@ def _cacheable_response(response):
     return response
 
 
-def cached_view_wrapper(view, call):
+def cached_view_wrapper(view, call, acall):
     """view, whose 200 responses to GET and HEAD come from call(request, args, kwargs, compute).
 
     compute() runs the view and returns the response to store; other responses are
-    returned without being stored.
+    returned without being stored. An async view's come from acall(...), awaited: its
+    compute() runs in a thread, the view awaited in the event loop, the response
+    rendered in the thread (a template may query).
     """
+    if iscoroutinefunction(view):
+        @wraps(view)
+        async def awrapper(request, *args, **kwargs):
+            if not settings.CACHEOPS_ENABLED or request.method not in CACHEABLE_METHODS:
+                return await view(request, *args, **kwargs)
+            compute = lambda: _cacheable_response(async_to_sync(view)(request, *args, **kwargs))  # noqa: E731
+            try:
+                return await acall(request, args, kwargs, compute)
+            except _NotCacheable as e:
+                return e.response
+        return markcoroutinefunction(awrapper)
+
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if not settings.CACHEOPS_ENABLED or request.method not in CACHEABLE_METHODS:

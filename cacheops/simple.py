@@ -18,12 +18,15 @@ try:
 except ImportError:  # Windows: stores and deletes are not serialized
     fcntl = None
 
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
+
 from .conf import serializer, settings
 from .decorators import (
     cached_view_wrapper, call_key_parts, func_identity, signature_of, view_key_parts,
 )
 from .getset import is_value, new_marker
 from .keys import prefix_for, signal_key
+from .query.async_reads import MISS, read_plain
 from .redis import _handle_connection_failure as handle_connection_failure
 from .redis import redis_client, run_script
 from .serialization import LayoutChanged
@@ -121,11 +124,20 @@ class BaseCache:
                 parts = call_key_parts(signature, extra, args, kwargs)
                 return CacheKey('c:' + md5hex('\n'.join((identity, *parts))), self, timeout)
 
-            @wraps(func)
-            def wrapper(*args, **kwargs):
-                if not settings.CACHEOPS_ENABLED:
-                    return func(*args, **kwargs)
-                return self._cached_call(key(args, kwargs), lambda: func(*args, **kwargs), func)
+            if iscoroutinefunction(func):
+                @wraps(func)
+                async def wrapper(*args, **kwargs):
+                    if not settings.CACHEOPS_ENABLED:
+                        return await func(*args, **kwargs)
+                    # a miss computes in a thread, which awaits func in the event loop
+                    return await self._acached_call(
+                        key(args, kwargs), lambda: async_to_sync(func)(*args, **kwargs), func)
+            else:
+                @wraps(func)
+                def wrapper(*args, **kwargs):
+                    if not settings.CACHEOPS_ENABLED:
+                        return func(*args, **kwargs)
+                    return self._cached_call(key(args, kwargs), lambda: func(*args, **kwargs), func)
 
             wrapper.key = lambda *args, **kwargs: key(args, kwargs)
             wrapper.invalidate = _counted(func, lambda *args, **kwargs: key(args, kwargs).delete())
@@ -158,12 +170,19 @@ class BaseCache:
             def call(request, args, kwargs, compute):
                 return self._cached_call(key(request, args, kwargs), compute, view)
 
-            wrapper = cached_view_wrapper(view, call)
+            def acall(request, args, kwargs, compute):
+                return self._acached_call(key(request, args, kwargs), compute, view)
+
+            wrapper = cached_view_wrapper(view, call, acall)
             wrapper.key = lambda request, *args, **kwargs: key(request, args, kwargs)
             wrapper.invalidate = _counted(
                 view, lambda request, *args, **kwargs: key(request, args, kwargs).delete())
             return wrapper
         return decorator
+
+    async def _acached_call(self, key, compute, func):
+        """_cached_call() for a coroutine function or view, in a thread (compute() is sync)."""
+        return await sync_to_async(self._cached_call)(key, compute, func)
 
     def _cached_call(self, key, compute, func):
         try:
@@ -230,6 +249,14 @@ class RedisCache(BaseCache):
         if marker is not None:
             self._store(key, marker, value)
             count_store(None, func, key)
+        return value
+
+    async def _acached_call(self, key, compute, func):
+        """_cached_call() awaited: a hit read in the event loop, the rest in a thread."""
+        value = await read_plain(_full_key(key))
+        if value is MISS:
+            return await sync_to_async(self._cached_call)(key, compute, func)
+        count_read(None, func, True, key)
         return value
 
     def _pending(self, key):
