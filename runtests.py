@@ -86,6 +86,10 @@ VENVS = {
 # tests fewer. HYPOTHESIS_PROFILE set by the caller wins everywhere (e.g. 'long').
 DIFFERENTIAL_RUNS = ('py311-dj52-sqlite', 'py311-dj52-postgresql',
                      'py313-dj61-sqlite', 'py313-dj61-postgresql')
+# The one run that runs the browser test (tests/test_debug_toolbar_browser.py), for CI's
+# time; tools/bootstrap.py installs chromium for it, in the background
+BROWSER_RUN = 'py313-dj61-sqlite'
+browser_ready = None  # main() sets it: waits for chromium, gives the run's environment
 PARALLEL = 2  # the machines have 2 cores
 # Seconds. A hung run must not eat the CI budget: a run gets RUN_TIMEOUT at most, and all
 # runs must end within RUNS_TIMEOUT. The aim for CI's whole run is under 15 minutes (about 13
@@ -258,10 +262,11 @@ def execute(run, python, redis_url, sentinel, pytest_args, deadline):
 
 def _execute(run, python, redis, sentinel, pytest_args, deadline):
     cmd = [python, '-m', 'pytest', '-p', 'no:cacheprovider', '--create-db', *pytest_args]
+    browser = {'CACHEOPS_TEST_BROWSER': '1', **browser_ready()} if run.name == BROWSER_RUN else {}
     with claim_slot() as slot:
         if 'CACHEOPS_REDIS' in redis:  # a cluster has db 0 only: the run has its own cluster instead
             redis = {'CACHEOPS_REDIS': redis_server.with_db(redis['CACHEOPS_REDIS'], slot)}
-        settings = {**CONFIGS[run.config], **redis,
+        settings = {**CONFIGS[run.config], **redis, **browser,
                     'CACHEOPS_TEST_DB_SUFFIX': f'_{slot}', 'CACHEOPS_TEST_SENTINEL': sentinel}
         # Only this run's settings: a CACHEOPS_* variable of the caller's must not leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith('CACHEOPS_')}
@@ -352,6 +357,9 @@ def main():
     # On SIGTERM unwind like on Ctrl-C, so the servers started for the run are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     LOGS.mkdir(exist_ok=True)
+    global browser_ready
+    if any(run.name == BROWSER_RUN for run in runs):
+        browser_ready = bootstrap.chromium_in_background()
     try:
         pythons = make_venvs(list(dict.fromkeys(run.venv for run in runs)))
     except bootstrap.BootstrapError as e:

@@ -12,7 +12,7 @@ setup(
     license='BSD-3-Clause',
     # benchmarks/ and tools/ serve bench.py, demo.py and runtests.py in the repository only
     packages=find_packages(exclude=['tests', 'tests.*', 'tools', 'tools.*', 'benchmarks', 'benchmarks.*']),
-    package_data={'cacheops': ['lua/*.lua', 'py.typed']},
+    package_data={'cacheops': ['lua/*.lua', 'py.typed', 'templates/cacheops/*.html']},
     python_requires='>=3.10',
     install_requires=[
         'django>=4.2',

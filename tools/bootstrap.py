@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,3 +83,64 @@ def _run(cmd):
 def running_in(name):
     """True if this interpreter runs inside .venvs/<name>."""
     return Path(sys.prefix).resolve() == (VENVS / name).resolve()
+
+
+# The browser test's (tests/test_debug_toolbar_browser.py): Debian's chromium package
+CHROMIUM = 'chromium'
+APT_TIMEOUT = 900  # seconds: a held dpkg lock or a stalled mirror must not hang the run
+
+
+def ensure_chromium():
+    """Environment for the browser test: CACHEOPS_TEST_CHROMIUM, the path of Debian's
+    chromium, installed with apt-get where missing; else CACHEOPS_TEST_CHROMIUM_MISSING
+    saying why not (the test then fails under CI, and skips elsewhere)."""
+    try:
+        return {'CACHEOPS_TEST_CHROMIUM': _chromium()}
+    except BootstrapError as e:
+        return {'CACHEOPS_TEST_CHROMIUM_MISSING': str(e)}
+
+
+def chromium_in_background():
+    """ensure_chromium() in a thread, so that apt runs while the venvs are made. Returns
+    a function that waits for it and gives its environment."""
+    found = {}
+    thread = threading.Thread(target=lambda: found.update(ensure_chromium()), daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        return found
+    return result
+
+
+def _chromium():
+    found = shutil.which(CHROMIUM)
+    if found:
+        return found
+    apt = shutil.which('apt-get')
+    if apt is None:
+        raise BootstrapError(f'{CHROMIUM} is not installed, and there is no apt-get to install it')
+    print(f'[bootstrap] installing {CHROMIUM} with apt-get ...', flush=True)
+    install = [apt, 'install', '-y', '-q', CHROMIUM]
+    # a fresh machine's package lists may be missing or old: update, and try again
+    error = _apt(install) and (_apt([apt, 'update', '-q']) or _apt(install))
+    if error:
+        raise BootstrapError(f'apt-get could not install {CHROMIUM}: {error}')
+    found = shutil.which(CHROMIUM)
+    if found is None:
+        raise BootstrapError(f'apt-get installed {CHROMIUM}, but it is not on PATH')
+    print(f'[bootstrap] {CHROMIUM} installed', flush=True)
+    return found
+
+
+def _apt(cmd):
+    """Run an apt-get command: '' if it succeeded, else what went wrong."""
+    env = {**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'}
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                env=env, timeout=APT_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if result.returncode:
+        return f'{" ".join(cmd)} failed ({result.returncode}): {result.stderr.strip()[-500:]}'
+    return ''
