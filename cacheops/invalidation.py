@@ -367,7 +367,10 @@ def _invalidate_all():
     client = get_client()
     if prefix_func() is None:
         # freed in a background thread: a big database would block Redis for seconds
-        client.flushdb(asynchronous=True)
+        if is_cluster():
+            client.flushdb(asynchronous=True)
+        else:
+            primary.flush_trusted(client)
     else:
         by_prefix = prefixed_tables()
         _replace_epochs(client, [(prefix, table) for prefix, tables in by_prefix.items()

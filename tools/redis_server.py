@@ -169,6 +169,41 @@ def private_redis(*options, ready=None):
             yield port
 
 
+class RestartableRedis:
+    """A private redis-server that writes no snapshot by itself: SAVE writes one, and
+    restart() stops the server and starts it again on the same port and dir, loading it."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.port = free_port()
+        self._running = None
+
+    def start(self):
+        args = [find_redis_server(), '--port', str(self.port), '--bind', '127.0.0.1',
+                '--save', '', '--appendonly', 'no', '--dir', self.workdir]
+        self._running = ExitStack()
+        self._running.enter_context(_server(args, self.workdir, lambda: ping(f'redis://127.0.0.1:{self.port}')))
+
+    def stop(self):
+        self._running.close()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def restartable_redis():
+    """Yield a RestartableRedis, running, in a temporary dir; stopped when the block exits."""
+    with tempfile.TemporaryDirectory(prefix='cacheops-redis-') as workdir:
+        server = RestartableRedis(workdir)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 def _sentinel_args(workdir, config):
     """redis-server's arguments for a sentinel of these config lines: the sentinel rewrites
     its config file, so the file lives in its (writable) workdir."""

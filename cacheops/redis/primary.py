@@ -1,16 +1,18 @@
-"""Whether the server a new connection reached is the primary the cache was last trusted
-on (see docs/design.md, "A new primary").
+"""Whether the server a new connection reached is the one the cache was last trusted on
+(see docs/design.md, "A new primary, a restored Redis").
 
-Replication is asynchronous: a primary acknowledges an invalidation before its replica
-has it. If it dies then, the replica Sentinel promotes still holds what the invalidation
-deleted, until its timeout. So every connection made through Sentinel asks, before any
-command of cacheops goes over it, for the server's run_id (new with every process) and
-for PRIMARY_KEY, which names the run_id of the server the cache was last trusted on. If
-they differ (a replica promoted, or a Redis restarted, from an old RDB or AOF perhaps)
-every entry is suspect: cacheops' keys are dropped, then PRIMARY_KEY is written. Other
-connections meeting the old name meanwhile drop them too, which is only more misses;
-none trusts the server before the keys are gone. A hit is still one GET: the check costs
-a connection one round trip, two more after a failover.
+A Redis can come back holding entries an invalidation deleted: restarted from an RDB or
+AOF written before the invalidation, or, through Sentinel, a replica promoted before it
+got an invalidation its primary acknowledged (replication is asynchronous). So every
+connection, before any command of cacheops goes over it, asks for the server's run_id
+(new with every process) and for PRIMARY_KEY, which names the run_id of the server the
+cache was last trusted on. If they differ every entry is suspect: cacheops' keys are
+dropped, then PRIMARY_KEY is written. Other connections meeting the old name meanwhile
+drop them too, which is only more misses; none trusts the server before the keys are
+gone. With no PRIMARY_KEY at all the data set is new (an empty Redis, or one flushed:
+invalidate_all() writes it again at once) and it is only written. A hit is still one
+GET: the check costs a connection one round trip, two more when the cache is dropped.
+A cluster's nodes are not checked (a key lives in one slot, not on every node).
 """
 import logging
 import threading
@@ -63,21 +65,32 @@ def check_primary(connection):
         return
     if trusted == run_id:
         return
-    if trusted is None:  # a new Redis, a flushed one, or the first run of this check
-        logger.info('cacheops: Redis (run_id %s) names no primary the cache was trusted on: '
-                    'dropping the cache', run_id)
-    else:
-        logger.warning('cacheops: a new Redis primary (run_id %s; the cache was trusted on %s): '
-                       'dropping the cache', run_id, trusted)
+    if trusted is None:  # a new data set, or a flushed one: nothing in it is suspect
+        _call(connection, 'SET', PRIMARY_KEY, run_id)
+        return
+    logger.warning('cacheops: Redis is not the server the cache was trusted on (run_id %s, '
+                   'trusted %s: restarted from a snapshot, or a replica promoted): dropping '
+                   'the cache', run_id, trusted)
     _dropping.active = True
     try:
         if prefix_func() is None or drop_prefixed is None:
-            _call(connection, 'FLUSHDB')
+            _call(connection, 'FLUSHDB', 'ASYNC')
         else:
             drop_prefixed()
     finally:
         _dropping.active = False
     _call(connection, 'SET', PRIMARY_KEY, run_id)
+
+
+def flush_trusted(client):
+    """FLUSHDB ASYNC, and PRIMARY_KEY written again in the same transaction: a snapshot
+    taken just after never lacks it (restored, it would pass for a new data set)."""
+    try:
+        run_id = client.info('server')['run_id']
+    except redis.ResponseError:  # INFO refused by an ACL: connections can't check either
+        client.flushdb(asynchronous=True)
+        return
+    client.pipeline(transaction=True).flushdb(asynchronous=True).set(PRIMARY_KEY, run_id).execute()
 
 
 def checking(connection_class):
