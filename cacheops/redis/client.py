@@ -60,6 +60,16 @@ def make_client():
 
 
 def _plain_client(cls):
+    """The client for CACHEOPS_REDIS; its connections check they reached the server the
+    cache was trusted on (primary.py: a Redis restored from a snapshot)."""
+    client = _client_from_settings(cls)
+    if not hasattr(client, 'get_nodes'):  # a cluster's nodes are not checked
+        pool = client.connection_pool
+        pool.connection_class = checking(pool.connection_class)
+    return client
+
+
+def _client_from_settings(cls):
     conf = settings.CACHEOPS_REDIS
     if isinstance(conf, str):
         try:
