@@ -9,6 +9,7 @@ import logging
 import threading
 
 import redis
+from django.core.exceptions import ImproperlyConfigured
 
 from .outage import answered, state as outage, went_around
 from .transaction import transaction_states
@@ -129,6 +130,10 @@ def _replay_all():
             del failed[kept:]
             failed[i:i] = added
             return REDIS_FAILED
+        except ImproperlyConfigured:
+            # a bad setting: the read replaying it raises, as it would meeting it itself
+            # (the write that kept it went through)
+            raise
         except Exception as e:  # noqa: BLE001
             # not Redis: kept, as the entries it should drop may still be there (a
             # CACHEOPS_PREFIX failing outside a request works again in one)
