@@ -39,6 +39,8 @@ DEFAULTS = {
 FLAGS = frozenset({'CACHEOPS_ENABLED', 'CACHEOPS_INSIDEOUT', 'CACHEOPS_DEGRADE_ON_FAILURE',
                    'CACHEOPS_INVALIDATE_UPDATES'})
 DURATIONS = frozenset({'CACHEOPS_LOCK_WAIT', 'FILE_CACHE_TIMEOUT'})
+# a Redis expiry (the dog-pile lock's), which Redis takes in whole seconds only
+WHOLE_DURATIONS = frozenset({'CACHEOPS_LOCK_WAIT'})
 
 
 class Settings:
@@ -49,13 +51,14 @@ class Settings:
         value = getattr(django_settings, name, DEFAULTS[name])
         if name in FLAGS and not isinstance(value, int):  # True and False are ints
             raise ImproperlyConfigured('%s must be True or False, got %r' % (name, value))
-        if name in DURATIONS and not _is_duration(value):
-            raise ImproperlyConfigured('%s must be a positive number of seconds, got %r' % (name, value))
+        if name in DURATIONS and not _is_duration(value, name in WHOLE_DURATIONS):
+            raise ImproperlyConfigured('%s must be a positive %s of seconds, got %r' % (
+                name, 'whole number' if name in WHOLE_DURATIONS else 'number', value))
         return value
 
 
-def _is_duration(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+def _is_duration(value, whole=False):
+    return isinstance(value, int if whole else (int, float)) and not isinstance(value, bool) and value > 0
 
 
 settings = Settings()
@@ -243,6 +246,19 @@ def serializer():
     return value
 
 
+def _serializer_gives_bytes():
+    """CACHEOPS_SERIALIZER's dumps() must give bytes: insideout mode prefixes them with a
+    checksum (conj-set mode gets by with a str, which Redis encodes, until the mode switches)."""
+    value = serializer()
+    try:
+        dumped = value.dumps(['cacheops', 1])
+    except Exception:  # noqa: BLE001 - one for model instances only, say: not this check's to tell
+        return
+    if not isinstance(dumped, bytes):
+        raise ImproperlyConfigured('CACHEOPS_SERIALIZER: dumps() must return bytes, got %s from %r'
+                                   % (type(dumped).__name__, value))
+
+
 @derived
 def skip_field_types():
     """CACHEOPS_SKIP_FIELDS as a tuple of field class names."""
@@ -418,7 +434,7 @@ def setting_errors(make_client):
         ('cacheops.E001', profiles),
         *([] if cluster else [('cacheops.E002', make_client)]),
         ('cacheops.E003', prefix_func),
-        ('cacheops.E004', serializer),
+        ('cacheops.E004', _serializer_gives_bytes),  # serializer() first
         ('cacheops.E005', skip_field_types),
         ('cacheops.E006', long_disjunction),
         *(('cacheops.E007', _reader(name)) for name in sorted(FLAGS)),

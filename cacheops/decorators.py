@@ -23,7 +23,7 @@ from .getset import cached_call
 from .keys import prefix_for
 from .query.async_reads import MISS, may_read_in_loop, read_hit
 from .transaction import transaction_states
-from .utils import md5hex
+from .utils import checked_timeout, md5hex
 
 CACHEABLE_METHODS = frozenset({'GET', 'HEAD'})
 
@@ -41,6 +41,7 @@ def cached_as(*samples: Sample, timeout: int | None = None, extra: Any = None,
     arguments, that goes into the key. Results are always stored race-free, so
     keep_fresh is accepted for compatibility and changes nothing.
     """
+    checked_timeout(timeout, 'cached_as()')
     querysets = _sample_querysets(samples)
     if querysets is None:
         return identity
@@ -75,6 +76,7 @@ def cached_view_as(*samples: Sample, timeout: int | None = None, extra: Any = No
     is rendered before it is stored; a value that is not a response is cached as it is.
     Works for function views and View.as_view().
     """
+    checked_timeout(timeout, 'cached_view_as()')
     querysets = _sample_querysets(samples)
     if querysets is None:
         return identity

@@ -31,7 +31,7 @@ from .redis import _handle_connection_failure as handle_connection_failure
 from .redis import redis_client, run_script
 from .serialization import LayoutChanged
 from .stats import count_invalidation, count_read, count_store
-from .utils import md5hex, undecodable
+from .utils import checked_timeout, md5hex, undecodable
 
 
 F = TypeVar('F', bound=Callable[..., Any])
@@ -92,6 +92,7 @@ def _load_or_miss(key, data):
 
 class BaseCache:
     """The decorators shared by the Redis and the file caches; subclasses store the values."""
+    whole_seconds = True  # Redis expires keys by whole seconds (the file cache by mtime)
 
     def get(self, key: str) -> Any:
         raise NotImplementedError
@@ -115,6 +116,7 @@ class BaseCache:
         """
         if callable(timeout) and extra is None:
             return self.cached()(timeout)
+        checked_timeout(timeout, 'cached()', self.whole_seconds)
 
         def decorator(func):
             identity = func_identity(func)
@@ -158,6 +160,7 @@ class BaseCache:
         """
         if callable(timeout) and extra is None:
             return self.cached_view()(timeout)
+        checked_timeout(timeout, 'cached_view()', self.whole_seconds)
 
         def decorator(view):
             identity = func_identity(view)
@@ -308,6 +311,7 @@ class FileCache(BaseCache):
     cleanfilecache` removes them. path and timeout default to FILE_CACHE_DIR and
     FILE_CACHE_TIMEOUT, read when used.
     """
+    whole_seconds = False
 
     def __init__(self, path: str | None = None, timeout: int | None = None) -> None:
         self._path = path

@@ -170,6 +170,21 @@ def undecodable(key, data, error):
             key, type(error).__name__, error)
 
 
+def checked_timeout(timeout, where, whole=True):
+    """timeout if None or a positive number of seconds (whole ones where Redis expires the
+    entry); else TypeError or ValueError naming where, raised at the call, not at a miss."""
+    if timeout is None:
+        return None
+    what = 'whole number' if whole else 'number'
+    if isinstance(timeout, bool) or not isinstance(timeout, int if whole else (int, float)):
+        raise TypeError('%s: timeout must be None or a positive %s of seconds, got %r'
+                        % (where, what, timeout))
+    if timeout <= 0:
+        raise ValueError('%s: timeout must be None or a positive %s of seconds, got %r'
+                         % (where, what, timeout))
+    return timeout
+
+
 def chunks(iterable, size):
     """Up to size items of an iterable at a time (lists; slices of a sequence), consumed lazily."""
     return funcy.chunks(size, iterable)

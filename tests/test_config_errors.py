@@ -219,3 +219,69 @@ def test_flags_take_booleans(value):
     with override_settings(CACHEOPS_DEGRADE_ON_FAILURE=value):
         assert cacheops_settings.CACHEOPS_DEGRADE_ON_FAILURE == value
         assert cacheops_messages() == []
+
+
+# Validated where given (issue 18, finding 9)
+
+class StrSerializer:
+    """dumps() gives str: conj-set mode gets by (Redis encodes it), insideout mode breaks."""
+    @staticmethod
+    def dumps(value):
+        return repr(value)
+
+    @staticmethod
+    def loads(data):
+        return data
+
+
+LATE_CHECKS = [
+    ('cacheops.E008', {'CACHEOPS_LOCK_WAIT': 0.5}),  # a Redis expiry: whole seconds
+    ('cacheops.E008', {'CACHEOPS_LOCK_WAIT': -1}),
+    ('cacheops.E008', {'FILE_CACHE_TIMEOUT': '3600'}),
+    ('cacheops.E004', {'CACHEOPS_SERIALIZER': 'tests.test_config_errors.StrSerializer'}),
+]
+
+
+@pytest.mark.parametrize('check_id, setting', LATE_CHECKS, ids=['%s-%s' % (i, '-'.join(s)) for i, s in LATE_CHECKS])
+def test_settings_checked_late_give_their_check_id(check_id, setting):
+    with override_settings(**{'CACHEOPS_CLUSTER': {}, **setting}):
+        assert [m.id for m in cacheops_messages()] == [check_id]
+
+
+BAD_TIMEOUTS = [(-1, ValueError), (0, ValueError), (1.5, TypeError), ('60', TypeError), (True, TypeError)]
+
+
+@pytest.mark.parametrize('timeout, error', BAD_TIMEOUTS)
+def test_a_bad_queryset_timeout_raises_at_the_call(timeout, error):
+    with pytest.raises(error, match='timeout'):
+        Category.objects.cache(timeout=timeout)
+
+
+@pytest.mark.parametrize('timeout, error', BAD_TIMEOUTS)
+def test_a_bad_cached_as_timeout_raises_at_the_call(timeout, error):
+    from cacheops import cached_as, cached_view_as
+    with pytest.raises(error, match='timeout'):
+        cached_as(Category, timeout=timeout)
+    with pytest.raises(error, match='timeout'):
+        cached_view_as(Category, timeout=timeout)
+
+
+@pytest.mark.parametrize('timeout, error', BAD_TIMEOUTS)
+def test_a_bad_cached_timeout_raises_at_the_call(timeout, error):
+    from cacheops import cached, cached_view, file_cache
+    # the file cache expires by mtime: a fraction of a second is a timeout there
+    file_decorators = () if isinstance(timeout, float) else (file_cache.cached, file_cache.cached_view)
+    for decorator in (cached, cached_view, *file_decorators):
+        with pytest.raises(error, match='timeout'):
+            decorator(timeout=timeout)
+
+
+@override_settings(CACHEOPS_DEGRADE_ON_FAILURE=True)
+def test_none_and_positive_timeouts_keep_their_meanings():
+    from cacheops import cached, cached_as
+    Category.objects.create(title='c')
+    assert [c.title for c in Category.objects.cache(timeout=None)] == ['c']  # the profile's
+    assert [c.title for c in Category.objects.cache(timeout=5)] == ['c']
+    assert cached_as(Category, timeout=None)(lambda: 1)() == 1  # the samples' profiles'
+    assert cached(timeout=None)(lambda: 2)() == 2  # no expiry
+    assert cached(timeout=7)(lambda: 3)() == 3

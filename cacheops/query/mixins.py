@@ -6,6 +6,7 @@ from ..chain import _django  # Django's own methods that the mixins wrap
 from ..conf import ALL_OPS, model_profile, normalize_ops, settings
 from ..fingerprint import expressions_fingerprint
 from ..transaction import transaction_states
+from ..utils import checked_timeout
 from .async_reads import MISS, cached_or_probed, may_read_in_loop, read_hit, served
 from .cacheconf import NO_CONF
 from .fetch_modes import _track_peers
@@ -56,6 +57,7 @@ class QuerySetMixin:
                 'cannot be cached; add a profile for %r to enable .cache()'
                 % (self.model.__name__, self.model._meta.label_lower))
         ops = ALL_OPS if ops is None else normalize_ops(ops, '.cache()')
+        checked_timeout(timeout, '.cache()')
         return self._with_conf(ops=ops, timeout=timeout, lock=lock)
 
     def nocache(self):
