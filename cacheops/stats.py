@@ -15,11 +15,11 @@ from typing import Any
 
 from .signals import cache_read
 
-# {(model or None, function or None, hit): count}, counted by getset._signal and simple._signal
-reads = defaultdict(int)
-# {(model or None, function or None): count}: stores sent after a miss
-stores = defaultdict(int)
-# {(model or None, function or None): count}; (None, None) is invalidate_all()
+# {model or function: count}, each keyed by the model (of a queryset) or else the cached
+# function: one object, no tuple to build on a hit. None is invalidate_all()
+hits = defaultdict(int)
+misses = defaultdict(int)
+stores = defaultdict(int)  # stores sent after a miss
 invalidations = defaultdict(int)
 
 COUNTS = ('hits', 'misses', 'stores', 'invalidations')
@@ -30,12 +30,9 @@ def stats(reset: bool = False) -> dict[str, Any]:
     counts}, 'functions': {'module.qualname': counts}, 'total': counts}, counts being a
     dict of hits, misses, stores and invalidations; reset=True also starts them anew."""
     found = {'models': {}, 'functions': {}, 'total': dict.fromkeys(COUNTS, 0)}
-    for (model, func, hit), n in _take(reads, reset):
-        _add(found, model, func, 'hits' if hit else 'misses', n)
-    for (model, func), n in _take(stores, reset):
-        _add(found, model, func, 'stores', n)
-    for (model, func), n in _take(invalidations, reset):
-        _add(found, model, func, 'invalidations', n)
+    for count, counter in zip(COUNTS, (hits, misses, stores, invalidations)):
+        for key, n in _take(counter, reset):
+            _add(found, key, count, n)
     return found
 
 
@@ -49,14 +46,14 @@ def _take(counter, reset):
     return taken
 
 
-def _add(found, model, func, count, n):
+def _add(found, key, count, n):
     found['total'][count] += n
-    if model is not None:
-        counts = found['models'].setdefault(model_label(model), dict.fromkeys(COUNTS, 0))
-    elif func is not None:
-        counts = found['functions'].setdefault(func_name(func), dict.fromkeys(COUNTS, 0))
-    else:
+    if key is None:
         return  # invalidate_all(): in the total only
+    if isinstance(key, type) and hasattr(key, '_meta'):  # a model (a cached class is a function here)
+        counts = found['models'].setdefault(model_label(key), dict.fromkeys(COUNTS, 0))
+    else:
+        counts = found['functions'].setdefault(func_name(key), dict.fromkeys(COUNTS, 0))
     counts[count] += n
 
 
@@ -74,14 +71,17 @@ def func_name(func):
 
 def count_read(model, func, hit, key=None):
     """Count a cache read and send cache_read: all a hit pays for the counts is the increment."""
-    reads[model, func, hit] += 1
+    if hit:
+        hits[model or func] += 1
+    else:
+        misses[model or func] += 1
     if cache_read.receivers:
         cache_read.send(sender=model, func=func, hit=hit, key=key)
 
 
 def count_store(model, func, key):
     """Count a store sent after a miss (Redis drops it if an invalidation came first)."""
-    stores[model, func] += 1
+    stores[model or func] += 1
     recorder = _recorder.get()
     if recorder is not None:
         recorder.store(model, func, key)
@@ -90,7 +90,7 @@ def count_store(model, func, key):
 def count_invalidation(model, func=None, conditions=None):
     """Count an invalidation of a model's rows (conditions: their {column: value} dicts, or
     None for the whole model), of a cached function's entry (func), or of everything."""
-    invalidations[model, func] += 1
+    invalidations[model or func] += 1
     recorder = _recorder.get()
     if recorder is not None:
         recorder.invalidation(model, func, conditions)

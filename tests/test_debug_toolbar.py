@@ -2,11 +2,13 @@
 test client: the request's reads (hit or miss, model or function, key), stores and
 invalidations (model, conditions, keys removed), totals in its title, and nothing
 recorded outside a request the panel is enabled for."""
+import asyncio
 import re
 from contextlib import contextmanager
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connections
 from django.test import AsyncClient, override_settings
 
 from cacheops.conf import settings as cacheops_settings
@@ -155,4 +157,17 @@ def test_an_asgi_request_records_its_reads_too():
     response = async_to_sync(get)()  # the view runs in this thread, the test's connection
     assert response.status_code == 200
     assert '1 hit, 2 misses' in response.content.decode()
+
+
+def test_an_async_views_hits_show_their_key(client):
+    async def get():
+        try:
+            return await AsyncClient().get('/async/')
+        finally:  # the connection of the thread the miss read the database in
+            await sync_to_async(connections.close_all)()
+    # from no sync thread (as under an ASGI server), so that hits are read in the event loop
+    content = panel(client, asyncio.run(get()))
+    [miss], [hit] = rows(content, 'miss'), rows(content, 'hit')
+    assert hit[2] == miss[2] == 'tests.Category'
+    assert hit[3] == miss[3]  # the key, as the hit read in the event loop gives it too
 

@@ -122,3 +122,14 @@ def test_cache_read_is_given_the_key_read():
         cache_read.disconnect(receiver)
     assert len(keys) == 2 and keys[0] == keys[1]
     assert isinstance(keys[0], str) and keys[0]
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+def test_a_cached_class_counts_as_a_function():
+    cached(timeout=60)(Point)(1)
+    name = __name__ + '.Point'
+    assert cacheops.stats()['functions'] == {name: counts(misses=1, stores=1)}

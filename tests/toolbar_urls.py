@@ -56,7 +56,15 @@ def page(request):
                         % (OPEN_PANEL if browser else ''))
 
 
+async def async_page(request):
+    """An async view: a count's miss, then its hit read in the event loop."""
+    await Category.objects.cache().acount()
+    await Category.objects.cache().acount()
+    return HttpResponse('<html><body>async</body></html>')
+
+
 urlpatterns = [
+    path('async/', async_page),
     path('page/', page),
     *debug_toolbar_urls(),
 ]

@@ -108,7 +108,7 @@ async def read_hit(key, dnfs, sender=None, func=None):
         return MISS
     value = _loaded(data)
     if value is not MISS:
-        _signal(sender, func, True)
+        _signal(sender, func, True, key)
     return value
 
 
