@@ -16,13 +16,14 @@ from typing import Any
 from .signals import cache_read
 
 # {model or function: count}, each keyed by the model (of a queryset) or else the cached
-# function: one object, no tuple to build on a hit. None is invalidate_all()
+# function's code (_func_key): one object, no tuple to build on a hit. None is invalidate_all()
 hits = defaultdict(int)
 misses = defaultdict(int)
 stores = defaultdict(int)  # stores sent after a miss
 invalidations = defaultdict(int)
 
 COUNTS = ('hits', 'misses', 'stores', 'invalidations')
+_names = {}  # a cached function's code: its 'module.qualname'
 
 
 def stats(reset: bool = False) -> dict[str, Any]:
@@ -53,7 +54,8 @@ def _add(found, key, count, n):
     if isinstance(key, type) and hasattr(key, '_meta'):  # a model (a cached class is a function here)
         counts = found['models'].setdefault(model_label(key), dict.fromkeys(COUNTS, 0))
     else:
-        counts = found['functions'].setdefault(func_name(key), dict.fromkeys(COUNTS, 0))
+        name = _names.get(key) or func_name(key)
+        counts = found['functions'].setdefault(name, dict.fromkeys(COUNTS, 0))
     counts[count] += n
 
 
@@ -69,19 +71,31 @@ def func_name(func):
     return '%s.%s' % (module, name) if module else name
 
 
+def _func_key(func):
+    """What a cached function is counted under: its code, one per place it is defined, so
+    that a function decorated anew on each call (inside a view, say) counts as one and is
+    not kept alive by its counts; a class or another callable, itself."""
+    code = getattr(func, '__code__', None)
+    if code is None:
+        return func
+    if code not in _names:
+        _names[code] = func_name(func)
+    return code
+
+
 def count_read(model, func, hit, key=None):
     """Count a cache read and send cache_read: all a hit pays for the counts is the increment."""
     if hit:
-        hits[model or func] += 1
+        hits[model or _func_key(func)] += 1
     else:
-        misses[model or func] += 1
+        misses[model or _func_key(func)] += 1
     if cache_read.receivers:
         cache_read.send(sender=model, func=func, hit=hit, key=key)
 
 
 def count_store(model, func, key):
     """Count a store sent after a miss (Redis drops it if an invalidation came first)."""
-    stores[model or func] += 1
+    stores[model or _func_key(func)] += 1
     recorder = _recorder.get()
     if recorder is not None:
         recorder.store(model, func, key)
@@ -90,7 +104,7 @@ def count_store(model, func, key):
 def count_invalidation(model, func=None, conditions=None):
     """Count an invalidation of a model's rows (conditions: their {column: value} dicts, or
     None for the whole model), of a cached function's entry (func), or of everything."""
-    invalidations[model or func] += 1
+    invalidations[model or _func_key(func)] += 1
     recorder = _recorder.get()
     if recorder is not None:
         recorder.invalidation(model, func, conditions)

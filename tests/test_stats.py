@@ -1,5 +1,8 @@
 """cacheops.stats(): this process' hits, misses, stores and invalidations, per model and
 per cached function, and stats(reset=True); cache_read passes the key read."""
+import gc
+import weakref
+
 import pytest
 
 import cacheops
@@ -133,3 +136,23 @@ def test_a_cached_class_counts_as_a_function():
     cached(timeout=60)(Point)(1)
     name = __name__ + '.Point'
     assert cacheops.stats()['functions'] == {name: counts(misses=1, stores=1)}
+
+
+def test_a_function_decorated_on_each_call_counts_as_one_and_is_not_kept_alive():
+    made = []
+
+    def view():
+        @cached_as(Category)
+        def titles():
+            return list(Category.objects.values_list('title', flat=True))
+        made.append(weakref.ref(titles.__wrapped__))  # the function itself, which counts are of
+        return titles()
+
+    for _ in range(3):
+        view()
+    gc.collect()
+    assert [ref() for ref in made] == [None, None, None]
+    name = __name__ + '.test_a_function_decorated_on_each_call_counts_as_one_and_is_not_kept_alive' \
+        '.<locals>.view.<locals>.titles'
+    assert cacheops.stats()['functions'] == {name: counts(hits=2, misses=1, stores=1)}
+
