@@ -1,6 +1,7 @@
 """Settings with defaults, validated in one place, and profile lookup."""
 import importlib
 import inspect
+import os
 import pickle
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -259,6 +260,30 @@ def _serializer_gives_bytes():
                                    % (type(dumped).__name__, value))
 
 
+def unsafe_directory(path):
+    """Why the file cache must not use this directory, or None: whoever else can write in
+    it can plant a pickle this process loads. A missing one is fine (the cache makes it)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if hasattr(os, 'getuid') and stat.st_uid != os.getuid():
+        return 'it is owned by another user (uid %d)' % stat.st_uid
+    if stat.st_mode & 0o022:
+        return 'others can write in it (mode %o)' % (stat.st_mode & 0o777)
+    return None
+
+
+def _file_cache_dir_safe():
+    path = settings.FILE_CACHE_DIR
+    if not isinstance(path, (str, os.PathLike)):
+        raise ImproperlyConfigured('FILE_CACHE_DIR must be a path, got %r' % (path,))
+    reason = unsafe_directory(path)
+    if reason:
+        raise ImproperlyConfigured('FILE_CACHE_DIR %r is refused: %s; point FILE_CACHE_DIR at a '
+                                   'directory of your own that only you can write' % (path, reason))
+
+
 @derived
 def skip_field_types():
     """CACHEOPS_SKIP_FIELDS as a tuple of field class names."""
@@ -439,6 +464,7 @@ def setting_errors(make_client):
         ('cacheops.E006', long_disjunction),
         *(('cacheops.E007', _reader(name)) for name in sorted(FLAGS)),
         *(('cacheops.E008', _reader(name)) for name in sorted(DURATIONS)),
+        ('cacheops.E013', _file_cache_dir_safe),
     ]
     return sorted(_errors(validations) + cluster)
 

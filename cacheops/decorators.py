@@ -23,7 +23,7 @@ from .getset import cached_call
 from .keys import prefix_for
 from .query.async_reads import MISS, may_read_in_loop, read_hit
 from .transaction import transaction_states
-from .utils import checked_timeout, md5hex
+from .utils import checked_timeout, md5hex, stable_repr
 
 CACHEABLE_METHODS = frozenset({'GET', 'HEAD'})
 
@@ -366,4 +366,4 @@ def key_repr(value):
         return '[%s]' % text if isinstance(value, list) else '(%s)' % text
     if isinstance(value, (set, frozenset)):
         return '{%s}' % ', '.join(sorted(map(key_repr, value)))
-    return repr(value)
+    return stable_repr(value)

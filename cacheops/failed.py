@@ -6,6 +6,7 @@ this process reads the database instead of the cache (getset.py asks retry_faile
 before each read). See docs/design.md, "A cache failure never breaks or loses a write".
 """
 import logging
+import os
 import threading
 
 import redis
@@ -26,6 +27,22 @@ REDIS_FAILURES = (redis.RedisError, getattr(redis.exceptions, 'RedisClusterExcep
 failed = []
 # reentrant: a replay that fails again keeps what it leaves (invalidation._delete_dropped_keys)
 failed_lock = threading.RLock()
+
+
+def _reinit_lock():
+    # a fork while another thread held it would leave the child's copy held for good,
+    # and its first replay waiting forever. The object is kept (modules import it by
+    # name): re-initialised, as threading does with its own locks at fork
+    failed_lock._at_fork_reinit()
+
+
+os.register_at_fork(after_in_child=_reinit_lock)
+
+# The most calls kept. Past it (a long outage under writes) they collapse into one call
+# that drops everything cacheops cached, which can leave nothing stale, at the cost of
+# the whole cache once Redis is back; set by invalidation.py, a layer above
+MAX_KEPT = 10000
+drop_everything = None
 
 
 def run_safely(func, *args, **kwargs):
@@ -55,8 +72,23 @@ def run_safely(func, *args, **kwargs):
         logger.exception('cacheops: invalidation raised; it is kept to retry, and until then '
                          'this process reads the database')
         func = _Raised(func)
+    _keep(func, args, kwargs)
+
+
+def _keep(func, args, kwargs):
     with failed_lock:
+        if failed and failed[0][0] is _everything:
+            return  # dropping everything covers it
+        if len(failed) >= MAX_KEPT:
+            logger.warning('cacheops: %d invalidations kept: replaced by one dropping every '
+                           'cached entry when Redis is back', len(failed))
+            failed[:] = [(_everything, (), {})]
+            return
         failed.append((func, args, kwargs))
+
+
+def _everything():
+    drop_everything()
 
 
 def stores_only(func):

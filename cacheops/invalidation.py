@@ -22,6 +22,7 @@ from django.db.models import Model
 from funcy import distinct, lcat
 
 from .conf import prefix_func
+from . import failed as failed_module
 from .failed import REDIS_FAILURES, failed, failed_lock, retry_failed, run_safely  # noqa: F401
 from .keys import (PrefixQuery, conj_prefix, epoch_key, handover_key, hash_tag, is_conj_key,
                    prefix_for, prefixed_tables, scan_conj_keys, schemes_key)
@@ -396,6 +397,8 @@ def _invalidate_all():
 
 # a new primary drops cacheops' keys so, where a prefix shares the db (see redis/primary.py)
 primary.drop_prefixed = _invalidate_all
+# a kept queue past failed.MAX_KEPT collapses into this, not skipped under no_invalidation
+failed_module.drop_everything = _invalidate_all
 
 
 def _whole_prefixes(by_prefix):

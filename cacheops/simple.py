@@ -19,8 +19,9 @@ except ImportError:  # Windows: stores and deletes are not serialized
     fcntl = None
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 
-from .conf import serializer, settings
+from .conf import serializer, settings, unsafe_directory
 from .decorators import (
     cached_view_wrapper, call_key_parts, func_identity, signature_of, view_key_parts,
 )
@@ -304,6 +305,9 @@ _ENTRY_NAME = re.compile(r'^[0-9a-f]{32}$')
 _PENDING_NAME = re.compile(r'^[0-9a-f]{32}%s[0-9a-f]+$' % re.escape(PENDING))
 
 
+_trusted_dirs = set()  # directories found safe (few: one per FileCache path)
+
+
 class FileCache(BaseCache):
     """The simple cache in files: one file per key, written atomically, expiring by mtime.
 
@@ -319,8 +323,15 @@ class FileCache(BaseCache):
 
     @property
     def path(self) -> str:
-        """The cache directory."""
-        return self._path or settings.FILE_CACHE_DIR
+        """The cache directory; ImproperlyConfigured if another user owns it or others can
+        write in it (they could plant a pickle this process loads), asked once per path."""
+        path = self._path or settings.FILE_CACHE_DIR
+        if path not in _trusted_dirs:
+            reason = unsafe_directory(path)
+            if reason:
+                raise ImproperlyConfigured('cacheops: the file cache refuses %r: %s' % (path, reason))
+            _trusted_dirs.add(path)
+        return path
 
     def _filename(self, key):
         digest = md5hex(_full_key(key))

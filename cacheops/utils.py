@@ -3,6 +3,7 @@ import datetime
 import decimal
 import hashlib
 import logging
+import re
 
 import funcy
 from django.apps import apps
@@ -15,7 +16,19 @@ COLLATED_TYPES = frozenset({'CharField', 'SlugField', 'TextField', 'EmailField',
 
 
 def md5hex(data):
-    return hashlib.md5(data.encode() if isinstance(data, str) else data).hexdigest()
+    """The hex md5 of data (str or bytes), for key names: no security rests on it, so
+    FIPS builds of Python, which refuse md5 for security, allow it."""
+    return hashlib.md5(data.encode() if isinstance(data, str) else data, usedforsecurity=False).hexdigest()
+
+
+# Longer canonical values go into conj key names as their md5 ('md5:<32 hex>'): a filter
+# value from a request (a query string) would otherwise make a key of any length. Equal
+# values still give equal strings; distinct ones sharing one only invalidate more
+CONJ_VALUE_MAX = 100
+
+
+def _capped(text):
+    return text if len(text) <= CONJ_VALUE_MAX else 'md5:' + md5hex(text)
 
 
 def conj_value(value):
@@ -27,14 +40,14 @@ def conj_value(value):
     if isinstance(value, decimal.Decimal):
         value = value.normalize()
         # normalize() gives 1E+2 for 100: spell integers out so 100 and 100.00 agree
-        return '%d' % value if value == value.to_integral_value() else str(value)
+        return '%d' % value if value == value.to_integral_value() else _capped(str(value))
     if isinstance(value, float) and value.is_integer():
         return '%d' % value
     if isinstance(value, datetime.datetime) and value.tzinfo is not None:
         return value.astimezone(datetime.timezone.utc).replace(tzinfo=None).isoformat()
     if isinstance(value, bytes):
-        return value.hex()
-    return str(value)
+        return _capped(value.hex())
+    return _capped(str(value))
 
 
 def is_granular_field(field, vendor):
@@ -183,6 +196,22 @@ def checked_timeout(timeout, where, whole=True):
         raise ValueError('%s: timeout must be None or a positive %s of seconds, got %r'
                          % (where, what, timeout))
     return timeout
+
+
+# what object.__repr__ (and many a C type's) shows: an address, new in every process
+_MEMORY_ADDRESS = re.compile(r' at 0x[0-9a-fA-F]+')
+
+
+def stable_repr(value):
+    """repr(value), for a cache key; TypeError for one showing a memory address (a class
+    with no __repr__ of its own): its key would differ in every process and for every
+    object, and each call would store an entry no later call reads."""
+    text = repr(value)
+    if _MEMORY_ADDRESS.search(text):
+        raise TypeError('cacheops: %s can not be part of a cache key: its repr() shows a memory '
+                        'address; give %s a __repr__ that shows its value, or leave it out of '
+                        'the arguments (key the call with extra=)' % (text, type(value).__qualname__))
+    return text
 
 
 def chunks(iterable, size):
