@@ -28,6 +28,13 @@ CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, *_CLUSTER_OUTAGE
 # memory, BUSY, READONLY (a demoted primary), NOPERM, WRONGTYPE...; the cluster outages
 READ_FAILURES = (redis.RedisError, *_CLUSTER_OUTAGES)
 
+# Where the settings (or a URL's query) give none. redis-py before 6 waits forever on a
+# Redis that accepts and never answers, and every save() with it; 6 and later wait 5 s
+# per try. Short, as a cache has the database to fall back on (docs/design.md, "Timeouts").
+DEFAULT_TIMEOUTS = {'socket_connect_timeout': 1.0, 'socket_timeout': 3.0}
+# redis-py 4's Unix socket connections take no connect timeout
+_UNIX_TIMEOUTS = {'socket_timeout': DEFAULT_TIMEOUTS['socket_timeout']}
+
 
 def _handle_connection_failure(func):
     """With CACHEOPS_DEGRADE_ON_FAILURE, a Redis call failing returns None (counted in the
@@ -73,12 +80,13 @@ def _client_from_settings(cls):
     conf = settings.CACHEOPS_REDIS
     if isinstance(conf, str):
         try:
-            return cls.from_url(conf)
+            # a URL's query wins over these (redis-py's from_url)
+            return cls.from_url(conf, **(_UNIX_TIMEOUTS if conf.startswith('unix:') else DEFAULT_TIMEOUTS))
         except ValueError as e:
             raise ImproperlyConfigured('CACHEOPS_REDIS is not a valid Redis URL: %s' % e)
     if isinstance(conf, dict):
         try:
-            return cls(**conf)
+            return cls(**{**(_UNIX_TIMEOUTS if 'unix_socket_path' in conf else DEFAULT_TIMEOUTS), **conf})
         except TypeError as e:
             raise ImproperlyConfigured('CACHEOPS_REDIS has an option the client does not take: %s' % e)
     raise ImproperlyConfigured(
@@ -94,7 +102,7 @@ def _sentinel_client(cls, conf):
     locations = conf.pop('locations')
     service = conf.pop('service_name')
     db = conf.pop('db', 0)
-    sentinel = Sentinel(locations, **conf)
+    sentinel = Sentinel(locations, **{**DEFAULT_TIMEOUTS, **conf})
     client = sentinel.master_for(service, redis_class=cls, db=db)
     # a replica promoted may hold what the dead primary acknowledged deleting (primary.py)
     pool = client.connection_pool
@@ -107,7 +115,7 @@ def _cluster_client(nodes, options):
     cls = client_class() or RedisCluster
     nodes = [ClusterNode(host, port) for host, port in nodes]
     try:
-        return _reaching_cluster(lambda: cls(startup_nodes=nodes, **options))
+        return _reaching_cluster(lambda: cls(startup_nodes=nodes, **{**DEFAULT_TIMEOUTS, **options}))
     except TypeError as e:
         raise ImproperlyConfigured('CACHEOPS_CLUSTER has an option the client does not take: %s' % e)
 
