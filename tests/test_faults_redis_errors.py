@@ -5,6 +5,7 @@ failover), NOPERM (an ACL) and WRONGTYPE (a key of another type). Each is produc
 real Redis: a private server for those that are server-wide. A save meeting them never
 fails, and nothing is stale once Redis is healthy. A value that can't be decoded is a
 miss, logged once."""
+import asyncio
 import logging
 
 import pytest
@@ -164,3 +165,17 @@ def test_a_value_that_cannot_be_decoded_is_a_miss_logged_once(category, caplog, 
         assert queries(lambda: titles(category)) == (['old'], 0)  # stored again over it
     logged = [r for r in caplog.records if r.name == 'cacheops' and 'decode' in r.getMessage()]
     assert len(logged) == 1, logged
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wrongtype_async_reads_fall_back(category):
+    """The event loop's own reads (a hit read in the loop, no async_to_sync above it)
+    degrade on any Redis error too."""
+    async def count():
+        return await Post.objects.cache().filter(category=category).acount()
+    assert asyncio.run(count()) == 1  # cached: the next one is read in the loop
+    key = Post.objects.cache().filter(category=category)._cache_key('count')
+    assert get_client().delete(key) == 1
+    get_client().sadd(key, 'not a value')
+    with override_settings(CACHEOPS_DEGRADE_ON_FAILURE=True):
+        assert asyncio.run(count()) == 1

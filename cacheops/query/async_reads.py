@@ -12,15 +12,15 @@ before any query is sent), or a thread that may hold a transaction.
 """
 import asyncio
 import threading
-import warnings
 
 from asgiref.sync import AsyncToSync, sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 
-from ..conf import insideout, settings
+from ..conf import insideout
 from ..failed import failed as failed_invalidations
 from ..getset import _checksum, _loads, _signal, cached_call, insideout_keys, is_value
-from ..redis import CONNECTION_ERRORS
+from ..outage import read_failed
+from ..redis import READ_FAILURES
 from ..redis.async_client import async_client
 
 MISS = object()
@@ -102,7 +102,7 @@ async def read_hit(key, dnfs, sender=None, func=None):
             data = await client.read('GET', key)
             if not is_value(data):
                 data = None
-    except CONNECTION_ERRORS as e:
+    except READ_FAILURES as e:  # any Redis error, as a sync read (outage.py)
         return _failed(e)
     if data is None:
         return MISS
@@ -120,7 +120,7 @@ async def read_plain(key):
         return MISS
     try:
         data = await client.read('GET', key)
-    except CONNECTION_ERRORS as e:
+    except READ_FAILURES as e:  # any Redis error, as a sync read (outage.py)
         return _failed(e)
     if not is_value(data):
         return MISS
@@ -130,10 +130,7 @@ async def read_plain(key):
 def _failed(error):
     """MISS for a read Redis failed, with CACHEOPS_DEGRADE_ON_FAILURE (the sync path tries
     Redis once more, and reads the database); else the error, raised."""
-    if not settings.CACHEOPS_DEGRADE_ON_FAILURE:
-        raise error
-    warnings.warn('cacheops: the cache is unavailable, reading the database: %s' % error,
-                  RuntimeWarning)
+    read_failed(error)  # raises it, naming the setting, without CACHEOPS_DEGRADE_ON_FAILURE
     return MISS
 
 

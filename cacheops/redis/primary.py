@@ -53,14 +53,29 @@ def _call(connection, *args):
     return connection.read_response()
 
 
+def _reply(connection):
+    try:
+        return connection.read_response()
+    except redis.ResponseError as e:
+        return e
+
+
+def _value(reply):
+    if isinstance(reply, redis.ResponseError):
+        raise reply
+    return reply
+
+
 def check_primary(connection):
     """Drop every cacheops key unless connection's server is the one PRIMARY_KEY names."""
     if _dropping.active:  # the connections dropping the keys take: this thread checks already
         return
+    connection.send_packed_command(connection.pack_commands([('INFO', 'server'), ('GET', PRIMARY_KEY)]))
+    # both replies read, errors or not: one left unread would pass for the next command's
+    replies = [_reply(connection), _reply(connection)]
     try:
-        connection.send_packed_command(connection.pack_commands([('INFO', 'server'), ('GET', PRIMARY_KEY)]))
-        run_id, trusted = _run_id(connection.read_response()), _text(connection.read_response())
-    except redis.ResponseError as e:  # INFO refused by an ACL, say: no way to tell
+        run_id, trusted = _run_id(_value(replies[0])), _text(_value(replies[1]))
+    except redis.ResponseError as e:  # INFO refused by an ACL, Redis BUSY, say: no way to tell
         logger.warning('cacheops: cannot tell a new primary from the last (%s)', e)
         return
     if trusted == run_id:
