@@ -5,12 +5,14 @@ recorded outside a request the panel is enabled for."""
 import asyncio
 import re
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connections
 from django.test import AsyncClient, override_settings
 
+import cacheops
 from cacheops.conf import settings as cacheops_settings
 from cacheops.redis import redis_client
 from cacheops.signals import cache_read
@@ -114,7 +116,6 @@ def test_each_invalidation_shows_what_it_removed_itself(client):
 
 
 def test_the_panel_shows_the_process_counts(client):
-    import cacheops
     cacheops.stats(reset=True)
     content = panel(client, client.get('/page/'))
     process = content.split('This process')[1]
@@ -171,3 +172,11 @@ def test_an_async_views_hits_show_their_key(client):
     assert hit[2] == miss[2] == 'tests.Category'
     assert hit[3] == miss[3]  # the key, as the hit read in the event loop gives it too
 
+
+
+def test_the_panels_template_ships_with_the_package():
+    from cacheops.contrib.debug_toolbar import CacheopsPanel  # the toolbar's modules need it installed
+    package = Path(cacheops.__file__).parent
+    assert (package / CacheopsPanel.template.replace('cacheops/', 'templates/cacheops/', 1)).is_file()
+    setup = (package.parent / 'setup.py').read_text()
+    assert "'templates/cacheops/*.html'" in setup  # in package_data: installed with the package
