@@ -13,7 +13,7 @@ import threading
 import pytest
 import redis
 from asgiref.sync import async_to_sync, sync_to_async
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Max
 from django.test.utils import override_settings
 
@@ -68,8 +68,14 @@ class Reads:
 
 
 def in_loop(coroutine_function, *args):
-    """coroutine_function(*args) run by asyncio.run() in this thread: no sync thread above it."""
-    return asyncio.run(coroutine_function(*args))
+    """coroutine_function(*args) run by asyncio.run() in this thread: no sync thread above
+    it. The connections asgiref's thread opened for misses are closed after."""
+    async def run():
+        try:
+            return await coroutine_function(*args)
+        finally:
+            await sync_to_async(connections.close_all)()
+    return asyncio.run(run())
 
 
 def test_async_reads_hit_the_cache(post, django_assert_num_queries):

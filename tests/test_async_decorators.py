@@ -14,7 +14,7 @@ from django.urls import path
 
 from cacheops import cached, cached_as, cached_view, cached_view_as
 from tests.models import Category, Post
-from tests.test_async import Reads
+from tests.test_async import Reads, in_loop
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls(__name__)]
 
@@ -84,32 +84,30 @@ def test_wrappers_are_coroutine_functions():
 
 
 def test_cached_as_caches_the_awaited_result(post):
-    assert asyncio.run(post_titles('-')) == ['-a']
+    assert in_loop(post_titles, '-') == ['-a']
     with Reads() as seen:
-        assert asyncio.run(post_titles('-')) == ['-a']
+        assert in_loop(post_titles, '-') == ['-a']
     assert calls == ['titles']
     assert seen == [(True, threading.current_thread())]  # a hit, no thread hop
     post.title = 'b'
     post.save()
-    assert asyncio.run(post_titles('-')) == ['-b']
+    assert in_loop(post_titles, '-') == ['-b']
     assert calls == ['titles', 'titles']
 
 
 def test_cached_caches_the_awaited_result():
-    assert asyncio.run(doubled(2)) == 4
+    assert in_loop(doubled, 2) == 4
     with Reads() as seen:
-        assert asyncio.run(doubled(2)) == 4
+        assert in_loop(doubled, 2) == 4
     assert calls == ['doubled']
     assert seen == [(True, threading.current_thread())]
     doubled.invalidate(2)
-    assert asyncio.run(doubled(2)) == 4
+    assert in_loop(doubled, 2) == 4
     assert calls == ['doubled', 'doubled']
 
 
 def get(url):
-    async def request():
-        return await AsyncClient().get(url)
-    return asyncio.run(request())
+    return in_loop(AsyncClient().get, url)
 
 
 def test_cached_view_as(post):

@@ -36,15 +36,18 @@ Each read and write is printed as the code that makes it: a failing example shri
 to the shortest sequence of them. HYPOTHESIS_PROFILE=long runs many more examples
 (README.rst, "Running the tests"; the profiles are in tests/conftest.py).
 """
+import asyncio
 import contextlib
 import functools
 import pprint
+import zlib
 from dataclasses import dataclass
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.exceptions import FieldDoesNotExist, MultipleObjectsReturned, ObjectDoesNotExist
 from django.core.management import call_command
-from django.db import connection, models as django_models, transaction
+from django.db import connection, connections, models as django_models, transaction
 from django.db.models import (Case, Count, Exists, F, Max, Model, OuterRef, Prefetch, Q,
                               Subquery, Sum, Value, When)
 from django.db.models.sql.query import Query
@@ -698,17 +701,24 @@ class Step:
 
 
 class Read(Step):
-    def __init__(self, code, queryset, ordered, plain_prefetch):
+    def __init__(self, code, queryset, ordered, plain_prefetch, async_code):
         super().__init__(code)  # evaluates to the result; '.cache()' marks what caches
         self.queryset = queryset  # the code of the queryset the op is on
         self.ordered = ordered  # the order of the result rows is determined
         self.plain_prefetch = plain_prefetch  # prefetches with no cached queryset
+        # the same read through the async API (awaited in an event loop); a third of the
+        # reads, by their code, use it in check_fresh() in place of the sync one
+        self.async_code = async_code
+        self.checked_async = zlib.crc32(code.encode()) % 3 == 0
 
-    def run(self, cached=True):
+    def run(self, cached=True, asynchronous=False):
         """The result, as comparable data."""
         code = self.code if cached else self.code.replace('.cache()', '.nocache()')
         try:
-            result = eval(code, NAMESPACE)  # noqa: S307 - the test's own generated code
+            if asynchronous:
+                result = _awaited(self.async_code)
+            else:
+                result = eval(code, NAMESPACE)  # noqa: S307 - the test's own generated code
         except ObjectDoesNotExist:
             return MISSING
         except MultipleObjectsReturned:
@@ -717,6 +727,30 @@ class Read(Step):
             rows = [snapshot(row) for row in result]
             return rows if self.ordered else sorted(rows, key=repr)
         return snapshot(result)
+
+
+def _awaited(code):
+    """What the async expression code evaluates to, awaited in the test's event loop: a
+    hit is read there, a miss in asgiref's thread (query/async_reads.py)."""
+    return _event_loop().run_until_complete(_async_read(code)())
+
+
+@functools.lru_cache(maxsize=1024)
+def _async_read(code):
+    namespace = dict(NAMESPACE)
+    exec('async def read():\n    return %s' % code, namespace)  # noqa: S102 - the test's own generated code
+    return namespace['read']
+
+
+@functools.cache
+def _event_loop():
+    return asyncio.new_event_loop()
+
+
+def _close_async_connections():
+    """The database connections asgiref's thread opened for async misses, closed."""
+    if _event_loop.cache_info().currsize:
+        _event_loop().run_until_complete(sync_to_async(connections.close_all)())
 
 
 class Write(Step):
@@ -950,10 +984,11 @@ def _some(draw, first, names):
 def _with_op(code, op, ordered, plain_prefetch):
     code += '.cache()'
     if op == 'list':
-        return Read('list(%s)' % code, code, ordered, plain_prefetch)
+        return Read('list(%s)' % code, code, ordered, plain_prefetch, '[row async for row in %s]' % code)
     if op in ('count', 'exists', 'get', 'first', 'last'):
-        return Read('%s.%s()' % (code, op), code, True, plain_prefetch)
-    return Read(code + op, code, True, plain_prefetch)
+        return Read('%s.%s()' % (code, op), code, True, plain_prefetch, 'await %s.a%s()' % (code, op))
+    # .aggregate(...), .get(pk=...)
+    return Read(code + op, code, True, plain_prefetch, 'await %s.a%s' % (code, op[1:]))
 
 
 # Generating writes
@@ -1127,8 +1162,9 @@ def check_caches(read, untracked):
 
 
 def check_fresh(read, done):
-    """The read, cached, equals the database's after the writes done."""
-    cached, fresh = read.run(), read.run(cached=False)
+    """The read, cached (through the async API for a third of the reads), equals the database's
+    after the writes done."""
+    cached, fresh = read.run(asynchronous=read.checked_async), read.run(cached=False)
     assert cached == fresh, _mismatch(read, done, cached, fresh)
 
 
@@ -1221,8 +1257,11 @@ def test_cached_reads_equal_database_reads(fast_commits, bounded_shrinking, prof
     """After any writes, a cached read equals the database's; a read is cached at once."""
     cacheops, untracked = PROFILES[profiles]
     profiled = _profiled_models(cacheops)
-    with override_settings(CACHEOPS=cacheops, CACHEOPS_INSIDEOUT=insideout):
-        differential(sorted(profiled & set(ROOTS)), profiled, untracked)()
+    try:
+        with override_settings(CACHEOPS=cacheops, CACHEOPS_INSIDEOUT=insideout):
+            differential(sorted(profiled & set(ROOTS)), profiled, untracked)()
+    finally:
+        _close_async_connections()
 
 
 # Regressions the differential test found, as examples

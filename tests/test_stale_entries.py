@@ -42,7 +42,8 @@ def _hold_reader_after_select(selected, go):
     def call(self):
         first = not self.done
         value = compute_once(self)
-        if first and threading.current_thread().name == 'reader':
+        # the reader's miss: in its thread, or in asgiref's for an async reader
+        if first and threading.current_thread() is not threading.main_thread():
             selected.set()
             assert go.wait(10), 'the writer never finished'
         return value
@@ -73,7 +74,7 @@ WRITES = {'save': _save, 'invalidate_model': _update_then_invalidate_model,
 STATES = ['cold', 'table known', 'conditions cached']
 
 
-def _interleave_reader_and_writer(state, write=_save):
+def _interleave_reader_and_writer(state, write=_save, read_titles=_cached_titles):
     """A reader misses and SELECTs; a writer commits and invalidates; then the reader stores."""
     category = Category.objects.create(title='c')
     post = Post.objects.create(title='old', category=category)
@@ -86,7 +87,7 @@ def _interleave_reader_and_writer(state, write=_save):
 
     def reader():
         try:
-            read.append(_cached_titles(category))
+            read.append(read_titles(category))
         finally:
             connection.close()
 
@@ -232,11 +233,11 @@ def _stale_entries(category_ids, post_ids):
     return stale
 
 
-def _run_round(category_ids, post_ids, readers, writers):
+def _run_round(category_ids, post_ids, readers, writers, reader=_reader):
     connections.close_all()  # children open their own connections
     deadline = time.time() + ROUND_SECONDS
     ctx = multiprocessing.get_context('fork')
-    procs = [ctx.Process(target=_reader, args=(category_ids, post_ids, deadline))
+    procs = [ctx.Process(target=reader, args=(category_ids, post_ids, deadline))
              for _ in range(readers)]
     procs += [ctx.Process(target=_writer, args=(category_ids, post_ids, deadline))
               for _ in range(writers)]
@@ -247,14 +248,15 @@ def _run_round(category_ids, post_ids, readers, writers):
         assert p.exitcode == 0, 'a worker failed'
 
 
-def run_readers_and_writers(readers=3, writers=2):
+def run_readers_and_writers(readers=3, writers=2, reader=_reader):
+    """Stale entries found after rounds of readers (each a process running reader()) and writers."""
     categories = [Category.objects.create(title='c%d' % i) for i in range(CATEGORIES)]
     category_ids = [c.pk for c in categories]
     post_ids = [Post.objects.create(title='p%d' % i, category=categories[i % CATEGORIES]).pk
                 for i in range(POSTS)]
     stale = []
     for _ in range(ROUNDS):
-        _run_round(category_ids, post_ids, readers, writers)
+        _run_round(category_ids, post_ids, readers, writers, reader)
         stale += _stale_entries(category_ids, post_ids)
     return stale
 
