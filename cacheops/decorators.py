@@ -23,7 +23,7 @@ from .getset import cached_call
 from .keys import prefix_for
 from .query.async_reads import MISS, may_read_in_loop, read_hit
 from .transaction import transaction_states
-from .utils import checked_timeout, md5hex, stable_repr
+from .utils import checked_timeout, keyed_arguments, md5hex, stable_repr
 
 CACHEABLE_METHODS = frozenset({'GET', 'HEAD'})
 
@@ -333,7 +333,7 @@ def args_repr(signature, args, kwargs):
             pass  # the call itself will fail
         else:
             bound.apply_defaults()
-            return key_repr(bound.arguments)
+            return keyed_arguments(bound.arguments, key_repr)
     return key_repr((args, kwargs))
 
 

@@ -202,16 +202,34 @@ def checked_timeout(timeout, where, whole=True):
 _MEMORY_ADDRESS = re.compile(r' at 0x[0-9a-fA-F]+')
 
 
+class UnkeyableValue(TypeError):
+    """A value no cache key can be made of."""
+
+
 def stable_repr(value):
     """repr(value), for a cache key; TypeError for one showing a memory address (a class
     with no __repr__ of its own): its key would differ in every process and for every
     object, and each call would store an entry no later call reads."""
     text = repr(value)
     if _MEMORY_ADDRESS.search(text):
-        raise TypeError('cacheops: %s can not be part of a cache key: its repr() shows a memory '
-                        'address; give %s a __repr__ that shows its value, or leave it out of '
-                        'the arguments (key the call with extra=)' % (text, type(value).__qualname__))
+        raise UnkeyableValue('%s can not be part of a cache key: its repr() shows a memory address; '
+                             'give %s a __repr__ that shows its value, or key the call with extra='
+                             % (text, type(value).__qualname__))
     return text
+
+
+def keyed_arguments(arguments, key_repr):
+    """key_repr({name: value}) of a call's arguments; an argument no key can be made of is
+    named in the TypeError."""
+    try:
+        return key_repr(arguments)
+    except UnkeyableValue:
+        for name, value in arguments.items():
+            try:
+                key_repr(value)
+            except UnkeyableValue as e:
+                raise UnkeyableValue('cacheops: argument %r: %s' % (name, e)) from None
+        raise
 
 
 def chunks(iterable, size):

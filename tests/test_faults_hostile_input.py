@@ -58,7 +58,7 @@ def test_an_argument_whose_repr_is_a_memory_address_is_refused():
         return 2
 
     for func in (simple, as_post):
-        with pytest.raises(TypeError, match='Opaque.*memory address'):
+        with pytest.raises(TypeError, match="argument 'thing': .*Opaque.*memory address"):
             func(Opaque())
     assert simple(3) == 1  # a value with a repr of its own is keyed as before
 
