@@ -57,10 +57,10 @@ def sentinel_settings(group):
 
 
 class _Kept(logging.Handler):
-    """Counts the invalidations kept to replay (run_safely logs each)."""
+    """Counts the invalidations kept to replay (run_safely logs each tried, at debug level)."""
 
     def __init__(self, counts):
-        super().__init__(logging.ERROR)
+        super().__init__(logging.DEBUG)
         self.counts = counts
 
     def emit(self, record):
@@ -82,6 +82,7 @@ def _worker(work, stop, results, *args):
     warnings.simplefilter('always', RuntimeWarning)
     warnings.showwarning = count_degraded
     logging.getLogger('cacheops').addHandler(_Kept(counts))
+    logging.getLogger('cacheops').setLevel(logging.DEBUG)  # a forked child: nobody else's
     try:
         work(stop, counts, *args)
         # what failed during the failover is replayed on the promoted primary before the end
