@@ -24,6 +24,8 @@ What is measured, per database and mode:
   hit.*     a cache hit of get(pk), a 20-row filter() list, count(), exists() and
             aggregate(); next to it the floor (a raw redis-py GET of the very bytes
             cacheops stored, plus pickle.loads) and the same query with the cache off
+  ahit.*    an async hit (await aget(pk), await acount()) read in an event loop kept
+            for the run, beside the same sync hit in the same rounds
   miss.*    a miss + store (a fresh key each op) vs the same query with the cache off
   save.N    save() of a row N cached queries depend on (deleted by its invalidation)
             vs save() with the cache off

@@ -11,6 +11,7 @@ from .data import create_data
 from .measure import run_rounds
 from .memory import memory_results
 from .mixed import mixed_results
+from .async_rows import AsyncHits
 from .workloads import ModeBench
 
 
@@ -143,7 +144,7 @@ def run_mode(db, mode, raw, data, sizes, memory_redis_url):
         label = f'{db}/{mode}'
         bench = ModeBench(mode, raw, data, sizes)
         with phase(f'{label}: set-up'):
-            rows = bench.hit_rows() + bench.miss_rows() + bench.save_rows()
+            rows = bench.hit_rows() + AsyncHits(bench).rows() + bench.miss_rows() + bench.save_rows()
         with phase(f'{label}: time rows'):
             times = run_rounds(rows, sizes.rounds, label)
         results = [{'key': row.key, 'label': row.label, 'unit': 'us', 'values': times[row.key]} for row in rows]

@@ -31,8 +31,8 @@ def on_cluster(result):
 
 
 def render_table(results):
-    header = ['DB', 'mode', 'measurement', 'cacheops', 'floor', 'no cache',
-              'cacheops ÷ floor', 'cacheops ÷ no cache', 'target', 'result']
+    header = ['DB', 'mode', 'measurement', 'cacheops', 'floor', 'no cache', 'sync hit',
+              'cacheops ÷ floor', 'cacheops ÷ no cache', 'cacheops ÷ sync hit', 'target', 'result']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     counts = {'PASS': 0, 'FAIL': 0}
     for result in results:
@@ -46,8 +46,10 @@ def render_table(results):
                      fmt_value(values.get('cacheops'), row['unit']),
                      fmt_value(values.get('floor'), row['unit']),
                      fmt_value(values.get('nocache'), row['unit']),
+                     fmt_value(values.get('sync'), row['unit']),
                      fmt_ratio(paired_ratios(row, 'floor')),
                      fmt_ratio(paired_ratios(row, 'nocache')),
+                     fmt_ratio(paired_ratios(row, 'sync')),
                      target, f'**{outcome}**' if outcome == 'FAIL' else outcome]
             lines.append('| ' + ' | '.join(cells) + ' |')
     return lines, counts
@@ -57,7 +59,7 @@ def render_table(results):
 SUMMARY_ROWS = {
     'hit.get': 'get(pk) hit ÷ floor', 'hit.list': '20-row list hit ÷ floor',
     'hit.count': 'count() hit ÷ floor', 'hit.exists': 'exists() hit ÷ floor',
-    'hit.aggregate': 'aggregate() hit ÷ floor',
+    'hit.aggregate': 'aggregate() hit ÷ floor', 'ahit.get': 'async get(pk) hit ÷ sync hit',
     'miss.get': 'get(pk) miss + store ÷ no cache', 'miss.list': '20-row list miss + store ÷ no cache',
     'save.0': 'save(), 0 dependents ÷ no cache', 'save.10': 'save(), 10 dependents ÷ no cache',
     'save.1000': 'save(), 1000 dependents ÷ no cache',
