@@ -337,6 +337,12 @@ class FileCache(BaseCache):
         digest = md5hex(_full_key(key))
         return os.path.join(self.path, digest[:2], digest)
 
+    def _make_dirs(self, dirname):
+        # only we may write in them, whatever the umask (a group-writable one is refused
+        # by the next process); makedirs' mode is for the last directory only
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        os.makedirs(dirname, mode=0o700, exist_ok=True)
+
     def get(self, key: str) -> Any:
         """The value stored at key; raises CacheMiss when missing or expired."""
         try:
@@ -366,7 +372,7 @@ class FileCache(BaseCache):
             data = data.encode()
         filename = self._filename(key)
         dirname = os.path.dirname(filename)
-        os.makedirs(dirname, exist_ok=True)
+        self._make_dirs(dirname)
         # Written aside and renamed over the entry: a reader sees the old file or the new
         # one, never a partial one, however many processes write the key at once.
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dirname)
@@ -400,7 +406,7 @@ class FileCache(BaseCache):
             return value
         count_read(None, func, False, key)
         filename = self._filename(key)
-        os.makedirs(os.path.dirname(filename), exist_ok=True)
+        self._make_dirs(os.path.dirname(filename))
         pending = '%s%s%s' % (filename, PENDING, os.urandom(8).hex())
         open(pending, 'xb').close()
         try:

@@ -211,7 +211,8 @@ def stable_repr(value):
     with no __repr__ of its own): its key would differ in every process and for every
     object, and each call would store an entry no later call reads."""
     text = repr(value)
-    if _MEMORY_ADDRESS.search(text):
+    # a default repr is '<... at 0x...>'; a string's starts with a quote, whatever it holds
+    if text.startswith('<') and _MEMORY_ADDRESS.search(text):
         raise UnkeyableValue('%s can not be part of a cache key: its repr() shows a memory address; '
                              'give %s a __repr__ that shows its value, or key the call with extra='
                              % (text, type(value).__qualname__))

@@ -63,6 +63,16 @@ def test_an_argument_whose_repr_is_a_memory_address_is_refused():
     assert simple(3) == 1  # a value with a repr of its own is keyed as before
 
 
+def test_a_string_that_reads_like_a_memory_address_is_keyed_as_any_string():
+    @cached(timeout=60)
+    def search(query):
+        return query.upper()
+
+    # a query string is anyone's to choose: it must never turn a cached view into a 500
+    assert search('segfault at 0x7f00') == 'SEGFAULT AT 0X7F00'
+    assert search('<crash at 0x1f>') == '<CRASH AT 0X1F>'
+
+
 def conj_keys():
     return sorted(k.decode() for k in redis_keys('*conj:*'))
 
@@ -125,6 +135,18 @@ def test_the_replay_lock_is_free_in_a_forked_child():
         release.set()
         thread.join()
     assert os.waitstatus_to_exitcode(status) == 0, 'the child found the lock held'
+
+
+def test_the_file_cache_makes_its_directories_only_its_own_whatever_the_umask(tmp_path):
+    path = tmp_path / 'cache'
+    umask = os.umask(0o002)  # a common default: group-writable directories
+    try:
+        FileCache(str(path)).set('k', 'v', timeout=60)
+    finally:
+        os.umask(umask)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in [path, *path.iterdir()] if p.is_dir()}
+    assert modes == {0o700}
+    assert FileCache(str(path)).get('k') == 'v'  # another process would accept them too
 
 
 @pytest.mark.parametrize('mode', [0o777, 0o775, 0o757])
