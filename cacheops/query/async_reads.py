@@ -114,8 +114,9 @@ async def read_hit(key, dnfs, sender=None, func=None):
 
 async def read_plain(key):
     """The value stored at key (a full key of the simple cache), read in the event loop, or
-    MISS (a miss, a value the sync path must look at, no async client)."""
-    client = async_client()
+    MISS (a miss, a value the sync path must look at, no async client, a loop that
+    async_to_sync() made for the call)."""
+    client = async_client() if may_read_in_loop() else None
     if client is None:
         return MISS
     try:

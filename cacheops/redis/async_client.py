@@ -7,7 +7,6 @@ CACHEOPS_CLIENT_CLASS of the project's own) there is none: async reads then take
 sync path in a thread, as Django's async API does by default.
 """
 import asyncio
-import weakref
 
 import redis
 from django.core.signals import setting_changed
@@ -22,8 +21,9 @@ try:
 except ImportError:  # redis-py < 4.2
     aioredis = None
 
-# event loop -> its client, or None when there is none (see above)
-_clients = weakref.WeakKeyDictionary()
+# event loop -> its client, or None when there is none (see above). Not weak: a client's
+# connections refer to their loop; a closed loop's client is dropped when the next is made
+_clients = {}
 
 
 def async_client():
@@ -33,6 +33,9 @@ def async_client():
         return _clients[loop]
     except KeyError:
         pass
+    for other in list(_clients):  # other threads' loops may come meanwhile
+        if other.is_closed():
+            _clients.pop(other, None)  # its connections' sockets close as they are collected
     client = _clients[loop] = _make_async_client()
     return client
 
