@@ -200,15 +200,20 @@ def test_prefetch_after_a_hit_runs_in_a_thread(post):
     assert in_loop(titles) == first == [('c', ['a'])]
 
 
-@pytest.mark.skipif(aioredis is None, reason='redis-py < 4.2 has no redis.asyncio')
-def test_sentinel():
+def sentinel_settings():
+    """CACHEOPS_SENTINEL for the run's sentinel, or the test is skipped."""
     location = os.environ.get('CACHEOPS_TEST_SENTINEL')
     if not location or os.environ.get('CACHEOPS_TEST_CLUSTER'):
         pytest.skip('no sentinel (CACHEOPS_TEST_SENTINEL is not set), or a cluster run')
     from tests.test_redis_connection import run_redis_db
     host, port = location.rsplit(':', 1)
-    conf = {'locations': [(host, int(port))], 'service_name': 'cacheops-test', 'socket_timeout': 3,
+    return {'locations': [(host, int(port))], 'service_name': 'cacheops-test', 'socket_timeout': 3,
             'db': run_redis_db()}
+
+
+@pytest.mark.skipif(aioredis is None, reason='redis-py < 4.2 has no redis.asyncio')
+def test_sentinel():
+    conf = sentinel_settings()
     post = Post.objects.create(title='s', category=Category.objects.create(title='c'))
     with override_settings(CACHEOPS_SENTINEL=conf):
         in_loop(async_ops, post)
@@ -220,6 +225,24 @@ def test_sentinel():
             await Post.objects.cache().aget(pk=post.pk)
             return async_client().client.connection_pool
         assert isinstance(in_loop(pool), redis.asyncio.sentinel.SentinelConnectionPool)
+
+
+@pytest.mark.skipif(aioredis is None, reason='redis-py < 4.2 has no redis.asyncio')
+def test_a_new_async_connection_to_another_primary_drops_the_cache(post):
+    """Through Sentinel, an async connection reaching a server that isn't the one the
+    cache was last trusted on (cacheops:primary names another run_id: a promoted
+    replica) has the cache dropped before its first read (redis/primary.py)."""
+    from cacheops.redis.primary import PRIMARY_KEY
+    from tests.test_redis_connection import raw_client
+    from tests.utils import unseen_update
+    with override_settings(CACHEOPS_SENTINEL=sentinel_settings()):
+        async def title():
+            return (await Post.objects.cache().aget(pk=post.pk)).title
+        assert in_loop(title) == 'a'
+        assert in_loop(title) == 'a'  # a hit, over the loop's new connection: checked, trusted
+        unseen_update(Post.objects.filter(pk=post.pk), title='b')
+        raw_client().set(PRIMARY_KEY, 'the run_id of a dead primary')
+        assert in_loop(title) == 'b'  # a new loop, a new connection: the cache was dropped
 
 
 def test_sync_to_async_thread_hops_are_not_needed_for_hits(post):

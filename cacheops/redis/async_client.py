@@ -82,15 +82,18 @@ def _sentinel(conf):
 def _checking(connection_class):
     """An async connection class that, once connected, checks its server is the primary the
     cache was last trusted on (primary.py); if not, the sync client drops the cache first."""
+    # redis-py 5.1+ connects through on_connect_check_health, older through on_connect
+    hook = 'on_connect_check_health' if hasattr(connection_class, 'on_connect_check_health') else 'on_connect'
+    connected = getattr(connection_class, hook)
+
     async def on_connect(self, *args, **kwargs):
-        await connection_class.on_connect(self, *args, **kwargs)
+        await connected(self, *args, **kwargs)
         await self.send_packed_command(self.pack_commands([('INFO', 'server'), ('GET', PRIMARY_KEY)]))
         run_id, trusted = _run_id(await self.read_response()), _text(await self.read_response())
         if trusted != run_id:
             from asgiref.sync import sync_to_async
             await sync_to_async(_check_through_sync, thread_sensitive=False)()
-    return type(connection_class.__name__, (connection_class,), {'on_connect': on_connect,
-                                                                 '__module__': __name__})
+    return type(connection_class.__name__, (connection_class,), {hook: on_connect, '__module__': __name__})
 
 
 def _check_through_sync():
@@ -98,7 +101,10 @@ def _check_through_sync():
     and with the guards it always does."""
     from .client import get_client
     pool = get_client().connection_pool
-    connection = pool.get_connection('GET')
+    try:
+        connection = pool.get_connection()
+    except TypeError:  # redis-py < 5.3 names the command
+        connection = pool.get_connection('GET')
     try:
         check_primary(connection)
     finally:
