@@ -31,7 +31,8 @@ from .removed import count_removed
 from .signals import cache_invalidated
 from .stats import count_invalidation
 from .transaction import queue_when_in_transaction, transaction_states
-from .utils import chunks, conj_value, glob_escape, written_granular_columns, written_tables
+from .utils import (chunks, common_glob_head, conj_value, glob_escape, glob_regex, written_granular_columns,
+                    written_tables)
 
 logger = logging.getLogger('cacheops')
 
@@ -166,8 +167,8 @@ def _text(key):
 @kept_on_failure
 def _run_invalidate_conjs(client, keys):
     """Run invalidate_conjs.lua and delete the cache keys it returns."""
-    members, drains = run_script('invalidate_conjs', keys, [SERVER_READ_LIMIT])
-    count_removed(conj_keys=len(keys) - 1)  # found by SCAN just before
+    members, drains, deleted = run_script('invalidate_conjs', keys, [SERVER_READ_LIMIT])
+    count_removed(conj_keys=deleted)
     if members:
         _delete_dropped_keys(client, members, keys[0])
     for drain in drains:
@@ -297,22 +298,9 @@ def _scan_any(client, patterns):
     patterns = [_text(pattern) for pattern in distinct(patterns)]
     if len(patterns) == 1:
         return _scan(client, patterns[0])
-    matches = re.compile('|'.join(map(_glob_regex, patterns)), re.DOTALL)
-    found = _scan(client, _common_head(patterns) + '*')
+    matches = re.compile('|'.join(map(glob_regex, patterns)), re.DOTALL)
+    found = _scan(client, common_glob_head(patterns) + '*')
     return [key for key in found if matches.fullmatch(_text(key))]
-
-
-def _glob_regex(pattern):
-    """A regex for a SCAN pattern as invalidate.lua makes them: escapes and '*'."""
-    parts = re.findall(r'\\.|.', pattern, re.DOTALL)
-    return ''.join('.*' if part == '*' else re.escape(part[-1]) for part in parts)
-
-
-def _common_head(patterns):
-    """The literal start all these patterns share, as a pattern (escapes kept whole)."""
-    heads = [re.match(r'(?:\\.|[^*?\[\\])*', pattern, re.DOTALL).group() for pattern in patterns]
-    head = os.path.commonprefix(heads)
-    return head[:-1] if re.search(r'(?<!\\)(?:\\\\)*\\$', head) else head  # not half an escape
 
 
 def invalidate_model(model: type[Model], using: str = DEFAULT_DB_ALIAS) -> None:

@@ -3,6 +3,7 @@ import datetime
 import decimal
 import hashlib
 import logging
+import os
 import re
 
 import funcy
@@ -241,3 +242,16 @@ def chunks(iterable, size):
 def glob_escape(text):
     """text as a literal in a SCAN pattern."""
     return ''.join('\\' + c if c in '*?[]\\' else c for c in text)
+
+
+def glob_regex(pattern):
+    """A regex for a SCAN pattern of literals, escapes and '*' (as glob_escape and invalidate.lua make them)."""
+    parts = re.findall(r'\\.|.', pattern, re.DOTALL)
+    return ''.join('.*' if part == '*' else re.escape(part[-1]) for part in parts)
+
+
+def common_glob_head(patterns):
+    """The literal start all these patterns share, as a pattern (escapes kept whole)."""
+    heads = [re.match(r'(?:\\.|[^*?\[\\])*', pattern, re.DOTALL).group() for pattern in patterns]
+    head = os.path.commonprefix(heads)
+    return head[:-1] if re.search(r'(?<!\\)(?:\\\\)*\\$', head) else head  # not half an escape

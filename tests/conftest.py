@@ -121,6 +121,21 @@ def redis_commands(monkeypatch):
     return sent
 
 
+@pytest.fixture
+def redis_requests(monkeypatch):
+    """Every request cacheops sends while the test runs, as the bytes sent (a command's
+    arguments, where redis_commands has its name only)."""
+    sent = []
+    original = AbstractConnection.send_packed_command
+
+    def recording(self, command, *args, **kwargs):
+        sent.append(b''.join(command) if isinstance(command, (list, tuple)) else bytes(command))
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, 'send_packed_command', recording)
+    return sent
+
+
 def _recorded(monkeypatch, method, record):
     """A list that gets record(args, result) of every call to AbstractConnection.<method>."""
     calls = []

@@ -336,7 +336,7 @@ def test_a_script_after_a_refused_skip_gets_its_own_reply(acl_server):
     _refuse_skip_from_now(raw)
     _store(raw, 'other')  # left on the kept connection: -NOPERM, then the store's :1
     assert cacheops.redis.run_script('invalidate_conjs', ['handover:{t}:1', 'conj:{t}:b=1'],
-                                     [1000]) == [[b'q:9'], []]
+                                     [1000]) == [[b'q:9'], [], 1]
     pool = cacheops.redis.get_client().connection_pool
     assert cacheops.redis._skips_replies[pool] is not True  # stores wait for a while
 
@@ -428,7 +428,7 @@ def test_a_started_script_after_a_refused_skip_gets_its_own_reply(acl_server):
     _refuse_skip_from_now(raw)
     _store(raw, 'other')  # left on the kept connection: -NOPERM, then the store's :1
     reply = cacheops.redis.start_script('invalidate_conjs', ['handover:{t}:1', 'conj:{t}:b=1'], [1000])
-    assert reply() == [[b'q:9'], []]
+    assert reply() == [[b'q:9'], [], 1]
 
 
 def test_a_started_script_never_read_leaves_no_reply_behind():

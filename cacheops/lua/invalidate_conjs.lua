@@ -16,7 +16,7 @@
 -- KEYS: the handover set, then conjunction keys (sets in conj-set mode, stamps in
 --       insideout mode)
 -- ARGV: the most conj set members to read here
--- Returns {cache keys to delete, drain sets left to the client}.
+-- Returns {cache keys to delete, drain sets left to the client, conj keys deleted}.
 local handover, read_limit = KEYS[1], tonumber(ARGV[1])
 local function drain_name(n)
     return handover .. ':' .. n
@@ -30,16 +30,17 @@ for n = 2, #KEYS do
     end
 end
 if #drains > 0 or redis.call('exists', handover) == 1 then
-    return {redis.call('smembers', handover), drains}
+    return {redis.call('smembers', handover), drains, 0}
 end
 
-local members, read = {}, 0
+local members, read, deleted = {}, 0, 0
 for n = 2, #KEYS do
     local conj = KEYS[n]
     local size = redis.pcall('scard', conj)  -- an error: a stamp (insideout mode)
     if type(size) == 'number' and size > 0 and read + size > read_limit then
         redis.call('rename', conj, drain_name(n))
         drains[#drains + 1] = drain_name(n)
+        deleted = deleted + 1
     else
         if type(size) == 'number' and size > 0 then
             for _, member in ipairs(redis.call('smembers', conj)) do
@@ -47,7 +48,7 @@ for n = 2, #KEYS do
             end
             read = read + size
         end
-        redis.call('del', conj)
+        deleted = deleted + redis.call('del', conj)
     end
 end
 for i = 1, #members, 1000 do
@@ -56,4 +57,4 @@ end
 if #members > 0 then
     redis.call('expire', handover, 86400)
 end
-return {members, drains}
+return {members, drains, deleted}
