@@ -192,6 +192,28 @@ def test_redis_down(post, degrade):
                 in_loop(get)
 
 
+@pytest.mark.skipif(aioredis is None, reason='redis-py < 4.2 has no redis.asyncio')
+def test_an_async_hit_ends_an_outage(post):
+    """Redis answering an async hit ends the outage a failed read started (outage.py)."""
+    from cacheops import outage
+    async def get():
+        return await Post.objects.cache().aget(pk=post.pk)
+    in_loop(get)
+    try:
+        with override_settings(CACHEOPS_REDIS='redis://127.0.0.1:9/0', CACHEOPS_DEGRADE_ON_FAILURE=True,
+                               CACHEOPS_SENTINEL=None, CACHEOPS_CLUSTER=None, CACHEOPS_CLIENT_CLASS=None):
+            with pytest.warns(RuntimeWarning):
+                assert in_loop(get) == post
+        assert outage.state.down
+        with Reads() as seen:
+            assert in_loop(get) == post
+        assert_read_in_loop(seen, 1)
+        assert not outage.state.down
+    finally:
+        if outage.state.down:
+            outage.answered()
+
+
 def test_prefetch_after_a_hit_runs_in_a_thread(post):
     async def titles():
         return [(c.title, [p.title for p in c.posts.all()])

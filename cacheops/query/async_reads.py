@@ -19,7 +19,7 @@ from django.core.exceptions import SynchronousOnlyOperation
 from ..conf import insideout
 from ..failed import failed as failed_invalidations
 from ..getset import _checksum, _loads, _signal, cached_call, insideout_keys, is_value
-from ..outage import read_failed
+from ..outage import answered, read_failed, state as outage
 from ..redis import READ_FAILURES
 from ..redis.async_client import async_client
 
@@ -104,6 +104,8 @@ async def read_hit(key, dnfs, sender=None, func=None):
                 data = None
     except READ_FAILURES as e:  # any Redis error, as a sync read (outage.py)
         return _failed(e)
+    if outage.down:  # Redis answered: the outage ends, as a sync read ends it
+        answered()
     if data is None:
         return MISS
     value = _loaded(data)
@@ -123,6 +125,8 @@ async def read_plain(key):
         data = await client.read('GET', key)
     except READ_FAILURES as e:  # any Redis error, as a sync read (outage.py)
         return _failed(e)
+    if outage.down:  # Redis answered: the outage ends, as a sync read ends it
+        answered()
     if not is_value(data):
         return MISS
     return _loaded(data)

@@ -13,7 +13,7 @@ from django.core.signals import setting_changed
 
 from ..conf import client_class, cluster_options, settings
 from ..utils import remember
-from .primary import PRIMARY_KEY, _run_id, _text, check_primary
+from .primary import PRIMARY_KEY, _run_id, _text, _value, check_primary
 from .wire import _pack_plain
 
 try:
@@ -89,11 +89,23 @@ def _checking(connection_class):
     async def on_connect(self, *args, **kwargs):
         await connected(self, *args, **kwargs)
         await self.send_packed_command(self.pack_commands([('INFO', 'server'), ('GET', PRIMARY_KEY)]))
-        run_id, trusted = _run_id(await self.read_response()), _text(await self.read_response())
+        # both replies read, errors or not: one left unread would pass for the next command's
+        replies = [await _reply(self), await _reply(self)]
+        try:
+            run_id, trusted = _run_id(_value(replies[0])), _text(_value(replies[1]))
+        except redis.ResponseError:  # INFO refused, Redis BUSY: the sync check tells, and logs
+            run_id, trusted = None, ''
         if trusted != run_id:
             from asgiref.sync import sync_to_async
             await sync_to_async(_check_through_sync, thread_sensitive=False)()
     return type(connection_class.__name__, (connection_class,), {hook: on_connect, '__module__': __name__})
+
+
+async def _reply(connection):
+    try:
+        return await connection.read_response()
+    except redis.ResponseError as e:
+        return e
 
 
 def _check_through_sync():
