@@ -8,6 +8,7 @@ before each read). See docs/design.md, "A cache failure never breaks or loses a 
 import logging
 import os
 import threading
+import time
 
 import redis
 from django.core.exceptions import ImproperlyConfigured
@@ -56,7 +57,7 @@ def run_safely(func, *args, **kwargs):
         # read first, as reads do: retry_failed() locks even with nothing to replay.
         # Only Redis failing keeps a call from being tried: kept calls that raised
         # something else don't hold back the ones after them
-        if not failed or _replay() != REDIS_FAILED or transaction_states.any_open():
+        if not failed or _replay() not in HELD_BACK or transaction_states.any_open():
             func(*args, **kwargs)
             if outage.down:
                 answered()
@@ -124,28 +125,43 @@ def retry_failed():
     transaction open now (whose rollback would drop them). One that reads the cache
     (cache_on_save, a cache_invalidated receiver) is told False: it reads the database."""
     replayed = _replay()
-    if replayed == REDIS_FAILED:
+    if replayed in HELD_BACK:
         went_around('reads')  # the caller reads the database
     return replayed == DONE
 
 
-# what _replay() ends with
-DONE, REDIS_FAILED, RAISED, BUSY = 'done', 'redis failed', 'raised', 'busy'
+# what _replay() ends with; WAITING: not tried, as Redis failed a replay less than
+# REPLAY_INTERVAL ago or another thread is replaying
+DONE, REDIS_FAILED, RAISED, BUSY, WAITING = 'done', 'redis failed', 'raised', 'busy', 'waiting'
+HELD_BACK = (REDIS_FAILED, WAITING)  # what keeps a new invalidation from being tried
+
+# Seconds between replays after Redis failed one. Each try against a Redis that times
+# out waits out the timeout: tried before every read, it would hold every read (and
+# with the lock, every thread) that long (docs/design.md, "Timeouts").
+REPLAY_INTERVAL = 1.0
+_next_replay = 0.0  # time.monotonic() before which no replay is tried
 
 
 def _replay():
     """Replay the kept calls in order: DONE if none is left; REDIS_FAILED if Redis failed
     again (the replay stops there); RAISED if only calls that raised something else are
-    left (each is kept, and the replay goes on past it); BUSY inside a replay."""
+    left (each is kept, and the replay goes on past it); BUSY inside a replay; WAITING
+    if not tried now (see REPLAY_INTERVAL), or if another thread replays."""
+    global _next_replay
     if _replaying.active:
         return BUSY
-    with failed_lock:
+    if time.monotonic() < _next_replay or not failed_lock.acquire(blocking=False):
+        return WAITING  # the caller goes on without Redis, not waiting for it
+    try:
         _replaying.active = True
-        try:
-            with transaction_states.hidden():
-                return _replay_all()
-        finally:
-            _replaying.active = False
+        with transaction_states.hidden():
+            replayed = _replay_all()
+        if replayed == REDIS_FAILED:
+            _next_replay = time.monotonic() + REPLAY_INTERVAL
+        return replayed
+    finally:
+        _replaying.active = False
+        failed_lock.release()
 
 
 def _replay_all():

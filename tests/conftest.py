@@ -89,6 +89,16 @@ def _flush_redis(_redis):
     _redis.flushdb()
 
 
+@pytest.fixture(autouse=True)
+def _replays_at_once(monkeypatch):
+    """A kept invalidation is replayed at the next cache use, not REPLAY_INTERVAL after
+    Redis failed the last try: tests that fail Redis and then heal it read on at once
+    (tests/test_failed_invalidation.py tests the interval itself)."""
+    from cacheops import failed
+    monkeypatch.setattr(failed, 'REPLAY_INTERVAL', 0)
+    monkeypatch.setattr(failed, '_next_replay', 0.0)
+
+
 # What cacheops sends to Redis (tests/test_write_cost.py, tests/test_read_cost.py)
 
 def command_names(packed):

@@ -433,3 +433,60 @@ def test_a_cluster_moving_its_slots_is_a_redis_failure_like_any():
     assert queries(titles) == (['new'], 1)  # replayed
     assert not invalidation.failed
     assert queries(titles) == (['new'], 0)
+
+
+# Replays don't hold reads: after Redis failed one, the next is tried REPLAY_INTERVAL
+# later, by one thread at a time; meanwhile reads go to the database at once
+
+class DownKept:
+    """A kept invalidation whose Redis is down: each try fails (counted)."""
+
+    def __init__(self):
+        self.tries = 0
+        self.healed = False
+
+    def __call__(self):
+        self.tries += 1
+        if not self.healed:
+            raise redis.ConnectionError('injected: Redis down')
+
+
+def test_after_a_failed_replay_reads_wait_for_no_retry_until_the_interval(monkeypatch):
+    from cacheops import failed
+    monkeypatch.setattr(failed, 'REPLAY_INTERVAL', 3600)
+    post = Post.objects.create(title='a', category=Category.objects.create(title='c'))
+    kept = DownKept()
+    invalidation.failed.append((kept, (), {}))
+
+    for _ in range(5):
+        assert queries(lambda: [p.title for p in Post.objects.cache().filter(pk=post.pk)]) == (['a'], 1)
+
+    assert kept.tries == 1  # the first read tried; the others went on without Redis
+    kept.healed = True
+    monkeypatch.setattr(failed, '_next_replay', 0.0)  # the interval is over
+    assert queries(lambda: [p.title for p in Post.objects.cache().filter(pk=post.pk)]) == (['a'], 1)
+    assert kept.tries == 2 and not invalidation.failed
+    assert queries(lambda: [p.title for p in Post.objects.cache().filter(pk=post.pk)]) == (['a'], 0)
+
+
+@pytest.mark.django_db(transaction=True)  # the reader runs in a thread of its own
+def test_a_read_never_waits_for_another_threads_replay():
+    import threading
+    post = Post.objects.create(title='a', category=Category.objects.create(title='c'))
+    replaying, release = threading.Event(), threading.Event()
+
+    def slow_kept():  # a replay waiting on a Redis that is slow to answer
+        replaying.set()
+        release.wait(10)
+
+    invalidation.failed.append((slow_kept, (), {}))
+    replayer = Worker(lambda: list(Post.objects.cache().filter(pk=post.pk)))
+    replayer.start()
+    assert replaying.wait(5)
+    try:
+        reader = Worker(lambda: [p.title for p in Post.objects.cache().filter(title='a')])
+        reader.start()
+        reader.join(5)  # fails the test if the read waits for the replay
+    finally:
+        release.set()
+        replayer.join()
