@@ -11,6 +11,7 @@ invariant 1 holds), a read Django must do itself (SynchronousOnlyOperation, rais
 before any query is sent), or a thread that may hold a transaction.
 """
 import asyncio
+import contextvars
 import threading
 
 from asgiref.sync import AsyncToSync, sync_to_async
@@ -84,9 +85,35 @@ def may_read_in_loop():
     one) that may be inside a transaction, whose state only that thread knows."""
     if failed_invalidations:
         return False
-    if getattr(AsyncToSync.executors, 'current', None) is not None:
+    if _executor_above() is not None:
         return False
     return asyncio.get_running_loop() not in getattr(AsyncToSync, 'loop_thread_executors', {None: None})
+
+
+# asgiref's Local keeps its data in a ContextVar of immutable snapshots (asgiref 3.8+,
+# replaced on every change): the answer for a snapshot is kept, as reading the Local
+# takes a lock and costs an async hit a few per cent. Other layouts read the Local.
+_storage_var = getattr(getattr(AsyncToSync.executors, '_storage', None), '_data', None)
+if not isinstance(_storage_var, contextvars.ContextVar):
+    _storage_var = None
+_above = (None, None, None)  # the snapshot last asked about, its thread, its executor
+
+
+def _executor_above():
+    """asgiref's executor of the sync thread above this loop (async_to_sync), or None."""
+    global _above
+    if _storage_var is None:
+        return getattr(AsyncToSync.executors, 'current', None)
+    snapshot = _storage_var.get(None)
+    if snapshot is None:  # nothing set in this context: no thread above
+        return None
+    thread = threading.get_ident()  # asgiref reads a snapshot of another thread as empty
+    seen = _above
+    if seen[0] is snapshot and seen[1] == thread:
+        return seen[2]
+    executor = getattr(AsyncToSync.executors, 'current', None)
+    _above = (snapshot, thread, executor)
+    return executor
 
 
 async def read_hit(key, dnfs, sender=None, func=None):
