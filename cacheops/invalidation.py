@@ -175,6 +175,22 @@ def _run_invalidate_conjs(client, keys):
         drain_set(client, drain)
 
 
+# what follows a prefix in a handover set's name (keys.handover_key), or a drain set's
+HANDOVER_NAME = re.compile(rb'handover:(?:.+:)?[0-9a-f]{16}(?::\d+)?')
+
+
+def drain_leftovers(client, chunk_size=UNLINK_CHUNK, drained=lambda: None):
+    """Drain the sets of cache keys invalidations left to their client (their process died
+    first, say), calling drained() after each. One still running may be draining the same
+    set: deleting a key twice is harmless."""
+    for prefix in sorted(prefixed_tables()):
+        start = len(prefix.encode())
+        for key in client.scan_iter(match=glob_escape(prefix) + 'handover:*', count=chunk_size):
+            if HANDOVER_NAME.fullmatch(key[start:]) and client.type(key) in (b'set', 'set'):
+                drain_set(client, key)
+                drained()
+
+
 @kept_on_failure
 def drain_set(client, drain):
     """Delete the cache keys a drain set (a renamed conj set) references, DRAIN_CHUNK at a
@@ -362,6 +378,8 @@ def _invalidate_all():
             primary.flush_trusted(client)
     else:
         by_prefix = prefixed_tables()
+        # under an empty prefix they'd outlive the scans below, their conj sets gone
+        drain_leftovers(client)
         _replace_epochs(client, [(prefix, table) for prefix, tables in by_prefix.items()
                                  for table in sorted(tables)])
         for prefix, conjs in scan_conj_keys(client, UNLINK_CHUNK):

@@ -8,16 +8,12 @@ blocked for long. Insideout mode has no such sets: its stamps are left alone.
 It also drains the handover and drain sets an invalidation left when its process died
 before deleting the cache keys they name.
 """
-import re
 from dataclasses import dataclass
 
-from .invalidation import drain_set
-from .keys import prefixed_tables, reaping_key, scan_conj_keys
+from .invalidation import drain_leftovers
+from .keys import reaping_key, scan_conj_keys
 from .redis import get_client, is_cluster, run_script
-from .utils import chunks, glob_escape
-
-# what follows a prefix in a handover set's name (keys.handover_key), or a drain set's
-HANDOVER_NAME = re.compile(rb'handover:(?:.+:)?[0-9a-f]{16}(?::\d+)?')
+from .utils import chunks
 
 
 @dataclass
@@ -57,15 +53,10 @@ def reap_conjs(chunk_size=1000, min_conj_set_size=1000, progress=None):
 
 
 def _drain_leftovers(client, chunk_size, stats, notify):
-    """Drain the sets of cache keys invalidations left to their client. One still running
-    may be draining the same set: deleting a key twice is harmless."""
-    for prefix in sorted(prefixed_tables()):
-        start = len(prefix.encode())
-        for key in client.scan_iter(match=glob_escape(prefix) + 'handover:*', count=chunk_size):
-            if HANDOVER_NAME.fullmatch(key[start:]) and client.type(key) in (b'set', 'set'):
-                drain_set(client, key)
-                stats.drained += 1
-                notify(stats)
+    def drained():
+        stats.drained += 1
+        notify(stats)
+    drain_leftovers(client, chunk_size, drained)
 
 
 def _big_conj_sets(client, chunk_size, min_size, stats, notify):

@@ -115,6 +115,34 @@ def test_what_a_dead_process_left_to_drain_is_drained_by_reapconjs(category, sma
     assert leftovers() == []
 
 
+def posts_unprefixed(query):
+    """No prefix for the posts table, one for the rest: invalidate_all() then deletes
+    what it finds under 'other:' whole, and the posts' keys only through their conj keys."""
+    return '' if query.tables == [Post._meta.db_table] else 'other:'
+
+
+@override_settings(CACHEOPS_PREFIX=posts_unprefixed)
+def test_invalidate_all_drains_what_a_dead_process_left_under_an_empty_prefix(
+        category, small_limits, monkeypatch):
+    cached = counts(category, 12)
+    for count in cached:
+        warm(count)
+
+    def die(client, drain):
+        raise ProcessDied
+
+    monkeypatch.setattr(invalidation, 'drain_set', die)
+    with pytest.raises(ProcessDied):
+        Post.objects.create(title='p', category=category)
+    monkeypatch.undo()
+    assert queries(cached[0]) == (0, 0)  # stale: its conj set is a drain set now
+
+    cacheops.invalidate_all()
+
+    for count in cached:
+        assert queries(count) == (1, 1)
+
+
 def test_other_keys_named_like_handover_sets_are_left_alone():
     redis_client.sadd('handover:not-ours', 'tests:kept')
     redis_client.set('tests:kept', 'x')
