@@ -1,14 +1,15 @@
 """Async reads whose hits are served in the event loop (see docs/design.md, "Async").
 
-An async op (aget(), acount(), async for...) runs the sync op in the event loop in
-probe mode: Django's own logic and cacheops' decisions (is the op cached, its key, a
-transaction that wrote) run as they would, until the op's cached call, which raises
-Probe with the key instead of reading. The key is read with redis.asyncio; on a hit the
-sync op runs again with that value as the cached call's answer, and returns what it
-returns for it. Anything else goes the sync way in a thread, as Django's async API goes
-by default: a miss (which then reads, computes and stores with the sync protocol, so
-invariant 1 holds), a read Django must do itself (SynchronousOnlyOperation, raised
-before any query is sent), or a thread that may hold a transaction.
+aget() by a unique column, acount(), aexists(), aaggregate() and async for make the sync
+op's decisions in the loop (is the op cached, its key and DNFs) and read the key with
+redis.asyncio (read_hit). afirst(), alast() and other gets run the sync op in the loop
+in probe mode (served): Django's own logic runs until the op's cached call, which raises
+Probe with the key instead of reading; the key is read, and on a hit the op runs again
+with that value as the call's answer. Anything else goes the sync way in a thread, as
+Django's async API goes by default: a miss (which then reads, computes and stores with
+the sync protocol, so invariant 1 holds), a read Django must do itself
+(SynchronousOnlyOperation, raised before any query is sent), or a sync thread above
+the loop that may be inside a transaction.
 """
 import asyncio
 import contextvars
