@@ -7,6 +7,7 @@ asgiref's worker thread. A read of the database in the loop's thread would raise
 SynchronousOnlyOperation, so a hit read there made no query either.
 """
 import asyncio
+import contextlib
 import os
 import threading
 
@@ -212,6 +213,26 @@ def test_an_async_hit_ends_an_outage(post):
     finally:
         if outage.state.down:
             outage.answered()
+
+
+def test_with_async_unsafe_allowed_no_query_runs_in_the_loop(post, monkeypatch):
+    """DJANGO_ALLOW_ASYNC_UNSAFE lets Django query in the loop: afirst() of a queryset that
+    isn't cached still goes to asgiref's thread (probe mode relies on the refusal)."""
+    monkeypatch.setenv('DJANGO_ALLOW_ASYNC_UNSAFE', 'true')
+    threads = []
+
+    def record(execute, sql, params, many, context):
+        threads.append(threading.current_thread())
+        return execute(sql, params, many, context)
+
+    async def first():
+        with contextlib.ExitStack() as wrapped:
+            # the queries of the loop's thread, and of asgiref's (the first sync_to_async's)
+            wrapped.enter_context(connections['default'].execute_wrapper(record))
+            await sync_to_async(lambda: wrapped.enter_context(connections['default'].execute_wrapper(record)))()
+            return await Post.objects.nocache().filter(pk=post.pk).afirst()
+    assert in_loop(first) == post
+    assert threads and threading.current_thread() not in threads
 
 
 def test_prefetch_after_a_hit_runs_in_a_thread(post):
