@@ -2,6 +2,8 @@
 entries back. The first connection to it sees a new run_id where cacheops:primary names
 the old one, and drops the cache before cacheops trusts the server (docs/design.md, "A
 new primary, a restored Redis"). On a real redis-server, SAVEd and restarted."""
+import asyncio
+
 import pytest
 import redis
 from django.test import override_settings
@@ -80,3 +82,21 @@ def test_invalidate_all_marks_the_flushed_data_set_at_once(server, post):
     assert titles(post) == ['old']
     cacheops.invalidate_all()
     assert raw(server).get(PRIMARY_KEY) == raw(server).info('server')['run_id'].encode()
+
+
+@pytest.mark.django_db(transaction=True)  # the async reads' misses query in a thread of their own
+def test_async_reads_of_a_restored_redis_serve_nothing_stale(server, post):
+    """Read in an event loop of its own, with no sync thread above it (async_to_sync's
+    reads take the sync client): a hit is the async client's."""
+    async def titles_in_the_loop():
+        return [p.title async for p in Post.objects.cache().filter(category=post.category_id)]
+
+    assert asyncio.run(titles_in_the_loop()) == ['old']
+    raw(server).save()
+    post.title = 'new'
+    post.save()
+    assert asyncio.run(titles_in_the_loop()) == ['new']
+
+    server.restart()
+
+    assert asyncio.run(titles_in_the_loop()) == ['new']  # a new loop, a new client: it connects

@@ -95,3 +95,20 @@ def test_a_save_against_a_redis_that_never_answers_returns(silent_redis, monkeyp
         saving.start()
         saving.join(10)  # fails the test if the save still waits on Redis
     assert Post.objects.filter(title='p').exists()
+
+
+def test_async_connections_time_out_by_default():
+    from asgiref.sync import async_to_sync
+
+    from cacheops.redis import async_client
+
+    if async_client.aioredis is None:
+        pytest.skip('redis-py 4.0 has no redis.asyncio: async reads take the sync client')
+
+    async def its_options():
+        client = async_client.async_client()
+        return client.client.connection_pool.connection_kwargs
+
+    with override_settings(CACHEOPS_REDIS='redis://127.0.0.1:6379/3', **ONE_REDIS):
+        options = async_to_sync(its_options)()
+    assert options['socket_timeout'] == 3.0 and options['socket_connect_timeout'] == 1.0

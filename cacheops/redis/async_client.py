@@ -13,6 +13,7 @@ from django.core.signals import setting_changed
 
 from ..conf import client_class, cluster_options, settings
 from ..utils import remember
+from .client import _UNIX_TIMEOUTS, DEFAULT_TIMEOUTS
 from .primary import PRIMARY_KEY, _run_id, _text, _value, check_primary
 from .wire import _pack_plain
 
@@ -54,10 +55,14 @@ def _make_async_client():
         if settings.CACHEOPS_SENTINEL:
             return _sentinel(settings.CACHEOPS_SENTINEL)
         conf = settings.CACHEOPS_REDIS
+        # the sync client's timeouts where the settings give none, and its check of the
+        # server (a Redis restored from a snapshot: primary.py)
         if isinstance(conf, str):
-            return _Plain(aioredis.Redis.from_url(conf))
+            unix = conf.startswith('unix:')
+            return _checked(aioredis.Redis.from_url(conf, **(_UNIX_TIMEOUTS if unix else DEFAULT_TIMEOUTS)))
         if isinstance(conf, dict):
-            return _Plain(aioredis.Redis(**conf))
+            unix = 'unix_socket_path' in conf
+            return _checked(aioredis.Redis(**{**(_UNIX_TIMEOUTS if unix else DEFAULT_TIMEOUTS), **conf}))
     except (TypeError, ValueError):
         pass  # an option redis.asyncio doesn't take: the sync client says what is wrong
     return None
@@ -66,14 +71,18 @@ def _make_async_client():
 def _cluster(nodes, options):
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     return _Cluster(RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-                                 **options))
+                                 **{**DEFAULT_TIMEOUTS, **options}))
 
 
 def _sentinel(conf):
     from redis.asyncio.sentinel import Sentinel
     conf = dict(conf)
     locations, service, db = conf.pop('locations'), conf.pop('service_name'), conf.pop('db', 0)
-    client = Sentinel(locations, **conf).master_for(service, db=db)
+    return _checked(Sentinel(locations, **{**DEFAULT_TIMEOUTS, **conf}).master_for(service, db=db))
+
+
+def _checked(client):
+    """_Plain(client), whose connections check their server first (_checking)."""
     pool = client.connection_pool
     pool.connection_class = _checking(pool.connection_class)
     return _Plain(client)
@@ -90,7 +99,7 @@ def _checking(connection_class):
         await connected(self, *args, **kwargs)
         await self.send_packed_command(self.pack_commands([('INFO', 'server'), ('GET', PRIMARY_KEY)]))
         # both replies read, errors or not: one left unread would pass for the next command's
-        replies = [await _reply(self), await _reply(self)]
+        replies = [await _connection_reply(self), await _connection_reply(self)]
         try:
             run_id, trusted = _run_id(_value(replies[0])), _text(_value(replies[1]))
         except redis.ResponseError:  # INFO refused, Redis BUSY: the sync check tells, and logs
@@ -101,7 +110,8 @@ def _checking(connection_class):
     return type(connection_class.__name__, (connection_class,), {hook: on_connect, '__module__': __name__})
 
 
-async def _reply(connection):
+async def _connection_reply(connection):
+    # not _reply() below, which reads a stream by hand: with one name, the later one won
     try:
         return await connection.read_response()
     except redis.ResponseError as e:
