@@ -52,8 +52,10 @@ CONFIGS = {  # name: environment read by tests/settings.py
     # (cacheops/redis/held.py): one venv runs it in place of 'sqlite'
     'sqlite-plainredis': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_PLAIN_REDIS': '1'},
     # on a Redis Cluster of 3 primaries and 3 replicas started for the run: a cluster has
-    # db 0 only, so two runs at a time can't share one (CACHEOPS_TEST_CLUSTER is set)
-    'cluster': {'CACHEOPS_TEST_DB': 'sqlite'},
+    # db 0 only, so two runs at a time can't share one (CACHEOPS_TEST_CLUSTER is set).
+    # The conj-set run has a key prefix, which a cluster must take (issue 17); the
+    # insideout one has none
+    'cluster': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_TEST_PREFIX': '1'},
     'cluster-insideout': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_TEST_INSIDEOUT': '1'},
 }
 DEFAULT_CONFIGS = ('sqlite', 'postgresql', 'mysql', 'insideout-prefix')
