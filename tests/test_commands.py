@@ -117,7 +117,8 @@ def test_invalidate_model(cats, posts):
 def test_invalidate_says_what_it_removed(cats, posts, insideout):
     for cat in cats:
         assert cached(lambda: texts(cat)) == ['']
-    other = [p.text for p in Post.objects.cache().filter(category=cats[0], title='p0')]
+    # a third conj key: not on title, which MySQL's collations keep out of conj keys
+    other = [p.text for p in Post.objects.cache().filter(category=cats[0], visible=True)]
     assert other == ['']
 
     out = run('invalidate', 'tests.Post')

@@ -10,6 +10,7 @@ from unittest import mock
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.test import override_settings
 
 from cacheops import cached, cached_as, failed, invalidation, utils
@@ -77,6 +78,8 @@ def conj_keys():
     return sorted(k.decode() for k in redis_keys('*conj:*'))
 
 
+@pytest.mark.skipif(connection.vendor == 'mysql',
+                    reason="MySQL's collations compare strings loosely: no string value is in a conj key there")
 def test_conj_key_names_hold_short_values_and_hash_long_ones():
     cat = Category.objects.create(title='c')
     long_title = 'x' * 128  # the column's length, past the cap
