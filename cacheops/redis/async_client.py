@@ -13,7 +13,7 @@ from django.core.signals import setting_changed
 
 from ..conf import client_class, cluster_options, settings
 from ..utils import remember
-from .client import _UNIX_TIMEOUTS, DEFAULT_TIMEOUTS
+from .client import DEFAULT_TIMEOUTS, default_timeouts
 from .primary import PRIMARY_KEY, _run_id, _text, _value, check_primary
 from .wire import _pack_plain
 
@@ -58,11 +58,9 @@ def _make_async_client():
         # the sync client's timeouts where the settings give none, and its check of the
         # server (a Redis restored from a snapshot: primary.py)
         if isinstance(conf, str):
-            unix = conf.startswith('unix:')
-            return _checked(aioredis.Redis.from_url(conf, **(_UNIX_TIMEOUTS if unix else DEFAULT_TIMEOUTS)))
+            return _checked(aioredis.Redis.from_url(conf, **default_timeouts(conf)))
         if isinstance(conf, dict):
-            unix = 'unix_socket_path' in conf
-            return _checked(aioredis.Redis(**{**(_UNIX_TIMEOUTS if unix else DEFAULT_TIMEOUTS), **conf}))
+            return _checked(aioredis.Redis(**{**default_timeouts(conf), **conf}))
     except (TypeError, ValueError):
         pass  # an option redis.asyncio doesn't take: the sync client says what is wrong
     return None

@@ -32,8 +32,13 @@ READ_FAILURES = (redis.RedisError, *_CLUSTER_OUTAGES)
 # Redis that accepts and never answers, and every save() with it; 6 and later wait 5 s
 # per try. Short, as a cache has the database to fall back on (docs/design.md, "Timeouts").
 DEFAULT_TIMEOUTS = {'socket_connect_timeout': 1.0, 'socket_timeout': 3.0}
-# redis-py 4's Unix socket connections take no connect timeout
-_UNIX_TIMEOUTS = {'socket_timeout': DEFAULT_TIMEOUTS['socket_timeout']}
+
+
+def default_timeouts(conf):
+    """DEFAULT_TIMEOUTS for a client of CACHEOPS_REDIS conf (a URL or a dict): the read
+    one only for a Unix socket, whose connections take no connect timeout in redis-py 4."""
+    unix = conf.startswith('unix:') if isinstance(conf, str) else 'unix_socket_path' in conf
+    return {'socket_timeout': DEFAULT_TIMEOUTS['socket_timeout']} if unix else DEFAULT_TIMEOUTS
 
 
 def _handle_connection_failure(func):
@@ -70,9 +75,14 @@ def _plain_client(cls):
     """The client for CACHEOPS_REDIS; its connections check they reached the server the
     cache was trusted on (primary.py: a Redis restored from a snapshot)."""
     client = _client_from_settings(cls)
-    if not hasattr(client, 'get_nodes'):  # a cluster's nodes are not checked
-        pool = client.connection_pool
-        pool.connection_class = checking(pool.connection_class)
+    # a cluster's nodes are not checked
+    return client if hasattr(client, 'get_nodes') else _checked(client)
+
+
+def _checked(client):
+    """client, whose connections check their server before use (primary.py)."""
+    pool = client.connection_pool
+    pool.connection_class = checking(pool.connection_class)
     return client
 
 
@@ -81,12 +91,12 @@ def _client_from_settings(cls):
     if isinstance(conf, str):
         try:
             # a URL's query wins over these (redis-py's from_url)
-            return cls.from_url(conf, **(_UNIX_TIMEOUTS if conf.startswith('unix:') else DEFAULT_TIMEOUTS))
+            return cls.from_url(conf, **default_timeouts(conf))
         except ValueError as e:
             raise ImproperlyConfigured('CACHEOPS_REDIS is not a valid Redis URL: %s' % e)
     if isinstance(conf, dict):
         try:
-            return cls(**{**(_UNIX_TIMEOUTS if 'unix_socket_path' in conf else DEFAULT_TIMEOUTS), **conf})
+            return cls(**{**default_timeouts(conf), **conf})
         except TypeError as e:
             raise ImproperlyConfigured('CACHEOPS_REDIS has an option the client does not take: %s' % e)
     raise ImproperlyConfigured(
@@ -103,11 +113,8 @@ def _sentinel_client(cls, conf):
     service = conf.pop('service_name')
     db = conf.pop('db', 0)
     sentinel = Sentinel(locations, **{**DEFAULT_TIMEOUTS, **conf})
-    client = sentinel.master_for(service, redis_class=cls, db=db)
     # a replica promoted may hold what the dead primary acknowledged deleting (primary.py)
-    pool = client.connection_pool
-    pool.connection_class = checking(pool.connection_class)
-    return client
+    return _checked(sentinel.master_for(service, redis_class=cls, db=db))
 
 
 def _cluster_client(nodes, options):
