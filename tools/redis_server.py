@@ -128,6 +128,12 @@ def _server(args, workdir, ready):
             proc.wait()
 
 
+def _options(port, workdir):
+    """redis-server's options for a private server on 127.0.0.1:port, its files in workdir,
+    keeping nothing on disk by itself."""
+    return ['--port', str(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', workdir]
+
+
 @contextmanager
 def redis_for_run(url_env='CACHEOPS_REDIS', python=None):
     """Yield the URL of a Redis to use.
@@ -147,9 +153,7 @@ def redis_for_run(url_env='CACHEOPS_REDIS', python=None):
     url = f'redis://127.0.0.1:{port}'
     _log(f'no Redis answered at {os.environ.get(url_env) or DEFAULT_URL}: starting {binary} on port {port}')
     with tempfile.TemporaryDirectory(prefix='cacheops-redis-') as workdir:
-        args = [binary, '--port', str(port), '--bind', '127.0.0.1',
-                '--save', '', '--appendonly', 'no', '--dir', workdir]
-        with _server(args, workdir, lambda: ping(url)):
+        with _server([binary, *_options(port, workdir)], workdir, lambda: ping(url)):
             yield url
     _log(f'stopped private Redis on port {port}')
 
@@ -163,8 +167,7 @@ def private_redis(*options, ready=None):
     """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix='cacheops-redis-') as workdir:
-        args = [find_redis_server(), '--port', str(port), '--bind', '127.0.0.1',
-                '--save', '', '--appendonly', 'no', '--dir', workdir, *options]
+        args = [find_redis_server(), *_options(port, workdir), *options]
         with _server(args, workdir, ready or (lambda: ping(f'redis://127.0.0.1:{port}'))):
             yield port
 
@@ -179,8 +182,7 @@ class RestartableRedis:
         self._running = None
 
     def start(self):
-        args = [find_redis_server(), '--port', str(self.port), '--bind', '127.0.0.1',
-                '--save', '', '--appendonly', 'no', '--dir', self.workdir]
+        args = [find_redis_server(), *_options(self.port, self.workdir)]
         self._running = ExitStack()
         self._running.enter_context(_server(args, self.workdir, lambda: ping(f'redis://127.0.0.1:{self.port}')))
 
@@ -338,8 +340,7 @@ def sentinel_group(python=None, down_after_ms=1000, failover_timeout_ms=2000):
                 [binary, *args], workdir, lambda: ping(f'redis://127.0.0.1:{port}')))
 
         for port, more in ((primary, ()), (replica, ('--replicaof', '127.0.0.1', str(primary)))):
-            start(port, ['--port', str(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-                         '--dir', os.path.join(top, str(port)), '--repl-diskless-sync', 'yes',
+            start(port, [*_options(port, os.path.join(top, str(port))), '--repl-diskless-sync', 'yes',
                          '--repl-diskless-sync-delay', '0', *more])
         _wait_for(lambda: info(replica, 'replication')['master_link_status'] == 'up',
                   'the replica to sync', SENTINEL_GROUP_TIMEOUT)
@@ -489,8 +490,7 @@ def cluster_for_run(python=None, primaries=3, replicas=1, cli=True):
         for port in ports:
             workdir = os.path.join(top, str(port))
             os.mkdir(workdir)
-            args = [binary, '--port', str(port), '--bind', '127.0.0.1', '--save', '',
-                    '--appendonly', 'no', '--dir', workdir, '--cluster-enabled', 'yes',
+            args = [binary, *_options(port, workdir), '--cluster-enabled', 'yes',
                     '--cluster-config-file', os.path.join(workdir, 'nodes.conf'),
                     '--cluster-node-timeout', '5000', '--repl-diskless-sync-delay', '0',
                     # Redis 7 lists a replica in CLUSTER SLOTS once its offset moved, at the first ping
