@@ -465,6 +465,7 @@ def setting_errors(make_client):
         *(('cacheops.E007', _reader(name)) for name in sorted(FLAGS)),
         *(('cacheops.E008', _reader(name)) for name in sorted(DURATIONS)),
         ('cacheops.E013', _file_cache_dir_safe),
+        ('cacheops.E014', lambda: importlib.import_module('cacheops.signing').signing_on()),  # imports conf
     ]
     return sorted(_errors(validations) + cluster)
 

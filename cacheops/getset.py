@@ -15,7 +15,7 @@ import time
 
 import redis
 
-from .conf import derived, insideout, is_cluster, prefix_func, serializer, settings
+from .conf import derived, insideout, is_cluster, prefix_func, settings
 from .failed import failed as failed_invalidations, retry_failed
 from .outage import answered, read_failed, state as outage
 from .keys import (conj_key, epoch_key, lock_key, prefix_for, reaping_key, schemes_key, scheme,
@@ -23,6 +23,7 @@ from .keys import (conj_key, epoch_key, lock_key, prefix_for, reaping_key, schem
 from .redis import (READ_FAILURES, get_client, mget_by_slot, read_command, run_script, send_script,
                     start_script)
 from .serialization import LayoutChanged
+from .signing import dumps as _dumps, loads as _loads  # (key, value), (key, data)
 # _signal: counts a read for cacheops.stats() and sends cache_read (docs/design.md, "Stats")
 from .stats import count_read as _signal, count_store
 from .utils import remember, undecodable
@@ -87,27 +88,24 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None,
     return value
 
 
-def _loads(data):
-    return serializer().loads(data)
-
-
 STALE = object()  # what _load() gives for a value that is a miss after all
 
 
-def _load(data, key=None):
-    """The value in data, or STALE when it holds model instances written for other fields
-    of their model (another deploy), is a value of insideout mode read in conj-set mode (a
-    deploy switching modes), or can't be decoded at all (corrupt or foreign bytes, logged
-    once): then, given its key, it is deleted there unless replaced meanwhile (release.lua
-    compares the bytes)."""
+def _load(data, key, release=True):
+    """The value in data read at key, or STALE when it holds model instances written for
+    other fields of their model (another deploy), is a value of insideout mode read in
+    conj-set mode (a deploy switching modes), or can't be decoded at all (corrupt or
+    foreign bytes, or bytes not signed for key with CACHEOPS_SIGNING_KEY, logged once):
+    then, if release, it is deleted there unless replaced meanwhile (release.lua compares
+    the bytes)."""
     try:
-        return _loads(data)
+        return _loads(key, data)
     except LayoutChanged:
         pass
     except Exception as e:  # noqa: BLE001 - whatever loads() raises, the value is no hit
-        if key is None or not _INSIDEOUT_VALUE.match(data):
+        if not release or not _INSIDEOUT_VALUE.match(data):
             undecodable(key, data, e)
-    if key is not None:
+    if release:
         _release(key, data, lock=False)
     return STALE
 
@@ -115,10 +113,6 @@ def _load(data, key=None):
 # An insideout value starts with the hex SHA-1 of its stamps: a value that fails to load
 # and starts so is taken for one
 _INSIDEOUT_VALUE = re.compile(rb'[0-9a-f]{40}')
-
-
-def _dumps(value):
-    return serializer().dumps(value)
 
 
 # Conj-set mode
@@ -203,7 +197,7 @@ def _socket_timeout(client):
 
 
 def _store(key, marker, value, lock):
-    send_script('store', [key, signal_key(key)], [marker, _dumps(value), '1' if lock else '0'])
+    send_script('store', [key, signal_key(key)], [marker, _dumps(key, value), '1' if lock else '0'])
 
 
 def _prepare(key, keys, args, timeout, warm=None, lock=False):
@@ -369,7 +363,7 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
     conj_keys, epoch_keys = insideout_keys(dnfs)
     data, stamps, epochs = _read_insideout(client, key, conj_keys, epoch_keys)
     if data is not None:
-        value = _load(data)  # a stale one is computed and stored over below
+        value = _load(data, key, release=False)  # a stale one is computed and stored over below
         if value is not STALE:
             _signal(sender, func, True, key)
             return value
@@ -380,7 +374,7 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
         _wait_for_owner(client, key)
         data, stamps, epochs = _read_insideout(client, key, conj_keys, epoch_keys)
         if data is not None:
-            value = _load(data)
+            value = _load(data, key, release=False)
             if value is not STALE:
                 return value
         lock = False  # the owner failed or was invalidated: compute, without the lock
@@ -418,7 +412,7 @@ def _insideout(key, dnfs, timeout, computed, lock, sender, func):
         _store_insideout_cluster(key, dnfs, conj_keys, stamps, value, timeout, lock)
     else:
         send_script('store_insideout', [key, lock_key(key), signal_key(key), *conj_keys],
-                    [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
+                    [_checksum(stamps) + _dumps(key, value), timeout, '1' if lock else '0',
                      settings.CACHEOPS_LOCK_WAIT])
     count_store(sender, func, key)
     return value
@@ -430,7 +424,7 @@ def _store_insideout_cluster(key, dnfs, conj_keys, stamps, value, timeout, lock)
     for table_keys in _by_table(dnfs, conj_keys):
         send_script('extend_stamps', table_keys, [timeout])
     send_script('store_insideout', [key, lock_key(key), signal_key(key)],
-                [_checksum(stamps) + _dumps(value), timeout, '1' if lock else '0',
+                [_checksum(stamps) + _dumps(key, value), timeout, '1' if lock else '0',
                  settings.CACHEOPS_LOCK_WAIT])
 
 
@@ -487,7 +481,7 @@ def _store_insideout_fresh(key, dnfs, conj_keys, epoch_keys, stamps, epochs, val
         keys += [epoch_key_, schemes_key(prefix, table)]
         args += [epoch, len(conjs), *(scheme(conj) for conj in conjs)]
     send_script('store_insideout_fresh', keys,
-                [_dumps(value), timeout, '1' if lock else '0', settings.CACHEOPS_LOCK_WAIT,
+                [_dumps(key, value), timeout, '1' if lock else '0', settings.CACHEOPS_LOCK_WAIT,
                  os.urandom(8).hex(), len(conj_keys), *(stamp or b'' for stamp in stamps), *args])
 
 

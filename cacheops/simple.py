@@ -21,7 +21,7 @@ except ImportError:  # Windows: stores and deletes are not serialized
 from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 
-from .conf import serializer, settings, unsafe_directory
+from .conf import settings, unsafe_directory
 from .decorators import (
     cached_view_wrapper, call_key_parts, func_identity, signature_of, view_key_parts,
 )
@@ -31,6 +31,7 @@ from .query.async_reads import MISS, read_plain
 from .redis import _handle_connection_failure as handle_connection_failure
 from .redis import redis_client, run_script
 from .serialization import LayoutChanged
+from .signing import dumps as _dumps, loads as _loads  # (key, value), (key, data)
 from .stats import count_invalidation, count_read, count_store
 from .utils import checked_timeout, md5hex, undecodable
 
@@ -69,21 +70,12 @@ def _full_key(key):
     return prefix_for([], []) + key
 
 
-def _dumps(value):
-    return serializer().dumps(value)
-
-
-def _loads(data):
-    # raises LayoutChanged for model instances written for other fields of their model
-    # (another deploy): the readers below take such a value for a miss
-    return serializer().loads(data)
-
-
 def _load_or_miss(key, data):
-    """The value in data; CacheMiss for one of another layout, or one no loads() takes
-    (corrupt or foreign bytes, logged once)."""
+    """The value in data, read for key; CacheMiss for one of another layout (model
+    instances written for other fields of their model: another deploy), or one no loads()
+    takes (corrupt or foreign bytes, or bytes not signed for the key, logged once)."""
     try:
-        return _loads(data)
+        return _loads(_full_key(key), data)
     except LayoutChanged:
         pass
     except Exception as e:  # noqa: BLE001 - whatever loads() raises, the value is no hit
@@ -276,14 +268,16 @@ class RedisCache(BaseCache):
 
     def _store(self, key, marker, value):
         # the value keeps the marker's expiry: the timeout, counted from the miss
-        run_script('store', [_full_key(key), signal_key(_full_key(key))], [marker, _dumps(value), '0'])
+        full = _full_key(key)
+        run_script('store', [full, signal_key(full)], [marker, _dumps(full, value), '0'])
 
     def set(self, key: str, value: Any, timeout: int | None = None) -> None:
         """Store value at key for timeout seconds (None: until deleted)."""
         if timeout is not None and timeout <= 0:
             self.client.delete(_full_key(key))  # expired already
             return
-        self.client.set(_full_key(key), _dumps(value), ex=timeout)
+        full = _full_key(key)
+        self.client.set(full, _dumps(full, value), ex=timeout)
 
     def delete(self, key: str) -> None:
         """Drop the value at key, if any."""
@@ -367,7 +361,7 @@ class FileCache(BaseCache):
         """Write value aside, then put(that file, the entry's file name)."""
         if timeout is None:
             timeout = self._timeout if self._timeout is not None else settings.FILE_CACHE_TIMEOUT
-        data = _dumps(value)
+        data = _dumps(_full_key(key), value)
         if isinstance(data, str):
             data = data.encode()
         filename = self._filename(key)

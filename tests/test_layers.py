@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / 'cacheops'
 # Bottom up. A name is a module or a package (which covers its submodules).
 LAYERS = [
     # settings and pure helpers: no Redis, no ORM state
-    {'conf', 'signals', 'utils', 'serialization', 'keys', 'tree', 'fingerprint', 'outage', 'removed', 'stats'},
+    {'conf', 'signals', 'utils', 'serialization', 'keys', 'tree', 'fingerprint', 'outage', 'removed', 'stats',
+     'signing'},
     # state: transactions, failed invalidations to replay
     {'transaction'},
     {'failed'},

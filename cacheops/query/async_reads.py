@@ -139,7 +139,7 @@ async def read_hit(key, dnfs, sender=None, func=None):
         answered()
     if data is None:
         return MISS
-    value = _loaded(data)
+    value = _loaded(key, data)
     if value is not MISS:
         _signal(sender, func, True, key)
     return value
@@ -160,7 +160,7 @@ async def read_plain(key):
         answered()
     if not is_value(data):
         return MISS
-    return _loaded(data)
+    return _loaded(key, data)
 
 
 def _failed(error):
@@ -170,10 +170,10 @@ def _failed(error):
     return MISS
 
 
-def _loaded(data):
+def _loaded(key, data):
     try:
-        return _loads(data)
-    except Exception:  # noqa: BLE001 - another layout, another mode: the sync path sees to it
+        return _loads(key, data)
+    except Exception:  # noqa: BLE001 - another layout or mode, a bad signature: the sync path sees to it
         return MISS
 
 
