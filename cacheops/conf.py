@@ -30,6 +30,7 @@ DEFAULTS = {
     'CACHEOPS_INVALIDATE_UPDATES': True,
     'CACHEOPS_SERIALIZER': 'pickle',
     'CACHEOPS_LOCK_WAIT': 30,
+    'CACHEOPS_SPOOL_DIR': None,  # checked in spool.py
     'FILE_CACHE_DIR': '/tmp/cacheops_file_cache',
     'FILE_CACHE_TIMEOUT': 60 * 60 * 24 * 30,
 }

@@ -13,6 +13,7 @@ import time
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
+from . import spool
 from .outage import answered, state as outage, went_around
 from .transaction import transaction_states
 
@@ -21,6 +22,9 @@ logger = logging.getLogger('cacheops')
 # Redis refusing or failing, a cluster's slots moving (not RedisErrors; redis-py has them
 # from 4.1 on, with its cluster client): what a replay may get past later
 REDIS_FAILURES = (redis.RedisError, getattr(redis.exceptions, 'RedisClusterException', redis.RedisError))
+# Redis answering with an error (out of memory, BUSY, READONLY, WRONGTYPE, NOPERM): it is
+# reachable, so the kept calls after one that it refused are tried all the same
+REFUSALS = (redis.ResponseError,)
 
 
 # Invalidation steps that failed, kept to replay (see run_safely() below)
@@ -44,6 +48,9 @@ os.register_at_fork(after_in_child=_reinit_lock)
 # the whole cache once Redis is back; set by invalidation.py, a layer above
 MAX_KEPT = 10000
 drop_everything = None
+# what a kept call covers, as spool.keep()'s arguments (None: nothing left stale), for
+# the record other processes do if this one dies first; set by orphans.py, a layer above
+describe_call = None
 
 
 def run_safely(func, *args, **kwargs):
@@ -84,8 +91,30 @@ def _keep(func, args, kwargs):
             logger.warning('cacheops: %d invalidations kept: replaced by one dropping every '
                            'cached entry when Redis is back', len(failed))
             failed[:] = [(_everything, (), {})]
+            _record(func, args, kwargs, everything=True)
             return
         failed.append((func, args, kwargs))
+    _record(func, args, kwargs)
+
+
+def keep_step(replay, args, sets):
+    """Keep a step of an invalidation to replay as it is (invalidation.kept_on_failure),
+    recording the sets of cache keys it leaves for other processes to drain."""
+    with failed_lock:
+        failed.append((replay, args, {}))
+    _record(None, (), {}, sets=sets)
+
+
+def _record(func, args, kwargs, **what):
+    """Write a kept call's record to the spool; never raising: the write went through."""
+    try:
+        if func is not None and not what:
+            what = describe_call(func.func if isinstance(func, _Raised) else func, args, kwargs)
+            if what is None:
+                return
+        spool.keep(**what)
+    except Exception:  # noqa: BLE001 - a bug here must not break the write
+        logger.exception('cacheops: could not record a kept invalidation for other processes')
 
 
 def _everything():
@@ -130,9 +159,11 @@ def retry_failed():
     return replayed == DONE
 
 
-# what _replay() ends with; WAITING: not tried, as Redis failed a replay less than
-# REPLAY_INTERVAL ago or another thread is replaying
-DONE, REDIS_FAILED, RAISED, BUSY, WAITING = 'done', 'redis failed', 'raised', 'busy', 'waiting'
+# what _replay() ends with; REFUSED: Redis answered an error to some (each is kept, and
+# tried again no sooner than REPLAY_INTERVAL later); WAITING: not tried, as Redis failed
+# a replay less than REPLAY_INTERVAL ago or another thread is replaying
+DONE, REDIS_FAILED, REFUSED, RAISED, BUSY, WAITING = (
+    'done', 'redis failed', 'refused', 'raised', 'busy', 'waiting')
 HELD_BACK = (REDIS_FAILED, WAITING)  # what keeps a new invalidation from being tried
 
 # Seconds between replays after Redis failed one. Each try against a Redis that times
@@ -140,6 +171,7 @@ HELD_BACK = (REDIS_FAILED, WAITING)  # what keeps a new invalidation from being 
 # with the lock, every thread) that long (docs/design.md, "Timeouts").
 REPLAY_INTERVAL = 1.0
 _next_replay = 0.0  # time.monotonic() before which no replay is tried
+_last_replay = DONE  # what the last one ended with, answered meanwhile
 
 
 def _replay():
@@ -147,17 +179,22 @@ def _replay():
     again (the replay stops there); RAISED if only calls that raised something else are
     left (each is kept, and the replay goes on past it); BUSY inside a replay; WAITING
     if not tried now (see REPLAY_INTERVAL), or if another thread replays."""
-    global _next_replay
+    global _next_replay, _last_replay
     if _replaying.active:
         return BUSY
-    if time.monotonic() < _next_replay or not failed_lock.acquire(blocking=False):
+    if time.monotonic() < _next_replay:
+        # refused ones don't hold new invalidations back: Redis answers, other keys may go
+        return WAITING if _last_replay == REDIS_FAILED else _last_replay
+    if not failed_lock.acquire(blocking=False):
         return WAITING  # the caller goes on without Redis, not waiting for it
     try:
         _replaying.active = True
         with transaction_states.hidden():
-            replayed = _replay_all()
-        if replayed == REDIS_FAILED:
+            replayed = _last_replay = _replay_all()
+        if replayed in (REDIS_FAILED, REFUSED):
             _next_replay = time.monotonic() + REPLAY_INTERVAL
+        if replayed == DONE and spool.has_own():
+            spool.clear_own()
         return replayed
     finally:
         _replaying.active = False
@@ -165,12 +202,20 @@ def _replay():
 
 
 def _replay_all():
-    i = 0
+    i, refused = 0, False
     while i < len(failed):
         func, args, kwargs = failed[i]
         kept = len(failed)
         try:
             func(*args, **kwargs)
+        except REFUSALS:
+            # Redis answered: a permanent refusal (WRONGTYPE, NOPERM) must not hold back the
+            # calls after it. The steps it kept of itself go: refused before they ran, they
+            # hold nothing the call, kept as it is, doesn't redo
+            del failed[kept:]
+            refused = True
+            i += 1
+            continue
         except REDIS_FAILURES:
             # what it kept of itself (kept_on_failure) goes first: replayed
             # before it, once, instead of piling up behind it
@@ -195,4 +240,4 @@ def _replay_all():
         failed.pop(i)
     if outage.down:
         answered()
-    return RAISED if failed else DONE
+    return REFUSED if refused else RAISED if failed else DONE

@@ -16,7 +16,9 @@ import time
 import redis
 
 from .conf import derived, insideout, is_cluster, prefix_func, settings
+from . import spool
 from .failed import failed as failed_invalidations, retry_failed
+from .orphans import sweep_now
 from .outage import answered, read_failed, state as outage
 from .keys import (conj_key, epoch_key, lock_key, prefix_for, reaping_key, schemes_key, scheme,
                    signal_key)
@@ -27,6 +29,8 @@ from .signing import dumps as _dumps, loads as _loads  # (key, value), (key, dat
 # _signal: counts a read for cacheops.stats() and sends cache_read (docs/design.md, "Stats")
 from .stats import count_read as _signal, count_store
 from .utils import remember, undecodable
+
+_monotonic = time.monotonic
 
 PENDING = b'\x00cacheops:pending:'  # 18 bytes, see lua/prepare.lua
 assert len(PENDING) == 18
@@ -68,6 +72,8 @@ def cached_call(key, dnfs, timeout, compute, lock=False, sender=None, func=None,
     warm(), if given, does work compute() needs that can run while Redis prepares a miss.
     """
     computed = _Computed(compute)
+    if _monotonic() >= spool.next_sweep:  # others' kept invalidations, once a second
+        sweep_now()
     if failed_invalidations and not retry_failed():
         # an invalidation Redis refused is still pending: the cache may hold what it
         # should have dropped, so only the database can be trusted until it is replayed

@@ -23,7 +23,7 @@ from funcy import distinct, lcat
 
 from .conf import prefix_func
 from . import failed as failed_module
-from .failed import REDIS_FAILURES, failed, failed_lock, retry_failed, run_safely  # noqa: F401
+from .failed import REDIS_FAILURES, failed, failed_lock, keep_step, retry_failed, run_safely  # noqa: F401
 from .keys import (PrefixQuery, conj_prefix, epoch_key, handover_key, hash_tag, is_conj_key,
                    prefix_for, prefixed_tables, scan_conj_keys, schemes_key)
 from .redis import get_client, is_cluster, primary, run_script
@@ -39,18 +39,20 @@ logger = logging.getLogger('cacheops')
 UNLINK_CHUNK = 1000
 
 
-def kept_on_failure(func):
+def kept_on_failure(sets):
     """An invalidation step that, if Redis fails, is kept to replay as it is: the same
-    handover set then gives back the cache keys a run whose reply was lost took."""
-    @wraps(func)
-    def wrapper(*args):
-        try:
-            return func(*args)
-        except REDIS_FAILURES:
-            with failed_lock:
-                failed.append((_replay(func), args, {}))
-            raise
-    return wrapper
+    handover set then gives back the cache keys a run whose reply was lost took. sets(args)
+    names the sets of cache keys it may leave behind, recorded for other processes."""
+    def decorator(func):
+        @wraps(func)
+        def wrapper(*args):
+            try:
+                return func(*args)
+            except REDIS_FAILURES:
+                keep_step(_replay(func), args, sets(args))
+                raise
+        return wrapper
+    return decorator
 
 
 def _replay(func):
@@ -72,8 +74,7 @@ def _delete_dropped_keys(client, keys, handover):
         # the handover set exists whenever there are keys: one of those deleted
         count_removed(cache_keys=max(0, _delete_keys(client, keys) - 1))
     except REDIS_FAILURES:
-        with failed_lock:
-            failed.append((_delete_keys_again, (keys,), {}))
+        keep_step(_delete_keys_again, (keys,), [handover])
         raise
 
 
@@ -115,7 +116,7 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
         _run_invalidation(client, [*keys, *epochs, handover], budget, args, prefix, table)
 
 
-@kept_on_failure
+@kept_on_failure(lambda args: [args[1][-1]])  # the handover set, last of keys
 def _run_invalidation(client, keys, budget, args, prefix, table):
     """Run invalidate.lua and delete what it leaves to the client. Each run has a fresh
     token, from which the script derives the new epochs."""
@@ -164,7 +165,7 @@ def _text(key):
     return key.decode(errors='replace') if isinstance(key, bytes) else key
 
 
-@kept_on_failure
+@kept_on_failure(lambda args: [args[1][0]])  # the handover set, first of keys
 def _run_invalidate_conjs(client, keys):
     """Run invalidate_conjs.lua and delete the cache keys it returns."""
     members, drains, deleted = run_script('invalidate_conjs', keys, [SERVER_READ_LIMIT])
@@ -191,7 +192,7 @@ def drain_leftovers(client, chunk_size=UNLINK_CHUNK, drained=lambda: None):
                 drained()
 
 
-@kept_on_failure
+@kept_on_failure(lambda args: [args[1]])
 def drain_set(client, drain):
     """Delete the cache keys a drain set (a renamed conj set) references, DRAIN_CHUNK at a
     time, each removed from the set only once deleted: a process that dies meanwhile
@@ -327,15 +328,19 @@ def invalidate_model(model: type[Model], using: str = DEFAULT_DB_ALIAS) -> None:
 
 @queue_when_in_transaction
 def _invalidate_model(model, using=DEFAULT_DB_ALIAS):
-    client = get_client()
     prefixed = [(prefix_for([using], [table]), table) for table, _ in written_tables(model)]
+    invalidate_prefixed_tables(get_client(), prefixed)
+    count_invalidation(model)
+    if cache_invalidated.receivers:
+        _send_invalidated(model, None)
+
+
+def invalidate_prefixed_tables(client, prefixed):
+    """Invalidate all queries on these (prefix, table) pairs."""
     _replace_epochs(client, prefixed)
     for prefix, table in prefixed:
         invalidate_conjs(client, _scan(client, glob_escape(conj_prefix(prefix, table)) + '*'),
                          prefix, table)
-    count_invalidation(model)
-    if cache_invalidated.receivers:
-        _send_invalidated(model, None)
 
 
 def invalidate_all() -> None:

@@ -18,11 +18,13 @@ LAYERS = [
      'signing'},
     # state: transactions, failed invalidations to replay
     {'transaction'},
+    # records on disk of what failed.py keeps, for other processes
+    {'spool'},
     {'failed'},
     # Redis access
     {'redis'},
     # the read/store protocol, invalidation, the reaper, what a commit runs
-    {'getset', 'invalidation', 'reaper', 'commits'},
+    {'getset', 'invalidation', 'reaper', 'commits', 'orphans'},
     # rows as the write paths read and lock them; recorded queryset calls
     {'rows', 'chain'},
     # the queryset layer

@@ -174,6 +174,10 @@ class _M2oChanges:
         except TypeError:  # an unhashable value
             rows[len(rows), object()] = row
 
+    def models_written(self):
+        """The models invalidate() invalidates rows of (for orphans.describe_call)."""
+        return self.whole | set(self.rows)
+
     def invalidate(self, using):
         for model in self.whole:
             if is_tracked(model):

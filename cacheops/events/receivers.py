@@ -17,6 +17,7 @@ from django.db import connections
 
 from .. import invalidation, query
 from ..invalidation import invalidate_dicts, obj_dict, run_safely
+from ..orphans import covers_model_tables
 from ..rows import old_attnames, read_row
 from ..utils import is_tracked
 from . import returning
@@ -97,6 +98,7 @@ def _computed_values(model, instance, using, attnames):
 _INVALIDATE_DICT = invalidation.invalidate_dict
 
 
+@covers_model_tables
 def _invalidate_dicts_lookup(model, rows, using):
     """invalidate_dict() of each row, looked up at call time in cacheops.query, then in
     cacheops.invalidation: test suites patch it there and expect the calls (COMPAT)."""

@@ -19,9 +19,10 @@ import threading
 from asgiref.sync import AsyncToSync, sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 
+from .. import spool
 from ..conf import insideout
 from ..failed import failed as failed_invalidations
-from ..getset import _checksum, _loads, _signal, cached_call, insideout_keys, is_value
+from ..getset import _checksum, _loads, _monotonic, _signal, cached_call, insideout_keys, is_value
 from ..outage import answered, read_failed, state as outage
 from ..redis import READ_FAILURES
 from ..redis.async_client import async_client
@@ -88,6 +89,8 @@ def may_read_in_loop():
     path replays it), and no sync thread above this loop (async_to_sync() called from
     one) that may be inside a transaction, whose state only that thread knows."""
     if failed_invalidations:
+        return False
+    if _monotonic() >= spool.next_sweep and spool.others_waiting():  # the sync path sweeps
         return False
     if _executor_above() is not None:
         return False
