@@ -238,6 +238,21 @@ def test_a_tampered_value_read_in_the_event_loop_is_a_miss_never_unpickled():
 
 # The setting
 
+def test_the_mac_is_hmac_sha256_of_the_key_length_the_key_and_the_bytes():
+    import hashlib
+    import hmac
+    from cacheops import signing
+
+    secret = hashlib.sha256(b'cacheops.signing\x00' + SIGNING_KEY.encode()).digest()
+    key, data = 'q:é', b'some bytes' * 20
+    signed = signing.sign(key, data)
+    assert signed == MARK + hmac.digest(secret, b'\x00\x00\x00\x04' + key.encode() + data,
+                                        'sha256')[:TAG_SIZE] + data
+    assert signing.verify(key, signed) == data
+    assert signing.verify('q:e', signed) is None
+
+
+
 @pytest.mark.parametrize('value', [42, '', b'', 'too short', b'\x00' * 15, ['a' * 16]],
                          ids=['int', 'empty-str', 'empty-bytes', 'short-str', 'short-bytes', 'list'])
 def test_a_bad_signing_key_fails_system_checks_and_use(value):
