@@ -94,7 +94,9 @@ def _keep(func, args, kwargs):
             _record(func, args, kwargs, everything=True)
             return
         failed.append((func, args, kwargs))
-    _record(func, args, kwargs)
+        # under the lock: a replay emptying the queue meanwhile must find the record
+        # there to remove (spool.clear_own), or others would do it again later
+        _record(func, args, kwargs)
 
 
 def keep_step(replay, args, sets):
@@ -102,7 +104,7 @@ def keep_step(replay, args, sets):
     recording the sets of cache keys it leaves for other processes to drain."""
     with failed_lock:
         failed.append((replay, args, {}))
-    _record(None, (), {}, sets=sets)
+        _record(None, (), {}, sets=sets)
 
 
 def _record(func, args, kwargs, **what):

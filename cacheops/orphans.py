@@ -14,6 +14,7 @@ from django.db import DEFAULT_DB_ALIAS
 
 from . import failed, invalidation, spool
 from .keys import prefix_for
+from .outage import state as outage
 from .redis import get_client
 from .transaction import transaction_states
 from .utils import glob_escape, written_tables
@@ -76,6 +77,8 @@ _sweeping = threading.Lock()
 
 def sweep_now():
     """Do the records of others that are due; a read calls it once spool.next_sweep is past."""
+    if outage.down:
+        return  # the next read after Redis answers again sweeps (not waiting out its timeouts now)
     if not _sweeping.acquire(blocking=False):
         return  # another thread is at it
     try:
