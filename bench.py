@@ -24,6 +24,8 @@ What is measured, per database and mode:
   hit.*     a cache hit of get(pk), a 20-row filter() list, count(), exists() and
             aggregate(); next to it the floor (a raw redis-py GET of the very bytes
             cacheops stored, plus pickle.loads) and the same query with the cache off
+  signed.get  a get(pk) hit with CACHEOPS_SIGNING_KEY set beside the same hit without it,
+            in the same rounds; the report gives what signing adds, per round
   ahit.*    an async hit (await aget(pk), await acount()) read in an event loop kept
             for the run, beside the same sync hit in the same rounds
   miss.*    a miss + store (a fresh key each op) vs the same query with the cache off

@@ -10,7 +10,8 @@ from .config import log
 @dataclasses.dataclass
 class System:
     """One way to do a row's work: op(i) is timed; setup() runs untimed before each batch and
-    before_each(i) untimed before each op. cache_off runs it with CACHEOPS_ENABLED=False.
+    before_each(i) untimed before each op. cache_off runs it with CACHEOPS_ENABLED=False,
+    settings with these settings overridden.
     batch(n), if given, times n ops itself (an event loop's, awaited in one coroutine) and
     returns the seconds they took."""
     op: object
@@ -18,6 +19,7 @@ class System:
     before_each: object = None
     cache_off: bool = False
     batch: object = None
+    settings: dict = None
 
 
 @dataclasses.dataclass
@@ -28,16 +30,17 @@ class Row:
     systems: dict  # name ('cacheops', 'floor', 'nocache') -> System
 
 
-def cache_state(off):
+def cache_state(off, settings=None):
     from django.test.utils import override_settings
-    return override_settings(CACHEOPS_ENABLED=False) if off else nullcontext()
+    overrides = {**(settings or {}), **({'CACHEOPS_ENABLED': False} if off else {})}
+    return override_settings(**overrides) if overrides else nullcontext()
 
 
 def time_batch(system, n):
     """Seconds per op of n ops of a system, gc off while timing."""
     import gc
 
-    with cache_state(system.cache_off):
+    with cache_state(system.cache_off, system.settings):
         if system.setup:
             system.setup()
         gc.collect()

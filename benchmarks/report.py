@@ -55,6 +55,23 @@ def render_table(results):
     return lines, counts
 
 
+def signing_costs(results):
+    """What signing values adds to a hit (the signed row less its unsigned hit, per round), a
+    line per database and mode, and a blank line; nothing if no run had the row."""
+    costs = []
+    for result in results:
+        for row in result['rows']:
+            if row['key'] == 'signed.get':
+                median, p25, p75 = quartiles([a - b for a, b in zip(row['values']['cacheops'],
+                                                                    row['values']['sync'])])
+                costs.append(f'{result["db"]}{on_cluster(result)} {row["mode"]} {median:.1f} µs '
+                             f'[{p25:.1f}–{p75:.1f}]')
+    if not costs:
+        return []
+    return ['Signing (CACHEOPS_SIGNING_KEY) adds to a get(pk) hit, the median of per-round '
+            'differences [IQR] (aim: ≤ 5 µs): ' + '; '.join(costs) + '.', '']
+
+
 # Short labels of the targeted rows, in the summary's order
 SUMMARY_ROWS = {
     'hit.get': 'get(pk) hit ÷ floor', 'hit.list': '20-row list hit ÷ floor',
@@ -136,6 +153,7 @@ def render_report(results, notes, elapsed):
     table, counts = render_table(results)
     lines += table
     lines += ['', f'{counts["PASS"]} targets passed, {counts["FAIL"]} failed.', '',
+              *signing_costs(results),
               'Times are per op: median over rounds [interquartile range]. Ratios are the median of '
               'per-round ratios (each system ran in the same round) [IQR]. floor = a raw redis-py GET '
               'of the bytes cacheops stored for that query + pickle.loads (insideout: minus the '

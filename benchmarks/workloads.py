@@ -3,6 +3,8 @@ from .config import SAVE_DEPENDENTS
 from .data import page
 from .measure import Row, System, queries_of
 
+SIGNING_KEY = 'a signing key of the bench run only'
+
 
 class ModeBench:
     """The timed rows of one mode; raw is a redis-py client of cacheops' Redis db, flushed at will."""
@@ -23,6 +25,9 @@ class ModeBench:
         cat = d.hot_category
         return [
             self.hit_row('hit.get', f'hit: get(pk={d.hot_pk})', lambda: Item.objects.get(pk=d.hot_pk)),
+            # another pk: the row stores its value signed and unsigned by turns, at its own key
+            self.signed_row('signed.get', f'hit: get(pk={d.hot_pk + 1}), signed (CACHEOPS_SIGNING_KEY; '
+                            'sync hit: the same unsigned)', lambda: Item.objects.get(pk=d.hot_pk + 1)),
             self.hit_row('hit.list', f"hit: list(filter(category={cat}, is_active=True).order_by('-created')[:20])",
                          lambda: list(page(cat))),
             self.hit_row('hit.count', f'hit: filter(category={cat}).count()',
@@ -57,6 +62,36 @@ class ModeBench:
             'floor': System(floor, setup=ensure_stored),
             'cacheops': System(cached, setup=ensure_stored),
             'nocache': System(cached, cache_off=True),
+        })
+
+    def signed_row(self, key, label, query):
+        """A hit with signing on beside the same hit with it off, in the same rounds: each batch
+        stores the value anew in its own format (the other's would read as a miss)."""
+        from cacheops.signing import MARK
+        from django.test.utils import override_settings
+
+        redis_key, signing = self.stored_key(query), {'CACHEOPS_SIGNING_KEY': SIGNING_KEY}
+        raw = self.raw
+
+        def stored_anew():
+            raw.delete(redis_key)
+            query()
+            if not raw.exists(redis_key):
+                raise RuntimeError(f'{key}: the cached value is no longer at {redis_key!r}')
+
+        def cached(i):
+            return query()
+        with override_settings(**signing):
+            stored_anew()
+            if not raw.get(redis_key)[self.skip:].startswith(MARK):
+                raise RuntimeError(f'{key}: the value stored at {redis_key!r} is not signed')
+            if queries_of(query)[0]:
+                raise RuntimeError(f'{key}: the signed query was not a hit')
+        return Row(key, label, self.sizes.hit_ops, {
+            'cacheops': System(cached, setup=stored_anew, settings=signing),
+            # under override_settings too: reading a setting the project leaves unset costs more
+            # through its layer, which the signed hit would pay alone
+            'sync': System(cached, setup=stored_anew, settings={'CACHEOPS_SIGNING_KEY': None}),
         })
 
     def stored_key(self, query):

@@ -31,7 +31,7 @@ class BadSignature(ValueError):
 
 
 @derived
-def _hmac_base():
+def _hmac_states():
     """The inner and outer SHA-256 states of HMAC (RFC 2104) keyed by what CACHEOPS_SIGNING_KEY
     derives, fed their padded key only, or None for off: each value is MACed on copies of
     them, which costs a hit a third of what hmac.new() or an hmac object's copy() does."""
@@ -53,57 +53,57 @@ def _hmac_base():
 
 def signing_on():
     """Whether values are signed: CACHEOPS_SIGNING_KEY is set (ImproperlyConfigured if bad)."""
-    return _hmac_base() is not None
+    return _hmac_states() is not None
 
 
-def _tag(base, key, data):
+def _tag(states, key, data):
     key = key.encode()
-    inner = base[0].copy()
+    inner = states[0].copy()
     # the key's length first: no key and bytes MAC as another key and other bytes
     inner.update(len(key).to_bytes(4, 'big') + key)
     inner.update(data)
-    outer = base[1].copy()
+    outer = states[1].copy()
     outer.update(inner.digest())
     return outer.digest()[:TAG_SIZE]
 
 
 def sign(key, data):
     """data (bytes) as stored at key when signing is on: MARK, its HMAC, data."""
-    return _signed(_hmac_base(), key, data)
+    return _signed(_hmac_states(), key, data)
 
 
-def _signed(base, key, data):
-    return MARK + _tag(base, key, data) + data
+def _signed(states, key, data):
+    return MARK + _tag(states, key, data) + data
 
 
 def verify(key, blob):
-    """The bytes blob signed for key, or None when its HMAC does not verify."""
-    return _verified(_hmac_base(), key, blob)
+    """The bytes signed for key in blob, or None when its HMAC does not verify (signing on)."""
+    return _verified(_hmac_states(), key, blob)
 
 
-def _verified(base, key, blob):
+def _verified(states, key, blob):
     if blob[:len(MARK)] != MARK:
         return None
     data = blob[_DATA_START:]
-    if not hmac.compare_digest(blob[len(MARK):_DATA_START], _tag(base, key, data)):
+    if not hmac.compare_digest(blob[len(MARK):_DATA_START], _tag(states, key, data)):
         return None
     return data
 
 
 def dumps(key, value):
     """value serialized by CACHEOPS_SERIALIZER to be stored at key, signed when signing is on."""
-    data, base = serializer().dumps(value), _hmac_base()
-    if base is None:
+    data, states = serializer().dumps(value), _hmac_states()
+    if states is None:
         return data
-    return _signed(base, key, data.encode() if isinstance(data, str) else data)
+    return _signed(states, key, data.encode() if isinstance(data, str) else data)
 
 
 def loads(key, data):
     """The value in data read at key; BadSignature, before any loads(), when signing is on
     and data is not signed for key with the key in force."""
-    base = _hmac_base()
-    if base is not None:
-        data = _verified(base, key, data)
+    states = _hmac_states()
+    if states is not None:
+        data = _verified(states, key, data)
         if data is None:
             raise BadSignature('not signed for this key with CACHEOPS_SIGNING_KEY')
     return serializer().loads(data)
