@@ -86,7 +86,11 @@ def run_safely(func, *args, **kwargs):
 def _keep(func, args, kwargs):
     with failed_lock:
         if failed and failed[0][0] is _everything:
-            return  # dropping everything covers it
+            # dropping everything covers it, once recorded: another process may have done
+            # the record (its owner cut off for long) while this one still keeps it
+            if not spool.has_everything():
+                _record(func, args, kwargs, everything=True)
+            return
         if len(failed) >= MAX_KEPT:
             logger.warning('cacheops: %d invalidations kept: replaced by one dropping every '
                            'cached entry when Redis is back', len(failed))
@@ -101,8 +105,13 @@ def _keep(func, args, kwargs):
 
 def keep_step(replay, args, sets):
     """Keep a step of an invalidation to replay as it is (invalidation.kept_on_failure),
-    recording the sets of cache keys it leaves for other processes to drain."""
+    recording the sets of cache keys it leaves for other processes to drain. One kept
+    already (the same step with the same arguments, kept again by a replay Redis refused
+    too) is not kept twice."""
+    step = getattr(replay, 'step', replay)
     with failed_lock:
+        if any(getattr(kept, 'step', kept) is step and kept_args == args for kept, kept_args, _ in failed):
+            return
         failed.append((replay, args, {}))
         _record(None, (), {}, sets=sets)
 
@@ -156,7 +165,7 @@ def retry_failed():
     transaction open now (whose rollback would drop them). One that reads the cache
     (cache_on_save, a cache_invalidated receiver) is told False: it reads the database."""
     replayed = _replay()
-    if replayed in HELD_BACK:
+    if replayed in HELD_BACK or replayed == REFUSED:
         went_around('reads')  # the caller reads the database
     return replayed == DONE
 
@@ -210,21 +219,19 @@ def _replay_all():
         kept = len(failed)
         try:
             func(*args, **kwargs)
-        except REFUSALS:
-            # Redis answered: a permanent refusal (WRONGTYPE, NOPERM) must not hold back the
-            # calls after it. The steps it kept of itself go: refused before they ran, they
-            # hold nothing the call, kept as it is, doesn't redo
-            del failed[kept:]
-            refused = True
-            i += 1
-            continue
-        except REDIS_FAILURES:
+        except REDIS_FAILURES as e:
             # what it kept of itself (kept_on_failure) goes first: replayed
             # before it, once, instead of piling up behind it
             added = failed[kept:]
             del failed[kept:]
             failed[i:i] = added
-            return REDIS_FAILED
+            if not isinstance(e, REFUSALS):
+                return REDIS_FAILED
+            # Redis answered: a permanent refusal (WRONGTYPE, NOPERM) must not hold back
+            # the calls after it
+            refused = True
+            i += len(added) + 1
+            continue
         except ImproperlyConfigured:
             # a bad setting: the read replaying it raises, as it would meeting it itself
             # (the write that kept it went through)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from functools import wraps
 from typing import Any
 
+import redis
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model
 from funcy import distinct, lcat
@@ -48,16 +49,32 @@ def kept_on_failure(sets):
         def wrapper(*args):
             try:
                 return func(*args)
+            except ScriptRefused:
+                raise  # it did nothing: the call it is a step of, kept whole, does it all
             except REDIS_FAILURES:
-                keep_step(_replay(func), args, sets(args))
+                keep_step(_replay(func), args, [_text(name) for name in sets(args)])
                 raise
         return wrapper
     return decorator
 
 
+class ScriptRefused(redis.ResponseError):
+    """Redis refused to run an invalidation's script (out of memory, NOPERM, BUSY...): it
+    did nothing, so the step need not be kept, only the call it is part of."""
+
+
+def _script(name, keys, args):
+    """run_script(), its refusal raised as ScriptRefused."""
+    try:
+        return run_script(name, keys, args)
+    except redis.ResponseError as e:
+        raise ScriptRefused(*e.args) from e
+
+
 def _replay(func):
     def replay(client, *args):
         func(get_client(), *args)  # the client of now: settings may have changed
+    replay.step = func  # the same step, for failed.keep_step
     return replay
 
 
@@ -74,7 +91,7 @@ def _delete_dropped_keys(client, keys, handover):
         # the handover set exists whenever there are keys: one of those deleted
         count_removed(cache_keys=max(0, _delete_keys(client, keys) - 1))
     except REDIS_FAILURES:
-        keep_step(_delete_keys_again, (keys,), [handover])
+        keep_step(_delete_keys_again, (keys,), [_text(handover)])
         raise
 
 
@@ -120,7 +137,7 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
 def _run_invalidation(client, keys, budget, args, prefix, table):
     """Run invalidate.lua and delete what it leaves to the client. Each run has a fresh
     token, from which the script derives the new epochs."""
-    members, patterns, conjs_deleted, deleted_here, drains = run_script(
+    members, patterns, conjs_deleted, deleted_here, drains = _script(
         'invalidate', keys, [budget, SERVER_READ_LIMIT, new_epoch(), *args])
     count_removed(conj_keys=conjs_deleted, cache_keys=deleted_here)
     if members:
@@ -168,7 +185,7 @@ def _text(key):
 @kept_on_failure(lambda args: [args[1][0]])  # the handover set, first of keys
 def _run_invalidate_conjs(client, keys):
     """Run invalidate_conjs.lua and delete the cache keys it returns."""
-    members, drains, deleted = run_script('invalidate_conjs', keys, [SERVER_READ_LIMIT])
+    members, drains, deleted = _script('invalidate_conjs', keys, [SERVER_READ_LIMIT])
     count_removed(conj_keys=deleted)
     if members:
         _delete_dropped_keys(client, members, keys[0])
@@ -338,9 +355,15 @@ def _invalidate_model(model, using=DEFAULT_DB_ALIAS):
 def invalidate_prefixed_tables(client, prefixed):
     """Invalidate all queries on these (prefix, table) pairs."""
     _replace_epochs(client, prefixed)
+    if len(prefixed) == 1:
+        [(prefix, table)] = prefixed
+        invalidate_conjs(client, _scan(client, glob_escape(conj_prefix(prefix, table)) + '*'), prefix, table)
+        return
+    by_prefix = {}
     for prefix, table in prefixed:
-        invalidate_conjs(client, _scan(client, glob_escape(conj_prefix(prefix, table)) + '*'),
-                         prefix, table)
+        by_prefix.setdefault(prefix, []).append(glob_escape(conj_prefix(prefix, table)) + '*')
+    for prefix, patterns in by_prefix.items():  # one pass over the keyspace for their tables
+        invalidate_conjs(client, _scan_any(client, patterns), prefix)
 
 
 def invalidate_all() -> None:

@@ -8,7 +8,9 @@ no rows. See docs/design.md, "A lost invalidation outlives no process".
 """
 import inspect
 import logging
+import os
 import threading
+import time
 
 from django.db import DEFAULT_DB_ALIAS
 
@@ -73,12 +75,18 @@ def _using(func, args, kwargs):
 failed.describe_call = describe_call
 
 _sweeping = threading.Lock()
+# a fork while another thread sweeps would leave the child's copy held: it would never sweep
+os.register_at_fork(after_in_child=_sweeping._at_fork_reinit)
+_ERROR_LOG_INTERVAL = 60.0  # seconds between two logs of a sweep raising, per process
+_next_error_log = 0.0
 
 
 def sweep_now():
     """Do the records of others that are due; a read calls it once spool.next_sweep is past."""
+    global _next_error_log
     if outage.down:
-        return  # the next read after Redis answers again sweeps (not waiting out its timeouts now)
+        spool.put_off()  # the next read after Redis answers again sweeps (not waiting out its timeouts now)
+        return
     if not _sweeping.acquire(blocking=False):
         return  # another thread is at it
     try:
@@ -88,7 +96,10 @@ def sweep_now():
     except failed.REDIS_FAILURES as e:  # left on disk for a later sweep
         logger.debug('cacheops: doing kept invalidations of other processes failed: %s', e)
     except Exception:  # noqa: BLE001 - a read must not fail for it
-        logger.exception('cacheops: doing kept invalidations of other processes raised')
+        spool.put_off()
+        if time.monotonic() >= _next_error_log:
+            _next_error_log = time.monotonic() + _ERROR_LOG_INTERVAL
+            logger.exception('cacheops: doing kept invalidations of other processes raised')
     finally:
         _sweeping.release()
 

@@ -9,8 +9,10 @@ ORPHAN_AGE, does it (orphans.py), whole tables at a time, and removes it. An own
 its own once its kept queue is empty. See docs/design.md, "A lost invalidation outlives
 no process".
 
-Files in the directory: <token>.lock, held (flock) by its owner for as long as it lives,
-and <token>.<n>.json, written once each (a temporary name, then a rename), never changed.
+Files in the directory, each written under a temporary name and renamed into place:
+<token>.lock, held (flock) by its owner for as long as it lives; <token>.<n>.<ms>.json,
+a record written at <ms> (milliseconds since the epoch: its age, without opening it),
+never changed; <token>.sweep, held by whoever does a live owner's aged records.
 """
 import hashlib
 import json
@@ -33,7 +35,7 @@ logger = logging.getLogger('cacheops')
 
 SWEEP_INTERVAL = 1.0  # seconds between one process's looks at the directory
 ORPHAN_AGE = 30.0  # a record this old is done by others even while its owner lives
-RECORD_SUFFIX, LOCK_SUFFIX, TMP_PREFIX = '.json', '.lock', '.tmp-'
+RECORD_SUFFIX, LOCK_SUFFIX, SWEEP_SUFFIX, TMP_PREFIX = '.json', '.lock', '.sweep', '.tmp-'
 ABANDONED_AFTER = 60 * 60  # a temporary file this old was left by a death mid-write
 
 
@@ -56,12 +58,23 @@ def spool_dir():
     else:
         raise ImproperlyConfigured('CACHEOPS_SPOOL_DIR must be a path, None or False, got %r' % (path,))
     for path in paths:
+        _make_private(path)
         reason = unsafe_directory(path)
         if reason:
             raise ImproperlyConfigured(
                 'CACHEOPS_SPOOL_DIR %r is refused: %s; point CACHEOPS_SPOOL_DIR at a directory '
                 'of your own that only you can write, or set it to False' % (path, reason))
     return paths[-1]
+
+
+def _make_private(path):
+    # each level its own mkdir 0700: os.makedirs() makes the parents 0777 less the umask,
+    # 0775 under a umask of 002 (Debian's private groups, many Docker images), which the
+    # check above refuses the next time
+    try:
+        os.mkdir(path, 0o700)
+    except OSError:
+        pass  # there already, or not made: the check tells why, if it matters
 
 
 def _cache_identity():
@@ -80,6 +93,7 @@ class _Own:
     def __init__(self):
         self.locks = {}  # directory: (token, descriptor holding <token>.lock)
         self.paths = []
+        self.everything = None  # the path of its last record of everything
         self.count = 0
         self.guard = threading.Lock()
 
@@ -106,30 +120,56 @@ def keep(tables=(), sets=(), everything=False):
     path = spool_dir()
     if path is None:
         return
-    record = {'tables': sorted(map(list, set(tables))), 'sets': sorted(set(sets)),
-              'everything': bool(everything), 'at': time.time()}
-    try:
-        with _own.guard:
-            _write(path, record)
-    except OSError as e:  # logged: the process itself still replays what it kept
-        logger.warning('cacheops: could not record a kept invalidation in %s: %s', path, e)
+    record = {'tables': sorted(map(list, set(tables))),
+              'sets': sorted({s.decode(errors='replace') if isinstance(s, bytes) else s for s in sets}),
+              'everything': bool(everything)}
+    with _own.guard:
+        filename = _write(path, record)
+        if everything:
+            _own.everything = filename
+
+
+def has_everything():
+    """Whether this process's record of everything is still on disk (not done by another)."""
+    return _own.everything is not None and os.path.exists(_own.everything)
 
 
 def _write(path, record):
     if path not in _own.locks:
-        os.makedirs(path, mode=0o700, exist_ok=True)
         token = '%d-%s' % (os.getpid(), os.urandom(4).hex())
-        fd = os.open(os.path.join(path, token + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT, 0o600)
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        _own.locks[path] = token, fd
+        # locked before it is in place: a sweeper finding it unlocked takes its owner for dead
+        _own.locks[path] = token, _placed(path, token + LOCK_SUFFIX, _lock)
     _own.count += 1
-    name = '%s.%d%s' % (_own.locks[path][0], _own.count, RECORD_SUFFIX)
-    tmp = os.path.join(path, TMP_PREFIX + name)
-    with open(tmp, 'w') as f:
-        json.dump(record, f)
-    os.replace(tmp, os.path.join(path, name))
+    name = '%s.%d.%d%s' % (_own.locks[path][0], _own.count, time.time() * 1000, RECORD_SUFFIX)
+    _placed(path, name, _writer(json.dumps(record).encode()))
     _own.paths.append(os.path.join(path, name))
+    return _own.paths[-1]
+
+
+def _writer(data):
+    def write(fd):
+        with open(fd, 'wb') as f:  # closes fd
+            f.write(data)
+    return write
+
+
+def _lock(fd):
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _placed(path, name, fill):
+    """fill(descriptor) of a new file made under a temporary name, then renamed to name."""
+    tmp = os.path.join(path, TMP_PREFIX + name)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        result = fill(fd)
+        os.replace(tmp, os.path.join(path, name))
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return result
 
 
 def has_own():
@@ -143,10 +183,11 @@ def clear_own():
         for path in _own.paths:
             _unlink(path)
         _own.paths = []
+        _own.everything = None
 
 
 def _others(path):
-    """{owner token: [record names]} in path, but this process's own."""
+    """(names in path, {owner token: [record names]}), but this process's own records."""
     try:
         names = os.listdir(path)
     except FileNotFoundError:
@@ -162,21 +203,29 @@ def _others(path):
 
 
 def others_waiting():
-    """Whether records of other processes wait (sweep() is then due); else the next look
-    is SWEEP_INTERVAL away. For an async hit, which leaves sweeping to the sync path."""
+    """Whether records of other processes wait, for an async hit, which leaves sweeping to
+    the sync path; never raising. If none, the next look is SWEEP_INTERVAL away."""
     global next_sweep
-    path = spool_dir()
-    if path is not None and _others(path)[1]:
+    try:
+        path = spool_dir()
+        if path is not None and _others(path)[1]:
+            return True
+    except (OSError, ImproperlyConfigured):  # the sync path's sweep logs it
         return True
     next_sweep = time.monotonic() + SWEEP_INTERVAL
     return False
 
 
+def put_off():
+    """Look again SWEEP_INTERVAL from now, not at once."""
+    global next_sweep
+    next_sweep = time.monotonic() + SWEEP_INTERVAL
+
+
 def sweep(do):
     """Give do() the records of dead owners, and those older than ORPHAN_AGE, as one list;
     remove them once it returns. do() raising (Redis failing) leaves them for a later sweep."""
-    global next_sweep
-    next_sweep = time.monotonic() + SWEEP_INTERVAL
+    put_off()
     path = spool_dir()
     if path is None:
         return
@@ -190,9 +239,11 @@ def _remove_leftovers(path, names, by_owner):
     """Remove the locks of dead owners without records, and temporary files a death left."""
     own = _own.locks.get(path, ('',))[0]
     for name in names:
-        if name.endswith(LOCK_SUFFIX) and name[:-len(LOCK_SUFFIX)] not in (*by_owner, own):
+        if name.endswith(LOCK_SUFFIX) and not name.startswith(TMP_PREFIX) \
+                and name[:-len(LOCK_SUFFIX)] not in (*by_owner, own):
             held = _lock_if_dead(os.path.join(path, name))
             if held is not None:
+                _unlink(os.path.join(path, name[:-len(LOCK_SUFFIX)] + SWEEP_SUFFIX))
                 _unlink(os.path.join(path, name))
                 os.close(held)
         elif name.startswith(TMP_PREFIX):
@@ -203,38 +254,55 @@ def _remove_leftovers(path, names, by_owner):
                 pass
 
 
+def _written_at(name):
+    try:
+        return int(name.rsplit('.', 2)[-2]) / 1000
+    except ValueError:
+        return 0.0  # not named by this version: old enough
+
+
 def _sweep_owner(path, token, names, do):
     lock_path = os.path.join(path, token + LOCK_SUFFIX)
     held = _lock_if_dead(lock_path)  # held while doing them: other sweepers see it alive
+    if held is None:  # alive: only its aged records, by one sweeper at a time
+        names = [name for name in names if time.time() - _written_at(name) > ORPHAN_AGE]
+        if not names:
+            return
+        held = _lock_free(os.path.join(path, token + SWEEP_SUFFIX))
+        if held is None:
+            return
+        dead = False
+    else:
+        dead = True
     try:
-        now = time.time()
-        records = []
-        for name in names:
-            record = _read(os.path.join(path, name))
-            if record is not None and (held is not None or now - record.get('at', 0) > ORPHAN_AGE):
-                records.append((name, record))
+        records = [(name, record) for name in names
+                   if (record := _read(os.path.join(path, name))) is not None]
         if records:
             do([record for _, record in records])
             for name, _ in records:
                 _unlink(os.path.join(path, name))
-        if held is not None and len(records) == len(names):
+        if dead and len(records) == len(names):
+            _unlink(os.path.join(path, token + SWEEP_SUFFIX))
             _unlink(lock_path)
     finally:
-        if held is not None:
-            os.close(held)
+        os.close(held)
 
 
 def _lock_if_dead(lock_path):
     """A descriptor holding the owner's lock if the owner is dead (its lock free or gone), else None."""
+    if fcntl is None:
+        return None
+    return _lock_free(lock_path)
+
+
+def _lock_free(lock_path):
+    """A descriptor holding the lock at lock_path (made if missing), or None if it is held."""
     try:
-        fd = os.open(lock_path, os.O_RDWR)
-    except FileNotFoundError:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)  # dead before its first record
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
         return None
     if fcntl is None:
-        os.close(fd)
-        return None
+        return fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -129,6 +129,9 @@ CACHEOPS = {
 CACHEOPS_LONG_DISJUNCTION = 1000
 CACHEOPS_DEGRADE_ON_FAILURE = False
 CACHEOPS_INSIDEOUT = os.environ.get('CACHEOPS_TEST_INSIDEOUT') == '1'
+# the run's own: records left by an earlier run killed midway (cacheops/spool.py) would be
+# done by this one, dropping what its tests cached. Forked workers share it
+CACHEOPS_SPOOL_DIR = tempfile.mkdtemp(prefix='cacheops-test-spool-')
 if os.environ.get('CACHEOPS_TEST_PREFIX') == '1':
     CACHEOPS_PREFIX = 'tests.settings.test_prefix'
 
