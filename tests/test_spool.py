@@ -34,6 +34,7 @@ def _records(path):
 
 # Refused replays keep what they kept
 
+@override_settings(CACHEOPS_INSIDEOUT=False)  # conj-set mode: cache keys are handed back
 def test_a_replay_redis_refuses_midway_keeps_the_steps_that_ran(spool_dir, monkeypatch):
     """A kept invalidate_model() replayed: its script ran (the conj sets are gone, their
     cache keys in a handover set), then Redis refused the UNLINK (READONLY). The step that
