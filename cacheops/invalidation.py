@@ -400,10 +400,7 @@ def _invalidate_all():
     client = get_client()
     if prefix_func() is None:
         # freed in a background thread: a big database would block Redis for seconds
-        if is_cluster():
-            client.flushdb(asynchronous=True)
-        else:
-            primary.flush_trusted(client)
+        primary.flush_trusted(client)
     else:
         by_prefix = prefixed_tables()
         # under an empty prefix they'd outlive the scans below, their conj sets gone

@@ -6,6 +6,7 @@ promoted. Standard library only, as redis_server.py.
         failing_over_within(nodes, 1000)
         moved = migrate_slots(nodes, ['schemes:{tests_post}'])   # {slot: (from, to)}
         killed, promoted, lost = kill_primary(nodes, 'schemes:{tests_post}')
+        killed, promoted = kill_primary_losing(nodes, 'schemes:{tests_post}', save)  # save() lost
 """
 import os
 import signal
@@ -112,9 +113,49 @@ def kill_primary(nodes, key):
     live = live_ports(nodes)
     slot = call(live[0], 'CLUSTER', 'KEYSLOT', key)
     _, primary = owner(live[0], slot)
-    pid = int(info(primary, 'server')['process_id'])
     offset = int(info(primary, 'replication')['master_repl_offset'])
-    os.kill(pid, signal.SIGKILL)  # no goodbye, no last write to its replica
+    os.kill(int(info(primary, 'server')['process_id']), signal.SIGKILL)  # no goodbye, no last write to its replica
+    replica = _promoted(live, slot, primary)
+    # second_repl_offset: one past the last byte of the old primary's stream it had
+    had = int(info(replica, 'replication')['second_repl_offset']) - 1
+    return primary, replica, max(0, offset - had)
+
+
+def kill_primary_losing(nodes, key, write):
+    """write() acknowledged by the primary serving key's slot and lost with it: its
+    replica stopped (SIGSTOP) and dropped by the primary, write() done, the primary
+    SIGKILLed, the replica resumed; then as kill_primary() once the replica has taken
+    over. Returns (killed port, promoted port)."""
+    live = live_ports(nodes)
+    slot = call(live[0], 'CLUSTER', 'KEYSLOT', key)
+    primary_id, primary = owner(live[0], slot)
+    replicas = [port for node_id, (port, flags, _) in _view(primary).items()
+                if 'slave' in flags and _master_of(primary, node_id) == primary_id]
+    assert len(replicas) == 1, f'{primary} has replicas {replicas}, not one'
+    replica_pid = int(info(replicas[0], 'server')['process_id'])
+    os.kill(replica_pid, signal.SIGSTOP)
+    try:
+        # else the stream waits in the link's buffers, and the replica reads it on resuming
+        assert call(primary, 'CLIENT', 'KILL', 'TYPE', 'replica') == 1
+        write()
+        os.kill(int(info(primary, 'server')['process_id']), signal.SIGKILL)
+    finally:
+        os.kill(replica_pid, signal.SIGCONT)
+    return primary, _promoted(live, slot, primary)
+
+
+def _master_of(port, node_id):
+    """The id of the primary node_id replicates, as the node on port sees it."""
+    for line in call(port, 'CLUSTER', 'NODES').splitlines():
+        fields = line.split()
+        if fields[0] == node_id:
+            return fields[3]
+    return None
+
+
+def _promoted(live, slot, primary):
+    """The port of the node serving slot once primary (killed) is replaced there and
+    every node left says cluster_state:ok."""
     left = [port for port in live if port != primary]
 
     def promoted():
@@ -122,10 +163,7 @@ def kill_primary(nodes, key):
         return (len(owners) == 1 and owners != {primary}
                 and all('cluster_state:ok' in call(port, 'CLUSTER', 'INFO') for port in left))
     _wait_for(promoted, f'a replica of {primary} to take over')
-    replica = owner(left[0], slot)[1]
-    # second_repl_offset: one past the last byte of the old primary's stream it had
-    had = int(info(replica, 'replication')['second_repl_offset']) - 1
-    return primary, replica, max(0, offset - had)
+    return owner(left[0], slot)[1]
 
 
 def error_replies(nodes):

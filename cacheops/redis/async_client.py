@@ -14,7 +14,7 @@ from django.core.signals import setting_changed
 from ..conf import client_class, cluster_options, settings
 from ..utils import remember
 from .client import DEFAULT_TIMEOUTS, default_timeouts
-from .primary import PRIMARY_KEY, _run_id, _text, _value, check_primary
+from .primary import PRIMARY_KEY, _node_keys, _run_id, _text, _value, check_primary, pooled
 from .wire import _pack_plain
 
 try:
@@ -50,7 +50,7 @@ def _make_async_client():
         cls = client_class()
         if cls is not None and cls not in (redis.Redis, redis.StrictRedis):
             if hasattr(cls, 'get_nodes') and isinstance(settings.CACHEOPS_REDIS, str):
-                return _Cluster(aioredis.cluster.RedisCluster.from_url(settings.CACHEOPS_REDIS))
+                return _checked_cluster(aioredis.cluster.RedisCluster.from_url(settings.CACHEOPS_REDIS))
             return None  # the project's own class: the sync path keeps what it does
         if settings.CACHEOPS_SENTINEL:
             return _sentinel(settings.CACHEOPS_SENTINEL)
@@ -68,8 +68,8 @@ def _make_async_client():
 
 def _cluster(nodes, options):
     from redis.asyncio.cluster import ClusterNode, RedisCluster
-    return _Cluster(RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-                                 **{**DEFAULT_TIMEOUTS, **options}))
+    return _checked_cluster(RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+                                         **{**DEFAULT_TIMEOUTS, **options}))
 
 
 def _sentinel(conf):
@@ -129,6 +129,84 @@ def _check_through_sync():
         check_primary(connection)
     finally:
         pool.release(connection)
+
+
+def _checked_cluster(client):
+    """_Cluster(client), each of whose connections checks its node first (_checking_node);
+    None where redis-py's insides differ: async reads then take the sync path, checked."""
+    manager = getattr(client, 'nodes_manager', None)
+    kwargs = getattr(manager, 'connection_kwargs', None)
+    startup = getattr(manager, 'startup_nodes', None)
+    if not isinstance(kwargs, dict) or not isinstance(startup, dict) or not all(
+            isinstance(getattr(node, 'connection_kwargs', None), dict) for node in startup.values()):
+        return None
+    # the nodes found later are made with the manager's kwargs, the startup ones were made
+    # with a copy of them
+    hook = _checking_node(kwargs.get('redis_connect_func'))
+    for node_kwargs in [kwargs, *(node.connection_kwargs for node in startup.values())]:
+        node_kwargs['redis_connect_func'] = hook
+    return _Cluster(client)
+
+
+def _checking_node(connected):
+    """A redis_connect_func for redis.asyncio's RedisCluster: connected (its own, which
+    sends READONLY for reads from replicas) or AUTH and the rest, then _check_node()."""
+    async def on_connect(connection):
+        if connected is None:
+            await connection.on_connect()
+        elif asyncio.iscoroutinefunction(connected):
+            await connected(connection)
+        else:
+            connected(connection)
+        await _check_node(connection)
+    return on_connect
+
+
+async def _check_node(connection):
+    """The node connection reached checked as the sync client checks it
+    (primary.check_node): in one round trip where this process knows the node's marker
+    and finds it naming the node, else through the sync client."""
+    connection.__dict__.pop('check_health', None)  # a replica's watch (_watch): checked now
+    key = _node_keys.get((connection.host, connection.port))
+    if key is not None:
+        await connection.send_packed_command(
+            connection.pack_commands([('INFO', 'server'), ('GET', key)]), check_health=False)
+        replies = [await _connection_reply(connection), await _connection_reply(connection)]
+        try:
+            if _run_id(_value(replies[0])) == _text(_value(replies[1])):
+                return
+        except redis.ResponseError:  # INFO refused, the slot moved: the sync check tells
+            pass
+    from asgiref.sync import sync_to_async
+    if not await sync_to_async(_check_node_through_sync, thread_sensitive=False)(
+            connection.host, connection.port):
+        _watch(connection)
+
+
+def _watch(connection):
+    """As primary._watch: a connection to a replica checked again before its next command."""
+    checked = type(connection).check_health
+
+    async def check_health():
+        await checked(connection)
+        await _check_node(connection)
+    connection.check_health = check_health
+
+
+def _check_node_through_sync(host, port):
+    """Check the node at host:port over a new connection of the sync client, which drops
+    its keys the way and with the guards it always does: whether it serves slots."""
+    from redis.cluster import ClusterNode
+    from .client import get_client
+    # a node of its own: a new pool, whose first connection is checked as it connects
+    redis_node = get_client().get_redis_connection(ClusterNode(host, port))
+    pool = redis_node.connection_pool
+    try:
+        connection = pooled(pool)
+        pool.release(connection)
+        return 'check_health' not in connection.__dict__  # not watched: not a replica
+    finally:
+        pool.disconnect()
 
 
 class _Plain:

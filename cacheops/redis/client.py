@@ -13,7 +13,7 @@ from django.utils.functional import SimpleLazyObject, empty
 
 from ..conf import client_class, cluster_options, settings, validate_cluster
 from ..outage import answered, read_failed, state as outage
-from .primary import checking
+from .primary import checking, checking_node
 
 # A cluster that can't serve a slot now (no node answers, the slot is unassigned or
 # failing over, or migrating: ClusterError covers CLUSTERDOWN and redis-py's 'TTL
@@ -64,7 +64,7 @@ def make_client():
         return _cluster_client(*cluster_options())
     cls = client_class() or redis.Redis
     if hasattr(cls, 'get_nodes'):  # a cluster by CACHEOPS_REDIS: it connects when built
-        return _reaching_cluster(lambda: _plain_client(cls))
+        return _reaching_cluster(lambda: _client_from_settings(cls, _checking_nodes))
     sentinel = settings.CACHEOPS_SENTINEL
     if sentinel:
         return _sentinel_client(cls, sentinel)
@@ -74,9 +74,13 @@ def make_client():
 def _plain_client(cls):
     """The client for CACHEOPS_REDIS; its connections check they reached the server the
     cache was trusted on (primary.py: a Redis restored from a snapshot)."""
-    client = _client_from_settings(cls)
-    # a cluster's nodes are not checked
-    return client if hasattr(client, 'get_nodes') else _checked(client)
+    return _checked(_client_from_settings(cls))
+
+
+def _checking_nodes(options):
+    """options, for RedisCluster, with a redis_connect_func that checks each connection's
+    node (primary.py: a replica promoted, a node restored), after the project's own."""
+    return {**options, 'redis_connect_func': checking_node(options.get('redis_connect_func'))}
 
 
 def _checked(client):
@@ -86,17 +90,18 @@ def _checked(client):
     return client
 
 
-def _client_from_settings(cls):
+def _client_from_settings(cls, options=dict):
+    """cls from CACHEOPS_REDIS, its keyword arguments passed through options()."""
     conf = settings.CACHEOPS_REDIS
     if isinstance(conf, str):
         try:
             # a URL's query wins over these (redis-py's from_url)
-            return cls.from_url(conf, **default_timeouts(conf))
+            return cls.from_url(conf, **options(default_timeouts(conf)))
         except ValueError as e:
             raise ImproperlyConfigured('CACHEOPS_REDIS is not a valid Redis URL: %s' % e)
     if isinstance(conf, dict):
         try:
-            return cls(**{**default_timeouts(conf), **conf})
+            return cls(**options({**default_timeouts(conf), **conf}))
         except TypeError as e:
             raise ImproperlyConfigured('CACHEOPS_REDIS has an option the client does not take: %s' % e)
     raise ImproperlyConfigured(
@@ -122,7 +127,7 @@ def _cluster_client(nodes, options):
     cls = client_class() or RedisCluster
     nodes = [ClusterNode(host, port) for host, port in nodes]
     try:
-        return _reaching_cluster(lambda: cls(startup_nodes=nodes, **{**DEFAULT_TIMEOUTS, **options}))
+        return _reaching_cluster(lambda: cls(startup_nodes=nodes, **_checking_nodes({**DEFAULT_TIMEOUTS, **options})))
     except TypeError as e:
         raise ImproperlyConfigured('CACHEOPS_CLUSTER has an option the client does not take: %s' % e)
 

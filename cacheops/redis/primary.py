@@ -12,10 +12,21 @@ drop them too, which is only more misses; none trusts the server before the keys
 gone. With no PRIMARY_KEY at all the data set is new (an empty Redis, or one flushed:
 invalidate_all() writes it again at once) and it is only written. A hit is still one
 GET: the check costs a connection one round trip, two more when the cache is dropped.
-A cluster's nodes are not checked (a key lives in one slot, not on every node).
+
+On a Redis Cluster a replica promoted, or a node restored, brings back only its own
+slots' keys, and a key lives in one slot, not on every node: each primary has a marker
+of its own, NODE_KEY in a slot it serves (the first short tag hashing into one of its
+slots: the same on its replica, which serves the same slots once promoted). Every
+connection to a node checks it as above (check_node); one that finds a replica (no
+slots: cacheops reads none) checks again before each command, as redis-py may keep it
+past a promotion. What a mismatch drops is that node's cacheops keys only: FLUSHDB
+ASYNC on the node, or with a prefix its keys under cacheops' prefixes (SCAN on the
+node). A hit is still one GET; a connection costs one round trip, once a process knows
+the node's marker, and one more for the first to each node (CLUSTER NODES).
 """
 import logging
 import threading
+from binascii import crc_hqx
 
 import redis
 
@@ -24,6 +35,8 @@ from ..conf import prefix_func
 logger = logging.getLogger('cacheops')
 
 PRIMARY_KEY = 'cacheops:primary'
+# a cluster primary's: no prefix, as PRIMARY_KEY; the tag puts it in a slot the node serves
+NODE_KEY = 'cacheops:primary:{%s}'
 
 # invalidation.py's invalidate_all(), set there: how cacheops' keys are dropped where a
 # prefix says they share the db with others (without one: FLUSHDB over the connection)
@@ -99,7 +112,11 @@ def check_primary(connection):
 
 def flush_trusted(client):
     """FLUSHDB ASYNC, and PRIMARY_KEY written again in the same transaction: a snapshot
-    taken just after never lacks it (restored, it would pass for a new data set)."""
+    taken just after never lacks it (restored, it would pass for a new data set). On a
+    cluster, each primary with its NODE_KEY."""
+    if hasattr(client, 'get_nodes'):
+        _flush_nodes(client)
+        return
     try:
         run_id = client.info('server')['run_id']
     except redis.ResponseError:  # INFO refused by an ACL: connections can't check either
@@ -119,3 +136,162 @@ def checking(connection_class):
         connected(self, *args, **kwargs)
         check_primary(self)
     return type(connection_class.__name__, (connection_class,), {hook: on_connect, '__module__': __name__})
+
+
+# Redis Cluster (see the module's docstring)
+
+# (host, port) of a node -> its marker's key, as the last check of the node there found it:
+# a new connection asks for it with INFO, and asks CLUSTER NODES only when it moved
+_node_keys = {}
+
+
+def node_key(ranges):
+    """NODE_KEY of a primary serving these (first, last) slot ranges: the first of the
+    tags 0, 1, 2... (in hex) whose slot is one of them, found in about 16384 / served
+    slots tries (microseconds for a third of the slots, 5 ms for one slot)."""
+    mine = bytearray(16384)
+    for first, last in ranges:
+        mine[first:last + 1] = b'\x01' * (last + 1 - first)
+    n = 0
+    # a key's slot is its CRC16 (XMODEM: crc_hqx) modulo 16384, as redis.crc.key_slot()
+    # computes it, less the call and the check for a tag these have none of
+    while not mine[crc_hqx(b'%x' % n, 0) & 16383]:
+        n += 1
+    return NODE_KEY % ('%x' % n)
+
+
+def served(nodes):
+    """[(first, last)] slot ranges the node answering CLUSTER NODES (its reply) serves as
+    a primary: none for a replica. Slots being imported or migrated ([...]) left out."""
+    for line in nodes.splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and 'myself' in fields[2].split(','):
+            if 'master' not in fields[2].split(','):
+                return []
+            return [(int(first), int(last or first)) for first, _, last in
+                    (field.partition('-') for field in fields[8:] if not field.startswith('['))]
+    return []
+
+
+def _replies(connection, *commands):
+    """The replies to commands sent together over connection, errors among them; none
+    asks for a health check, which is where a replica's connection is checked again."""
+    connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+    return [_reply(connection) for _ in commands]  # all read: one left unread would pass for the next's
+
+
+def check_node(connection):
+    """check_primary() for a connection to a node of a Redis Cluster, against NODE_KEY."""
+    if _dropping.active:
+        return
+    connection.__dict__.pop('check_health', None)  # a replica's watch (_watch): checked now
+    address = (connection.host, connection.port)
+    key = _node_keys.get(address)
+    try:
+        replies = _replies(connection, ('INFO', 'server'), ('GET', key) if key else ('CLUSTER', 'NODES'))
+        run_id = _run_id(_value(replies[0]))
+        if key is not None:
+            if not isinstance(replies[1], redis.ResponseError) and _text(replies[1]) == run_id:
+                return
+            replies = _replies(connection, ('CLUSTER', 'NODES'))  # MOVED: its slot went elsewhere
+        ranges = served(_text(_value(replies[-1])))
+        if not ranges:
+            _watch(connection)
+            return
+        key = _node_keys[address] = node_key(ranges)
+        trusted = _text(_value(_replies(connection, ('GET', key))[0]))
+        if trusted == run_id:
+            return
+        if trusted is not None:
+            logger.warning('cacheops: Redis Cluster node %s:%s is not the server the cache was trusted on '
+                           '(run_id %s, trusted %s: restarted from a snapshot, or a replica promoted): '
+                           "dropping cacheops' keys on it", *address, run_id, trusted)
+            _drop_node(connection)
+        _value(_replies(connection, ('SET', key, run_id))[0])
+    except redis.ResponseError as e:  # INFO or CLUSTER refused by an ACL, BUSY...: no way to tell
+        logger.warning('cacheops: cannot tell a new primary from the last on Redis Cluster node %s:%s (%s)',
+                       *address, e)
+
+
+def _watch(connection):
+    """Check connection, made to a replica, again before its next command: after a
+    failover redis-py sends the promoted node's slots' commands over what it has."""
+    checked = type(connection).check_health
+
+    def check_health():
+        checked(connection)
+        check_node(connection)  # takes the watch off, or puts it on again
+    connection.check_health = check_health
+
+
+def own_patterns():
+    """SCAN patterns of cacheops' keys where a prefix says they share the db with others:
+    every key under a prefix all of whose keys are cacheops' (invalidate_all()'s), and
+    the keys of tables whose prefix is empty."""
+    from ..invalidation import _whole_prefixes  # imported once the app is: above this module
+    from ..keys import conj_prefix, epoch_key, handover_key, prefixed_tables, schemes_key
+    from ..utils import glob_escape
+    by_prefix = prefixed_tables()
+    patterns = [glob_escape(prefix) + '*' for prefix in _whole_prefixes(by_prefix)]
+    for table in sorted(by_prefix.get('', ())):
+        patterns += [glob_escape(conj_prefix('', table)) + '*', glob_escape(schemes_key('', table)),
+                     glob_escape(epoch_key('', table)), glob_escape(handover_key('', '', table)) + '*']
+    return patterns
+
+
+def _drop_node(connection):
+    """Drop cacheops' keys on the node connection reached, and on no other."""
+    if prefix_func() is None:
+        _value(_replies(connection, ('FLUSHDB', 'ASYNC'))[0])
+        return
+    for pattern in own_patterns():
+        cursor = b'0'
+        while True:
+            cursor, keys = _value(_replies(connection, ('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000))[0])
+            if keys:
+                # one key a command: UNLINK takes keys of one slot; one of a slot migrating
+                # away may be gone (ASK), and has nothing to drop here
+                _replies(connection, *(('UNLINK', key) for key in keys))
+            if int(cursor) == 0:
+                break
+
+
+def checking_node(connected=None):
+    """A redis_connect_func for RedisCluster: connected (the project's own, if it gave
+    one), then check_node(). redis-py runs it on every connection to a node, once it
+    has sent AUTH."""
+    def on_connect(connection):
+        if connected is not None:
+            connected(connection)
+        check_node(connection)
+    return on_connect
+
+
+def _flush_nodes(client):
+    """flush_trusted() for a Redis Cluster: each primary flushed, its NODE_KEY written again
+    in the same transaction."""
+    for node in client.get_primaries():
+        redis_node = client.get_redis_connection(node)
+        pool = redis_node.connection_pool
+        connection = pooled(pool)
+        try:
+            replies = _replies(connection, ('INFO', 'server'), ('CLUSTER', 'NODES'))
+        finally:
+            pool.release(connection)
+        try:
+            run_id, ranges = _run_id(_value(replies[0])), served(_text(_value(replies[1])))
+            if ranges:
+                key = _node_keys[(node.host, node.port)] = node_key(ranges)
+                redis_node.pipeline(transaction=True).flushdb(asynchronous=True).set(key, run_id).execute()
+                continue
+        except redis.ResponseError:  # refused by an ACL, or the slot moved (MOVED in the MULTI)
+            pass
+        redis_node.flushdb(asynchronous=True)  # what the node's connections will take for new
+
+
+def pooled(pool):
+    """A connection of a redis-py pool, connected."""
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py < 5.3 names the command
+        return pool.get_connection('GET')

@@ -1,0 +1,235 @@
+"""A Redis Cluster node that comes back older: a replica promoted without the last
+writes its primary acknowledged, or a node restored from a snapshot. Each primary has a
+marker (cacheops:primary:{<tag>}, in a slot it serves) naming the run_id of the server
+the cache was trusted on there; the first connection to a node that finds another name
+drops that node's cacheops keys before anything is read from it (docs/design.md, "A new
+primary, a restored Redis"; redis/primary.py).
+
+On the cluster runs only (both storage modes, with and without a prefix). The failover
+test starts a cluster of its own (3 primaries, a replica each) and takes about 8 s;
+CACHEOPS_TEST_UNPROTECTED=1 runs it with the check switched off, to show that it fails.
+The others use the run's cluster.
+"""
+import asyncio
+import logging
+import os
+import warnings
+
+import pytest
+import redis
+from django.conf import settings
+from django.test import override_settings
+
+import cacheops
+from cacheops.keys import schemes_key, table_prefix
+from cacheops.redis import get_client, primary
+from tools.cluster_faults import failing_over_within, kill_primary_losing
+from tools.redis_server import call, cluster_for_run, info
+
+from .cluster import cluster_only
+from .models import Category, Post
+from .settings import cluster_nodes
+from .utils import queries
+
+pytestmark = [pytest.mark.django_db(transaction=True), cluster_only('the check of its nodes')]
+
+PREFIX = 'tests.settings.test_prefix'  # 'p:'
+
+
+def titles(category):
+    return [p.title for p in Post.objects.cache().filter(category=category)]
+
+
+def reconnect():
+    """Every connection of the client closed, as a new process has none: the next
+    command to each node connects, and checks the node."""
+    get_client().disconnect_connection_pools()
+
+
+def port_of(key):
+    """The port of the primary holding key."""
+    return get_client().get_node_from_key(key).port
+
+
+def marker(port):
+    """{marker key: value} on the node at port: its own, and any moved to it."""
+    return {key: call(port, 'GET', key) for key in call(port, 'KEYS', 'cacheops:primary:*')}
+
+
+def run_id(port):
+    return info(port, 'server')['run_id']
+
+
+def primaries():
+    return sorted(node.port for node in get_client().get_primaries())
+
+
+def own_marker(port):
+    """The key of the node's own marker, as the node tells its slots."""
+    return primary.node_key(primary.served(call(port, 'CLUSTER', 'NODES')))
+
+
+# A failover that loses an acknowledged invalidation
+
+@pytest.fixture
+def own_cluster():
+    with cluster_for_run(primaries=3, replicas=1) as nodes:
+        failing_over_within(nodes, 1000)
+        cluster = {**settings.CACHEOPS_CLUSTER, 'startup_nodes': cluster_nodes(nodes)}
+        with override_settings(CACHEOPS_REDIS={}, CACHEOPS_CLUSTER=cluster, CACHEOPS_DEGRADE_ON_FAILURE=True):
+            yield nodes
+
+
+def test_a_replica_promoted_without_an_acknowledged_invalidation_serves_nothing_stale(own_cluster, monkeypatch):
+    if os.environ.get('CACHEOPS_TEST_UNPROTECTED') == '1':
+        monkeypatch.setattr(primary, 'check_node', lambda connection: None)
+    category = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=category)
+    assert titles(category) == ['old']
+    if settings.CACHEOPS_INSIDEOUT:
+        # the entry stays; the stamps its checksum is of are what the save deletes, on
+        # the node of the table's keys
+        key = schemes_key(table_prefix('default', Post._meta.db_table), Post._meta.db_table)
+    else:
+        # the save deletes the entry itself, wherever it hashes
+        key = Post.objects.cache().filter(category=category)._cache_key()
+
+    def save():
+        post.title = 'new'
+        post.save()
+    killed, promoted = kill_primary_losing(own_cluster, key, save)
+    assert not cacheops.failed.failed  # the primary acknowledged the invalidation
+
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # reads degrade until the client sees the failover
+        for _ in range(20):
+            seen.append(queries(lambda: titles(category)))
+            if seen[-1][1] == 0:  # a hit: the promoted node serves it
+                break
+    assert port_of(key) == promoted != killed
+    assert [result for result, _ in seen] == [['new']] * len(seen), seen
+    assert seen[-1] == (['new'], 0)
+    print('reads after the failover (titles, queries): %r' % seen)
+
+
+# The check, node by node, on the run's cluster
+
+def test_the_first_connection_to_each_primary_writes_its_marker():
+    reconnect()
+    get_client().ping(target_nodes=get_client().PRIMARIES)
+    for port in primaries():
+        assert marker(port) == {own_marker(port): run_id(port)}
+
+
+def a_tag_on(port):
+    """A hash tag whose slot the node at port serves."""
+    return own_marker(port).rpartition('{')[2].rstrip('}')
+
+
+@pytest.mark.parametrize('prefix', [None, PREFIX])
+def test_a_marker_naming_another_server_drops_that_nodes_cacheops_keys_only(prefix, caplog):
+    with override_settings(CACHEOPS_PREFIX=prefix):
+        category = Category.objects.create(title='c')
+        Post.objects.create(title='old', category=category)
+        assert titles(category) == ['old']
+        port = port_of(Post.objects.cache().filter(category=category)._cache_key())
+        foreign = {other: 'foreign:{%s}' % a_tag_on(other) for other in primaries()}  # another application's
+        for key in foreign.values():
+            call(port_of(key), 'SET', key, 'x')
+        reconnect()
+        get_client().ping(target_nodes=get_client().PRIMARIES)  # each marker written
+        call(port, 'SET', own_marker(port), 'a-server-gone')
+
+        reconnect()
+        with caplog.at_level(logging.WARNING, logger='cacheops'):
+            assert queries(lambda: titles(category)) == (['old'], 1)  # dropped, not served
+        assert 'is not the server the cache was trusted on' in caplog.text
+        assert queries(lambda: titles(category)) == (['old'], 0)
+        assert marker(port)[own_marker(port)] == run_id(port)
+        # a prefix keeps another application's keys; without one the node is cacheops' own
+        assert call(port, 'GET', foreign[port]) == ('x' if prefix else None)
+        assert all(call(other, 'GET', key) == 'x' for other, key in foreign.items() if other != port)
+
+
+def test_a_missing_marker_drops_nothing():
+    category = Category.objects.create(title='c')
+    Post.objects.create(title='old', category=category)
+    assert titles(category) == ['old']
+    port = port_of(Post.objects.cache().filter(category=category)._cache_key())
+    call(port, 'DEL', own_marker(port))  # a new data set, or the marker's slot moved away
+    reconnect()
+    assert queries(lambda: titles(category)) == (['old'], 0)
+    assert marker(port) == {own_marker(port): run_id(port)}
+
+
+@override_settings(CACHEOPS_PREFIX=None)
+def test_invalidate_all_writes_each_primarys_marker_again_at_once():
+    """Or a snapshot taken before a connection writes it again would pass, restored, for a
+    new data set."""
+    category = Category.objects.create(title='c')
+    Post.objects.create(title='old', category=category)
+    assert titles(category) == ['old']
+    cacheops.invalidate_all()
+    for port in primaries():
+        assert marker(port) == {own_marker(port): run_id(port)}
+    assert queries(lambda: titles(category)) == (['old'], 1)
+
+
+def test_a_connection_to_a_replica_is_checked_again_at_its_next_command():
+    """redis-py may keep one past the replica's promotion, and send the slots' commands over it."""
+    client = get_client()
+    replica = next(node for node in client.get_nodes() if node.server_type == 'replica')
+    connection = primary.pooled(client.get_redis_connection(replica).connection_pool)
+    try:
+        assert 'check_health' in connection.__dict__  # watched
+        connection.send_command('PING')
+        assert connection.read_response() in (b'PONG', 'PONG', True)
+        assert 'check_health' in connection.__dict__  # checked again: still a replica
+    finally:
+        connection.disconnect()
+    node = client.get_primaries()[0]
+    pool = client.get_redis_connection(node).connection_pool
+    connection = primary.pooled(pool)
+    try:
+        assert 'check_health' not in connection.__dict__  # a primary's: checked once
+    finally:
+        pool.release(connection)
+
+
+def test_a_check_that_fails_leaves_the_connection_and_writes_alone(monkeypatch, caplog):
+    category = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=category)
+    assert titles(category) == ['old']
+
+    def refused(connection):
+        raise redis.ResponseError("NOPERM User has no permissions to run the 'info' command")
+    monkeypatch.setattr(primary, '_run_id', refused)
+    reconnect()
+    with caplog.at_level(logging.WARNING, logger='cacheops'):
+        post.title = 'new'
+        post.save()
+        assert titles(category) == ['new']
+    assert 'cannot tell a new primary from the last' in caplog.text
+    assert not cacheops.failed.failed
+
+
+def test_async_reads_check_the_node_first():
+    """Read in an event loop of its own, with no sync thread above it: a hit is the async
+    client's, a new one in each loop."""
+    category = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=category)
+
+    async def titles_in_the_loop():
+        return [p.title async for p in Post.objects.cache().filter(category=category)]
+
+    assert asyncio.run(titles_in_the_loop()) == ['old']
+    with cacheops.no_invalidation:  # the entry left stale: served, unless the node's keys are dropped
+        post.title = 'new'
+        post.save()
+    assert asyncio.run(titles_in_the_loop()) == ['old']
+    port = port_of(Post.objects.cache().filter(category=category)._cache_key())
+    call(port, 'SET', own_marker(port), 'a-server-gone')
+
+    assert asyncio.run(titles_in_the_loop()) == ['new']
+    assert marker(port)[own_marker(port)] == run_id(port)
