@@ -19,9 +19,9 @@ of its own, NODE_KEY in a slot it serves (the first short tag hashing into one o
 slots: the same on its replica, which serves the same slots once promoted). Every
 connection to a node checks it as above (check_node); one that finds a replica (no
 slots: cacheops reads none) checks again before each command, as redis-py may keep it
-past a promotion. What a mismatch drops is that node's cacheops keys only: FLUSHDB
+past a promotion. What a mismatch drops is that node's cacheops keys: FLUSHDB
 ASYNC on the node, or with a prefix its keys under cacheops' prefixes (SCAN on the
-node). A hit is still one GET; a connection costs one round trip, once a process knows
+node), and in conj-set mode those of every primary (_drop_everywhere). A hit is still one GET; a connection costs one round trip, once a process knows
 the node's marker, and one more for the first to each node (CLUSTER NODES).
 """
 import logging
@@ -30,7 +30,7 @@ from binascii import crc_hqx
 
 import redis
 
-from ..conf import prefix_func
+from ..conf import prefix_func, settings
 
 logger = logging.getLogger('cacheops')
 
@@ -203,10 +203,14 @@ def check_node(connection):
         if trusted == run_id:
             return
         if trusted is not None:
+            everywhere = not settings.CACHEOPS_INSIDEOUT
             logger.warning('cacheops: Redis Cluster node %s:%s is not the server the cache was trusted on '
                            '(run_id %s, trusted %s: restarted from a snapshot, or a replica promoted): '
-                           "dropping cacheops' keys on it", *address, run_id, trusted)
+                           "dropping cacheops' keys %s", *address, run_id, trusted,
+                           'on every primary' if everywhere else 'on it')
             _drop_node(connection)
+            if everywhere:
+                _drop_everywhere()
         _value(_replies(connection, ('SET', key, run_id))[0])
     except redis.ResponseError as e:  # INFO or CLUSTER refused by an ACL, BUSY...: no way to tell
         logger.warning('cacheops: cannot tell a new primary from the last on Redis Cluster node %s:%s (%s)',
@@ -254,6 +258,39 @@ def _drop_node(connection):
                 _replies(connection, *(('UNLINK', key) for key in keys))
             if int(cursor) == 0:
                 break
+
+
+def _drop_everywhere():
+    """Drop cacheops' keys on every primary, as invalidate_all() does and over a client of
+    its own: the one whose connection is being checked may be mid-build, or mid-refresh
+    of the slots after a failover.
+
+    In conj-set mode a node that lost writes may have lost registrations: a cache key
+    stored on another node, registered in a conj set of this one, then out of reach of
+    the invalidations run here, would be read until its timeout. The keys of a node's
+    tables are everywhere (insideout mode needs no more: a value whose stamps are gone
+    never validates)."""
+    from .client import make_client
+    _dropping.active = True  # its connections: this thread checks already
+    try:
+        client = make_client()
+        try:
+            if prefix_func() is None:
+                _flush_nodes(client)
+                return
+            for node in client.get_primaries():
+                pool = client.get_redis_connection(node).connection_pool
+                connection = pooled(pool)
+                try:
+                    _drop_node(connection)
+                finally:
+                    pool.release(connection)
+        finally:
+            for node in client.get_nodes():
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
+    finally:
+        _dropping.active = False
 
 
 def checking_node(connected=None):
