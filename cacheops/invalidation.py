@@ -445,6 +445,10 @@ def _whole_prefixes(by_prefix):
     return sorted(prefixes)
 
 
+# a Redis Cluster node found older drops the keys under these on it (redis/primary.py)
+primary.whole_prefixes = _whole_prefixes
+
+
 # The depth of no_invalidation blocks in the current context. A ContextVar, not a thread
 # local: asave() runs save() in a worker thread with a copy of the caller's context
 # (asgiref), and coroutines on one loop share a thread but each task has its own context

@@ -13,16 +13,17 @@ gone. With no PRIMARY_KEY at all the data set is new (an empty Redis, or one flu
 invalidate_all() writes it again at once) and it is only written. A hit is still one
 GET: the check costs a connection one round trip, two more when the cache is dropped.
 
-On a Redis Cluster a replica promoted, or a node restored, brings back only its own
-slots' keys, and a key lives in one slot, not on every node: each primary has a marker
-of its own, NODE_KEY in a slot it serves (the first short tag hashing into one of its
-slots: the same on its replica, which serves the same slots once promoted). Every
+On a Redis Cluster a replica promoted, or a node restored, brings back its own slots'
+keys only, and a key lives in one slot, not on every node: each primary has a marker of
+its own, NODE_KEY in a slot it serves (the first short tag hashing into one of its
+slots: the same on its replica, which serves those slots once promoted). Every
 connection to a node checks it as above (check_node); one that finds a replica (no
 slots: cacheops reads none) checks again before each command, as redis-py may keep it
-past a promotion. What a mismatch drops is that node's cacheops keys: FLUSHDB
-ASYNC on the node, or with a prefix its keys under cacheops' prefixes (SCAN on the
-node), and in conj-set mode those of every primary (_drop_everywhere). A hit is still one GET; a connection costs one round trip, once a process knows
-the node's marker, and one more for the first to each node (CLUSTER NODES).
+past a promotion. A mismatch drops the node's cacheops keys (FLUSHDB ASYNC on the
+node, or with a prefix its keys under cacheops' prefixes), and in conj-set mode every
+primary's (_drop_everywhere: the node may have lost registrations of keys stored on
+others). A hit is still one GET; a connection costs one round trip once the process
+knows the node's marker, one more the first time (CLUSTER NODES).
 """
 import logging
 import threading
@@ -228,15 +229,20 @@ def _watch(connection):
     connection.check_health = check_health
 
 
+# invalidation.py's _whole_prefixes(), set there: {prefix: tables} -> the prefixes all of
+# whose keys are cacheops', those invalidate_all() deletes whole
+whole_prefixes = None
+
+
 def own_patterns():
     """SCAN patterns of cacheops' keys where a prefix says they share the db with others:
-    every key under a prefix all of whose keys are cacheops' (invalidate_all()'s), and
-    the keys of tables whose prefix is empty."""
-    from ..invalidation import _whole_prefixes  # imported once the app is: above this module
+    every key under a prefix all of whose keys are cacheops', and the keys of tables
+    whose prefix is empty."""
     from ..keys import conj_prefix, epoch_key, handover_key, prefixed_tables, schemes_key
     from ..utils import glob_escape
     by_prefix = prefixed_tables()
-    patterns = [glob_escape(prefix) + '*' for prefix in _whole_prefixes(by_prefix)]
+    prefixes = whole_prefixes(by_prefix) if whole_prefixes else sorted(set(by_prefix) - {''})
+    patterns = [glob_escape(prefix) + '*' for prefix in prefixes]
     for table in sorted(by_prefix.get('', ())):
         patterns += [glob_escape(conj_prefix('', table)) + '*', glob_escape(schemes_key('', table)),
                      glob_escape(epoch_key('', table)), glob_escape(handover_key('', '', table)) + '*']
