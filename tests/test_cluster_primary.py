@@ -5,10 +5,11 @@ the cache was trusted on there; the first connection to a node that finds anothe
 drops that node's cacheops keys before anything is read from it (docs/design.md, "A new
 primary, a restored Redis"; redis/primary.py).
 
-On the cluster runs only (both storage modes, with and without a prefix). The failover
+On the cluster runs only (both storage modes, with and without a prefix). Each failover
 test starts a cluster of its own (3 primaries, a replica each) and takes about 8 s;
-CACHEOPS_TEST_UNPROTECTED=1 runs it with the check switched off, to show that it fails.
-The others use the run's cluster.
+CACHEOPS_TEST_UNPROTECTED=1 runs them with the check switched off, to show that they
+fail: both in conj-set mode, the lost invalidation's in insideout mode (a lost
+registration leaves nothing stale there). The others use the run's cluster.
 """
 import asyncio
 import logging
@@ -69,7 +70,7 @@ def own_marker(port):
     return primary.node_key(primary.served(call(port, 'CLUSTER', 'NODES')))
 
 
-# A failover that loses an acknowledged invalidation
+# A failover that loses what the primary acknowledged
 
 @pytest.fixture
 def own_cluster():
