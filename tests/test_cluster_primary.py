@@ -9,7 +9,11 @@ On the cluster runs only (both storage modes, with and without a prefix). Each f
 test starts a cluster of its own (3 primaries, a replica each) and takes about 8 s;
 CACHEOPS_TEST_UNPROTECTED=1 runs them with the check switched off, to show that they
 fail: both in conj-set mode, the lost invalidation's in insideout mode (a lost
-registration leaves nothing stale there). The others use the run's cluster.
+registration leaves nothing stale there). The first also holds a connection to the
+replica from before its promotion, which redis-py then sends the slots' commands over:
+checked when it was made, it is checked again before each command while its node is a
+replica (without that, the entry is read back stale over it). The others use the run's
+cluster.
 """
 import asyncio
 import logging
@@ -95,10 +99,16 @@ def test_a_replica_promoted_without_an_acknowledged_invalidation_serves_nothing_
         # the save deletes the entry itself, wherever it hashes
         key = Post.objects.cache().filter(category=category)._cache_key()
 
+    # the client has a connection to the replica, as its slot refreshes make: redis-py
+    # sends the promoted node's commands over it
+    replica = get_client().get_node_from_key(key, replica=True)
+    assert get_client().get_redis_connection(replica).ping()
+
     def save():
         post.title = 'new'
         post.save()
     killed, promoted = kill_primary_losing(own_cluster, key, save)
+    assert promoted == replica.port
     assert not cacheops.failed.failed  # the primary acknowledged the invalidation
 
     seen = reads_after_the_failover(category)
