@@ -31,6 +31,7 @@ DEFAULTS = {
     'CACHEOPS_SERIALIZER': 'pickle',
     'CACHEOPS_LOCK_WAIT': 30,
     'CACHEOPS_SPOOL_DIR': None,  # checked in spool.py
+    'CACHEOPS_STRICT_KEYS': False,
     'FILE_CACHE_DIR': '/tmp/cacheops_file_cache',
     'FILE_CACHE_TIMEOUT': 60 * 60 * 24 * 30,
 }
@@ -39,7 +40,7 @@ DEFAULTS = {
 # Read where they are used, so checked on every read: a flag given a string ('no') would
 # read as true, a number given one fails far from the setting
 FLAGS = frozenset({'CACHEOPS_ENABLED', 'CACHEOPS_INSIDEOUT', 'CACHEOPS_DEGRADE_ON_FAILURE',
-                   'CACHEOPS_INVALIDATE_UPDATES'})
+                   'CACHEOPS_INVALIDATE_UPDATES', 'CACHEOPS_STRICT_KEYS'})
 DURATIONS = frozenset({'CACHEOPS_LOCK_WAIT', 'FILE_CACHE_TIMEOUT'})
 # a Redis expiry (the dog-pile lock's), which Redis takes in whole seconds only
 WHOLE_DURATIONS = frozenset({'CACHEOPS_LOCK_WAIT'})

@@ -20,7 +20,7 @@ from . import spool
 from .failed import failed as failed_invalidations, retry_failed
 from .orphans import sweep_now
 from .outage import answered, read_failed, state as outage
-from .keys import (conj_key, epoch_key, lock_key, prefix_for, reaping_key, schemes_key, scheme,
+from .keys import (conj_key, epoch_key, learn_schemes, lock_key, prefix_for, reaping_key, schemes_key, scheme,
                    signal_key)
 from .redis import (READ_FAILURES, get_client, mget_by_slot, read_command, run_script, send_script,
                     start_script)
@@ -290,9 +290,10 @@ def _registration(dnfs):
     for prefix, table, conjs in _tables(dnfs):
         keys.append(schemes_key(prefix, table))
         args.append(len(conjs))
-        for conj in conjs:
-            keys.append(conj_key(prefix, table, conj))
-            args.append(scheme(conj))
+        schemes = [scheme(conj) for conj in conjs]
+        learn_schemes(prefix, table, schemes)  # a write here then names their conj keys at once
+        keys.extend(conj_key(prefix, table, conj) for conj in conjs)
+        args.extend(schemes)
     return keys, args
 
 
@@ -300,9 +301,10 @@ def _registrations(dnfs):
     found = []
     for prefix, table, conjs in _tables(dnfs):
         conj_keys = [conj_key(prefix, table, conj) for conj in conjs]
+        schemes = [scheme(conj) for conj in conjs]
+        learn_schemes(prefix, table, schemes)
         found.append(([schemes_key(prefix, table), *conj_keys,
-                       *(reaping_key(prefix, conj) for conj in conj_keys)],
-                      [scheme(conj) for conj in conjs]))
+                       *(reaping_key(prefix, conj) for conj in conj_keys)], schemes))
     return found
 
 
@@ -462,7 +464,9 @@ def _prepare_insideout(dnfs, conj_keys, epoch_keys, timeout):
     for prefix, table, conjs in _tables(dnfs):
         schemes_keys.append(schemes_key(prefix, table))
         args.append(len(conjs))
-        args.extend(scheme(conj) for conj in conjs)
+        schemes = [scheme(conj) for conj in conjs]
+        learn_schemes(prefix, table, schemes)
+        args.extend(schemes)
     return run_script('prepare_insideout', [*conj_keys, *schemes_keys, *epoch_keys], args)
 
 
@@ -472,8 +476,10 @@ def _prepare_insideout_cluster(dnfs, conj_keys, epoch_keys, timeout):
     fresh, stamps, conj_set = os.urandom(8).hex(), [], False
     tables = list(_tables(dnfs))
     for (prefix, table, conjs), table_keys, epoch in zip(tables, _by_table(dnfs, conj_keys), epoch_keys):
+        schemes = [scheme(conj) for conj in conjs]
+        learn_schemes(prefix, table, schemes)
         found = run_script('prepare_insideout', [*table_keys, schemes_key(prefix, table), epoch],
-                           [fresh, timeout, len(table_keys), len(conjs), *map(scheme, conjs)])
+                           [fresh, timeout, len(table_keys), len(conjs), *schemes])
         if found is None:
             conj_set = True
         else:

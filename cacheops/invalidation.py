@@ -5,14 +5,10 @@ run from model events go through run_safely(), which logs a Redis failure and ke
 the invalidation to retry before this process next uses the cache.
 """
 import contextvars
-import datetime
-import decimal
 import inspect
-import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 from functools import wraps
 from typing import Any
@@ -22,17 +18,18 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model
 from funcy import distinct, lcat
 
-from .conf import prefix_func
+from .conf import prefix_func, settings
 from . import failed as failed_module
 from .failed import REDIS_FAILURES, failed, failed_lock, keep_step, retry_failed, run_safely  # noqa: F401
-from .keys import (PrefixQuery, conj_prefix, epoch_key, handover_key, hash_tag, is_conj_key,
-                   prefix_for, prefixed_tables, scan_conj_keys, schemes_key)
+from .keys import (PrefixQuery, conj_prefix, drain_keys, epoch_key, handover_key, hash_tag, is_conj_key,
+                   known_schemes, learn_schemes, prefix_for, prefixed_tables, row_conj_keys, row_of,  # noqa: F401
+                   _rows_of, scan_conj_keys, schemes_key)
 from .redis import get_client, is_cluster, primary, run_script
 from .removed import count_removed
 from .signals import cache_invalidated
 from .stats import count_invalidation
 from .transaction import queue_when_in_transaction, transaction_states
-from .utils import (chunks, common_glob_head, conj_value, glob_escape, glob_regex, written_granular_columns,
+from .utils import (chunks, common_glob_head, glob_escape, glob_regex, written_granular_columns,
                     written_tables)
 
 logger = logging.getLogger('cacheops')
@@ -117,34 +114,54 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
     """invalidate_rows() for [(table, rows)]: one round trip on one Redis."""
     client = get_client()
     # a cluster keeps each table's keys in their own slot: one script per table there,
-    # and the cache keys, which live anywhere, are deleted by the client
+    # and the cache keys, which live anywhere, are deleted by the client; so they are
+    # with CACHEOPS_STRICT_KEYS, for servers that refuse a key a script is not given
     cluster = is_cluster()
     batches = [[t] for t in tables] if cluster else [tables]
-    budget = 0 if cluster else SERVER_DELETE_BUDGET
+    budget = 0 if cluster or settings.CACHEOPS_STRICT_KEYS else SERVER_DELETE_BUDGET
     for batch in batches:
-        # epochs and stamps in conj-set mode too: a deploy switching modes runs both
-        prefixed = [(prefix_for([using], [table]), table, rows) for table, rows in batch]
-        keys = [schemes_key(prefix, table) for prefix, table, _ in prefixed]
-        epochs = [epoch_key(prefix, table) for prefix, table, _ in prefixed]
-        args = lcat((conj_prefix(prefix, table), json.dumps(rows)) for prefix, table, rows in prefixed)
-        # the handover set (and SCAN patterns' ones) in the first table's slot
-        prefix, table, _ = prefixed[0]
-        handover = handover_key(prefix, new_epoch(), table)
-        _run_invalidation(client, [*keys, *epochs, handover], budget, args, prefix, table)
+        _invalidate_batch(client, [(prefix_for([using], [table]), table, rows) for table, rows in batch], budget)
 
 
-@kept_on_failure(lambda args: [args[1][-1]])  # the handover set, last of keys
-def _run_invalidation(client, keys, budget, args, prefix, table):
-    """Run invalidate.lua and delete what it leaves to the client. Each run has a fresh
-    token, from which the script derives the new epochs."""
-    members, patterns, conjs_deleted, deleted_here, drains = _script(
-        'invalidate', keys, [budget, SERVER_READ_LIMIT, new_epoch(), *args])
+def _invalidate_batch(client, batch, budget):
+    """Run invalidate.lua for [(prefix, table, rows)], given the conj keys the rows fall
+    into under the schemes known in use (docs/design.md, "Declared keys")."""
+    schemes = [sorted(known_schemes(prefix, table)) for prefix, table, _ in batch]
+    conjs = lcat(row_conj_keys(prefix, table, table_schemes, rows)[0]
+                 for (prefix, table, rows), table_schemes in zip(batch, schemes))
+    # epochs and stamps in conj-set mode too: a deploy switching modes runs both
+    keys = [*(schemes_key(prefix, table) for prefix, table, _ in batch),
+            *(epoch_key(prefix, table) for prefix, table, _ in batch)]
+    # the handover set (and so the drain sets) in the first table's slot
+    prefix, table, _ = batch[0]
+    handover = handover_key(prefix, new_epoch(), table)
+    keys += [handover, *conjs, *drain_keys(handover, len(conjs))]
+    args = [len(batch), *lcat([len(table_schemes), *table_schemes] for table_schemes in schemes)]
+    _run_invalidation(client, keys, budget, args, batch)
+
+
+@kept_on_failure(lambda args: [args[1][2 * len(args[4])]])  # the handover set, after schemes and epochs
+def _run_invalidation(client, keys, budget, args, batch):
+    """Run invalidate.lua and delete what it leaves to the client; where it reports a
+    scheme the keys were not derived from, run it again on keys derived anew. Each run
+    has a fresh token, from which the script derives the new epochs."""
+    complete, in_use, *rest = _script('invalidate', keys, [budget, SERVER_READ_LIMIT, new_epoch(), *args])
+    in_use = [[_text(scheme) for scheme in table_schemes] for table_schemes in in_use]
+    for (prefix, table, _), table_schemes in zip(batch, in_use):
+        learn_schemes(prefix, table, table_schemes)
+    if not complete:  # it did nothing
+        _invalidate_batch(client, batch, budget)
+        return
+    members, conjs_deleted, deleted_here, drains = rest
     count_removed(conj_keys=conjs_deleted, cache_keys=deleted_here)
     if members:
-        _delete_dropped_keys(client, members, keys[-1])
+        _delete_dropped_keys(client, members, keys[2 * len(batch)])
     for drain in drains:
         drain_set(client, drain)
+    patterns = lcat(row_conj_keys(prefix, table, table_schemes, rows)[1]
+                    for (prefix, table, rows), table_schemes in zip(batch, in_use))
     if patterns:
+        prefix, table, _ = batch[0]
         invalidate_conjs(client, _scan_any(client, patterns), prefix, table)
 
 
@@ -175,7 +192,8 @@ def invalidate_conjs(client, conjs, prefix='', table=None):
             groups.setdefault(hash_tag(_text(conj)), []).append(conj)
     for table, conjs in groups.items():
         for chunk in chunks(conjs, UNLINK_CHUNK):
-            _run_invalidate_conjs(client, [handover_key(prefix, new_epoch(), table), *chunk])
+            handover = handover_key(prefix, new_epoch(), table)
+            _run_invalidate_conjs(client, [handover, *chunk, *drain_keys(handover, len(chunk))])
 
 
 def _text(key):
@@ -217,60 +235,6 @@ def drain_set(client, drain):
     while members := client.srandmember(drain, DRAIN_CHUNK):
         count_removed(cache_keys=_delete_keys(client, members))
         client.srem(drain, *members)
-
-
-def row_of(columns, values, like=None):
-    """{column: canonical string} from [(column, attname, field)] and {attname or column: value}.
-
-    like: (values, row) of another row of the same columns (an update's old one next to
-    its new one), whose strings serve for the values that are sure to give the same."""
-    row = {}
-    like_values, like_row = like or ({}, {})
-    for column, attname, field in columns:
-        if attname in values:
-            value = values[attname]
-        elif column in values:
-            value = values[column]
-        else:
-            continue
-        if column in like_row:
-            other = like_values.get(attname, like_values.get(column, _MISSING))
-            if _same_string(other, value):
-                row[column] = like_row[column]
-                continue
-        if value is None and field.primary_key:
-            continue  # not known yet (bulk_create without RETURNING): matches any value
-        try:
-            value = field.get_prep_value(value)
-        except (TypeError, ValueError):
-            pass
-        row[column] = conj_value(value)
-    return row
-
-
-# Types whose equal values give equal canonical strings. Not datetimes or times: equal
-# clock times in one zone may be different instants (fold, in a repeated hour), and a
-# naive one is made aware in the current zone by its field
-_PLAIN_TYPES = frozenset({type(None), bool, int, float, str, decimal.Decimal, uuid.UUID, datetime.date})
-
-
-def _same_string(other, value):
-    """Whether value's canonical string is surely other's: for row_of()'s like."""
-    kind = type(value)
-    return kind in _PLAIN_TYPES and type(other) is kind and other == value
-
-
-_MISSING = object()
-
-
-def _rows_of(columns, dicts):
-    """row_of() of each dict, given the one before it as like."""
-    rows, like = [], None
-    for values in dicts:
-        row = row_of(columns, values, like)
-        rows.append(row)
-        like = values, row
-    return rows
 
 
 def _invalidate_values(model, dicts, using):

@@ -4,6 +4,9 @@ On one Redis (or Sentinel): <prefix>conj:<table>:<f>=<v>&..., <prefix>schemes:<t
 and, in insideout mode, <prefix>epoch:<table>. On a cluster the table is a hash tag,
 <prefix>conj:{<table>}:..., so that one table's invalidation runs on one shard.
 """
+import datetime
+import decimal
+import uuid
 from collections import defaultdict
 
 from django.core.exceptions import ImproperlyConfigured
@@ -200,3 +203,113 @@ def is_conj_key(key, own_prefixes):
             return True
         colon = text.find(':', colon + 1)
     return False
+
+
+# Rows as conj keys see them
+
+def row_of(columns, values, like=None):
+    """{column: canonical string} from [(column, attname, field)] and {attname or column: value}.
+
+    like: (values, row) of another row of the same columns (an update's old one next to
+    its new one), whose strings serve for the values that are sure to give the same."""
+    row = {}
+    like_values, like_row = like or ({}, {})
+    for column, attname, field in columns:
+        if attname in values:
+            value = values[attname]
+        elif column in values:
+            value = values[column]
+        else:
+            continue
+        if column in like_row:
+            other = like_values.get(attname, like_values.get(column, _MISSING))
+            if _same_string(other, value):
+                row[column] = like_row[column]
+                continue
+        if value is None and field.primary_key:
+            continue  # not known yet (bulk_create without RETURNING): matches any value
+        try:
+            value = field.get_prep_value(value)
+        except (TypeError, ValueError):
+            pass
+        row[column] = conj_value(value)
+    return row
+
+
+# Types whose equal values give equal canonical strings. Not datetimes or times: equal
+# clock times in one zone may be different instants (fold, in a repeated hour), and a
+# naive one is made aware in the current zone by its field
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, str, decimal.Decimal, uuid.UUID, datetime.date})
+
+
+def _same_string(other, value):
+    """Whether value's canonical string is surely other's: for row_of()'s like."""
+    kind = type(value)
+    return kind in _PLAIN_TYPES and type(other) is kind and other == value
+
+
+_MISSING = object()
+
+
+def _rows_of(columns, dicts):
+    """row_of() of each dict, given the one before it as like."""
+    rows, like = [], None
+    for values in dicts:
+        row = row_of(columns, values, like)
+        rows.append(row)
+        like = values, row
+    return rows
+
+
+# The conj keys an invalidation by rows touches, derived by the client, so that its
+# script is given every key it touches (docs/design.md, "Declared keys")
+
+# {(prefix, table): schemes}: those this process knows in use, from its own reads'
+# registrations and from what invalidate.lua reported. An assumption only: the script
+# checks it holds every scheme in use, and reports them where it doesn't.
+_known_schemes = {}
+KNOWN_TABLES_BOUND = 10000  # (prefix, table) pairs: a prefix per tenant may make many
+
+
+def known_schemes(prefix, table):
+    return _known_schemes.get((prefix, table), ())
+
+
+def learn_schemes(prefix, table, schemes):
+    """Add schemes to those known in use on a table under prefix."""
+    known = _known_schemes.get((prefix, table))
+    if known is None:
+        if len(_known_schemes) >= KNOWN_TABLES_BOUND:
+            _known_schemes.clear()
+        known = _known_schemes[(prefix, table)] = set()
+    known.update(schemes)
+
+
+def scheme_columns(scheme):
+    """A scheme's columns; none for the empty scheme of a query without conditions."""
+    return [column for column in scheme.split(',') if column]
+
+
+def row_conj_keys(prefix, table, schemes, rows):
+    """(conj keys, SCAN patterns): the conjunction keys these rows ({column: canonical
+    string}) fall into under these schemes, and a pattern for each row lacking a column
+    of a scheme, which matches any value there."""
+    head = conj_prefix(prefix, table)
+    keys, seen, patterns = [], set(), []
+    for columns in map(scheme_columns, schemes):
+        for row in rows:
+            if all(column in row for column in columns):
+                key = head + '&'.join('%s=%s' % (column, row[column]) for column in columns)
+                if key not in seen:
+                    seen.add(key)
+                    keys.append(key)
+            else:
+                patterns.append(glob_escape(head) + '&'.join(
+                    glob_escape('%s=%s' % (column, row[column])) if column in row
+                    else glob_escape(column) + '=*' for column in columns))
+    return keys, patterns
+
+
+def drain_keys(handover, count):
+    """The drain sets of an invalidation's first count conj keys, in its handover set's slot."""
+    return ['%s:%d' % (handover, n) for n in range(1, count + 1)]

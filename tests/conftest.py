@@ -1,5 +1,6 @@
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import hypothesis
 import pytest
@@ -9,6 +10,7 @@ from django.test import TestCase
 
 from cacheops import fingerprint
 from cacheops.transaction import transaction_states
+from tests import declared_keys
 from tests.utils import AbstractConnection
 
 # Hypothesis profiles, picked by HYPOTHESIS_PROFILE: 'ci' (the default) is reproducible
@@ -81,6 +83,34 @@ def _redis():
         import redis
         return redis.Redis.from_url(settings.CACHEOPS_REDIS)
     return redis_client
+
+
+@pytest.fixture(scope='session')
+def _undeclared_keys():
+    """Subscriptions to what scripts publish of keys they touch undeclared (tests/declared_keys.py)."""
+    if not declared_keys.ACTIVE:
+        yield None
+        return
+    declared_keys.install()
+    nodes = os.environ.get('CACHEOPS_TEST_CLUSTER')
+    if nodes:
+        addresses = nodes.split(',')
+    else:
+        url = urlsplit(settings.CACHEOPS_REDIS)
+        addresses = ['%s:%d' % (url.hostname, url.port or 6379)]
+    subscriptions = declared_keys.subscribers(addresses)
+    yield subscriptions
+    declared_keys.close(subscriptions)
+
+
+@pytest.fixture(autouse=True)
+def _scripts_touch_declared_keys_only(_undeclared_keys):
+    """A test fails if a script it ran touched a key not in its KEYS."""
+    yield
+    if _undeclared_keys is not None:
+        undeclared = declared_keys.published(_undeclared_keys)
+        if undeclared:
+            pytest.fail('scripts touched keys not in their KEYS: %s' % ', '.join(sorted(set(undeclared))))
 
 
 @pytest.fixture(autouse=True)

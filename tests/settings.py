@@ -7,6 +7,9 @@ runtests.py picks the configuration through environment variables:
   CACHEOPS_TEST_PREFIX     '1': key prefix 'p:' through CACHEOPS_PREFIX
   CACHEOPS_TEST_INSIDEOUT  '1': insideout mode
   CACHEOPS_TEST_SENTINEL   'host:port' of a sentinel watching the run's Redis (read by the tests)
+  CACHEOPS_TEST_STRICT_KEYS '1': CACHEOPS_STRICT_KEYS = True
+  CACHEOPS_TEST_DECLARED_KEYS '1': a test fails if a script touched a key not in its KEYS
+                           (tests/declared_keys.py)
   CACHEOPS_TEST_CLUSTER    'host:port,host:port,...': a Redis Cluster's nodes (any of them will do;
                            tools/redis_server.py's cluster_for_run starts one). The run uses
                            CACHEOPS_CLUSTER = {'startup_nodes': [(host, port), ...]}, and
@@ -129,6 +132,7 @@ CACHEOPS = {
 CACHEOPS_LONG_DISJUNCTION = 1000
 CACHEOPS_DEGRADE_ON_FAILURE = False
 CACHEOPS_INSIDEOUT = os.environ.get('CACHEOPS_TEST_INSIDEOUT') == '1'
+CACHEOPS_STRICT_KEYS = os.environ.get('CACHEOPS_TEST_STRICT_KEYS') == '1'
 # the run's own: records left by an earlier run killed midway (cacheops/spool.py) would be
 # done by this one, dropping what its tests cached. Forked workers share it
 CACHEOPS_SPOOL_DIR = tempfile.mkdtemp(prefix='cacheops-test-spool-')

@@ -148,7 +148,8 @@ def test_other_keys_named_like_handover_sets_are_left_alone():
 
 
 def test_a_rerun_after_a_lost_reply_hands_over_the_drain_sets():
-    keys = ['handover:{t}:1', 'conj:{t}:a=1', 'conj:{t}:a=2']
+    # the handover set, the conj keys, then each one's drain set
+    keys = ['handover:{t}:1', 'conj:{t}:a=1', 'conj:{t}:a=2', 'handover:{t}:1:1', 'handover:{t}:1:2']
     redis_client.sadd('conj:{t}:a=1', 'q:1', 'q:2', 'q:3')
     redis_client.sadd('conj:{t}:a=2', 'q:4')
 
@@ -156,9 +157,9 @@ def test_a_rerun_after_a_lost_reply_hands_over_the_drain_sets():
     redis_client.sadd('conj:{t}:a=1', 'q:5')  # registered after the first run
     again = run_script('invalidate_conjs', keys, [2])
 
-    assert first == [[b'q:4'], [b'handover:{t}:1:2'], 2]  # both conj keys gone
-    assert again == [[b'q:4'], [b'handover:{t}:1:2'], 0]
-    assert redis_client.smembers('handover:{t}:1:2') == {b'q:1', b'q:2', b'q:3'}
+    assert first == [[b'q:4'], [b'handover:{t}:1:1'], 2]  # both conj keys gone
+    assert again == [[b'q:4'], [b'handover:{t}:1:1'], 0]
+    assert redis_client.smembers('handover:{t}:1:1') == {b'q:1', b'q:2', b'q:3'}
 
 
 def test_invalidate_all_flushes_in_the_background(redis_requests):

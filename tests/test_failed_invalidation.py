@@ -104,12 +104,12 @@ def test_cache_keys_whose_conj_sets_are_gone_are_kept_for_replay(monkeypatch, bu
 # handover set its first run left.
 
 def _cache_keys_given_back(reply):
-    """An invalidation's reply handing cache keys back: invalidate.lua's {keys, patterns}
-    or invalidate_conjs.lua's keys."""
+    """An invalidation's reply handing cache keys back: invalidate.lua's {1, schemes,
+    keys, ...} or invalidate_conjs.lua's {keys, ...}."""
     if not isinstance(reply, list) or not reply:
         return False
-    keys = reply[0] if isinstance(reply[0], list) else reply
-    return any(isinstance(key, bytes) and b'q:' in key for key in keys)
+    keys = reply[2] if reply[0] == 1 else reply[0]
+    return isinstance(keys, list) and any(isinstance(key, bytes) and b'q:' in key for key in keys)
 
 
 @pytest.mark.skipif(insideout(), reason='conj-set mode: cache keys are handed back')
@@ -250,8 +250,8 @@ def test_a_rerun_never_brings_back_a_replaced_epoch(monkeypatch):
 
     def read(self, *args, **kwargs):
         reply = original(self, *args, **kwargs)
-        # invalidate.lua's reply: no keys left, no patterns, counts, no drain sets
-        invalidated = isinstance(reply, list) and len(reply) == 5 and reply[:2] == [[], []]
+        # invalidate.lua's reply: done, the schemes in use, no keys left, counts, no drain sets
+        invalidated = isinstance(reply, list) and len(reply) == 6 and reply[0] == 1 and reply[2] == []
         if invalidated and not seen and not getattr(read, 'inside', False):
             read.inside = True
             seen['first'] = raw.get(epoch)  # the script ran: its epoch

@@ -335,7 +335,7 @@ def test_a_script_after_a_refused_skip_gets_its_own_reply(acl_server):
     raw.sadd('conj:{t}:b=1', 'q:9')
     _refuse_skip_from_now(raw)
     _store(raw, 'other')  # left on the kept connection: -NOPERM, then the store's :1
-    assert cacheops.redis.run_script('invalidate_conjs', ['handover:{t}:1', 'conj:{t}:b=1'],
+    assert cacheops.redis.run_script('invalidate_conjs', ['handover:{t}:1', 'conj:{t}:b=1', 'handover:{t}:1:1'],
                                      [1000]) == [[b'q:9'], [], 1]
     pool = cacheops.redis.get_client().connection_pool
     assert cacheops.redis._skips_replies[pool] is not True  # stores wait for a while
@@ -363,7 +363,7 @@ def test_an_invalidation_past_the_budget_after_a_refused_skip_deletes_the_cache_
     _refuse_skip_from_now(raw)
     _store(raw, 'other')
     monkeypatch.setattr(invalidation, 'schemes_key', lambda prefix, table: 'schemes:{t}')
-    monkeypatch.setattr(invalidation, 'conj_prefix', lambda prefix, table: 'conj:{t}:')
+    monkeypatch.setattr(cacheops.keys, 'conj_prefix', lambda prefix, table: 'conj:{t}:')
     invalidation.invalidate_rows('t', [{'a': '1'}])
     assert raw.exists('conj:{t}:a=1') == 0
     assert raw.mget('q:1', 'q:2') == [None, None], 'stale entries left'
@@ -427,7 +427,8 @@ def test_a_started_script_after_a_refused_skip_gets_its_own_reply(acl_server):
     raw.sadd('conj:{t}:b=1', 'q:9')
     _refuse_skip_from_now(raw)
     _store(raw, 'other')  # left on the kept connection: -NOPERM, then the store's :1
-    reply = cacheops.redis.start_script('invalidate_conjs', ['handover:{t}:1', 'conj:{t}:b=1'], [1000])
+    reply = cacheops.redis.start_script('invalidate_conjs', ['handover:{t}:1', 'conj:{t}:b=1', 'handover:{t}:1:1'],
+                                          [1000])
     assert reply() == [[b'q:9'], [], 1]
 
 

@@ -130,12 +130,12 @@ def test_rows_of_an_update_are_the_rows_one_by_one(old, new):
 
 
 def test_an_equal_value_of_the_same_type_is_not_prepared_again(monkeypatch):
-    from cacheops import invalidation
+    from cacheops import invalidation, keys
     from cacheops.invalidation import row_of
     columns = _assorted_columns()
     prepared = []
-    original = invalidation.conj_value
-    monkeypatch.setattr(invalidation, 'conj_value', lambda value: prepared.append(value) or original(value))
+    original = keys.conj_value
+    monkeypatch.setattr(keys, 'conj_value', lambda value: prepared.append(value) or original(value))
     code = uuid.UUID(int=7)
     rows = invalidation._rows_of(columns, [{'id': 1, 'num': 5, 'uuid': code}, {'id': 1, 'num': 6, 'uuid': code}])
     assert len(prepared) == 3 + 1  # id, num and uuid of the old row; the new num

@@ -4,6 +4,7 @@ trip, and so does an update() of few rows; an invalidation deletes a bounded num
 cache keys inside Redis and the rest from the client."""
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from cacheops import invalidation
@@ -11,6 +12,7 @@ from cacheops.conf import settings
 from cacheops.redis import get_client
 
 from .cluster import ON_CLUSTER, single_redis
+from .settings import CACHEOPS_INSIDEOUT, CACHEOPS_STRICT_KEYS
 from .models import Category, Post
 from .utils import hand_packed, queries, unseen_update, warm
 
@@ -29,7 +31,14 @@ def titles(category_id):
     return [p.title for p in Post.objects.cache().filter(category_id=category_id)]
 
 
+# the cache keys deleted inside Redis: not on a cluster, where they live in other slots,
+# nor with CACHEOPS_STRICT_KEYS, where a script touches only the keys it is given
+server_deletes = pytest.mark.skipif(CACHEOPS_STRICT_KEYS, reason='CACHEOPS_STRICT_KEYS: the cache keys '
+                                    'are deleted by the client (test_with_strict_keys_...)')
+
+
 @single_redis('a cluster deletes the cache keys from the client, by slot, after the script')
+@server_deletes
 def test_a_save_makes_one_round_trip_to_redis(post, redis_commands, round_trips):
     warm(lambda: titles(post.category_id))
     redis_commands.clear()
@@ -41,7 +50,20 @@ def test_a_save_makes_one_round_trip_to_redis(post, redis_commands, round_trips)
     assert titles(post.category_id) == ['b']
 
 
+@single_redis('a cluster deletes the cache keys from the client always')
+def test_with_strict_keys_a_save_deletes_the_cache_keys_from_the_client(post, redis_commands):
+    warm(lambda: titles(post.category_id))
+    redis_commands.clear()
+    with override_settings(CACHEOPS_STRICT_KEYS=True):
+        post.title = 'b'
+        post.save()
+    # insideout mode has no cache keys to delete: its stamps are the script's KEYS
+    assert redis_commands == (['EVALSHA'] if CACHEOPS_INSIDEOUT else ['EVALSHA', 'UNLINK'])
+    assert titles(post.category_id) == ['b']
+
+
 @hand_packed
+@server_deletes
 def test_a_save_right_after_a_miss_makes_one_round_trip_to_redis(post, redis_commands, round_trips):
     """The miss's store was sent without waiting: the invalidation goes over the same
     connection, after it, with a PING in the same write (see test_store_connections)."""
@@ -92,7 +114,7 @@ def test_an_update_of_few_rows_reads_them_once_and_makes_one_round_trip_to_redis
     if connection.vendor == 'sqlite':  # the write lock first, as for a save
         assert 'WHERE 1 = 0' in statements.pop(0)
     assert len(statements) == 2, statements  # the rows' old values, the UPDATE
-    if not ON_CLUSTER:  # a cluster deletes the cache keys from the client, by slot
+    if not ON_CLUSTER and not CACHEOPS_STRICT_KEYS:  # else the client deletes the cache keys
         assert redis_commands == ['EVALSHA']
         assert len(round_trips) == 1
     assert titles(post.category_id) == ['b']

@@ -1,14 +1,18 @@
--- Invalidate tables by rows: for each scheme in use on a table, build the conjunction
--- key each row falls into and delete it. A row lacking a column a scheme needs matches
--- any value there: for it a SCAN pattern is returned, for the client to invalidate what
--- matches. In conj-set mode the cache keys the deleted sets referenced are deleted too,
--- up to a bound, so one write costs one round trip; popping a set's members and
--- deleting it happen together here, so no registration made meanwhile is lost.
--- Past the bound (and always on a cluster, where cache keys live in other slots) the
--- keys are returned for the client to delete in chunks: a big invalidation must not
--- block Redis for long.
--- The conjunction keys are derived from the schemes sets, and carry the same table tag
--- as their table's schemes set, so they live in its slot on a cluster.
+-- Invalidate tables by rows: delete the conjunction key each row falls into under each
+-- scheme in use on a table. The client derives those keys from the schemes it knows a
+-- table to have (keys.known_schemes), so that every key touched here is in KEYS; this
+-- script checks that no scheme in use is missing from them, and where one is does
+-- nothing but return the schemes in use, for the client to derive the keys again.
+-- A scheme registered after that check belongs to a read whose registration comes
+-- after this invalidation, and whose query so runs after the write (docs/design.md,
+-- "Declared keys").
+-- In conj-set mode the cache keys the deleted sets referenced are deleted too, up to a
+-- bound, so one write costs one round trip; popping a set's members and deleting it
+-- happen together here, so no registration made meanwhile is lost. Those cache keys
+-- are the one kind of key not in KEYS (the sets' members, known only here): a budget of
+-- 0 (on a cluster, where they live in other slots, or with CACHEOPS_STRICT_KEYS) leaves
+-- them all to the client, which deletes them in chunks; past the bound it does too, as
+-- a big invalidation must not block Redis for long.
 --
 -- Each table's epoch is replaced too (where there is one): an insideout miss that found
 -- stamps missing, and so had nothing here to delete, drops its store
@@ -19,82 +23,65 @@
 -- is a stamp is deleted, and epochs are replaced.
 --
 -- The cache keys left to the client are also kept in a handover set, named after this
--- call, for a day: a call run again because its reply was lost (a
--- connection failing, a client retrying) finds its conj sets gone, and hands over the
--- keys its first run left instead of none. The client deletes the set with the keys.
+-- call, for a day: a call run again because its reply was lost (a connection failing,
+-- a client retrying) finds its conj sets gone, and hands over the keys its first run
+-- left instead of none. The client deletes the set with the keys.
 --
 -- The members read here are bounded (a conj set can grow to millions, and a script
 -- blocks Redis while it runs): a set that would take the count read past the limit is
--- renamed, O(1), to a drain set <handover set>:<n>, in the same slot, which the client
--- empties in bounded steps, deleting its cache keys before it removes them from it.
--- The renaming takes the set with every registration made so far, as deleting it did.
+-- renamed, O(1), to its drain set (<handover set>:<n>, in the same slot), which the
+-- client empties in bounded steps, deleting its cache keys before it removes them
+-- from it. The renaming takes the set with every registration made so far, as
+-- deleting it did.
+-- On a Redis Cluster a call has one table's keys: they all carry its tag ({<table>}).
 --
--- KEYS: the schemes set of each table, then the epoch key of each table, then the
---       handover set
+-- KEYS: the schemes set of each table, the epoch key of each table, the handover set,
+--       the conjunction keys, then the drain set of each conjunction key
 -- ARGV: the most cache keys to delete here, the most conj set members to read here, a
---       fresh token, then for each table: its conj key prefix, a JSON list of rows,
---       each a {column: canonical value string} object
--- Returns {cache keys left to delete, SCAN patterns of conj keys, conj keys deleted,
+--       fresh token, the number of tables, then for each table: the number of schemes
+--       its conjunction keys were derived from, and those schemes
+-- Returns {0, schemes in use by table} where a scheme in use was not given, else
+--         {1, schemes in use by table, cache keys left to delete, conj keys deleted,
 --          cache keys deleted here, drain sets left to the client}.
 local budget, read_limit, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local ntables = (#ARGV - 3) / 2
+local ntables = tonumber(ARGV[4])
+local nconjs = (#KEYS - 2 * ntables - 1) / 2
+local handover = KEYS[2 * ntables + 1]
 
-local function glob_escape(s)
-    return (string.gsub(s, '[%*%?%[%]\\]', '\\%0'))
-end
-
-local conj_keys, seen, patterns = {}, {}, {}
+local in_use, complete, a = {}, true, 5
 for t = 1, ntables do
-    local conj_prefix = ARGV[2 + 2 * t]
-    local rows = cjson.decode(ARGV[3 + 2 * t])
-    for _, scheme in ipairs(redis.call('smembers', KEYS[t])) do
-        local columns = {}
-        for column in string.gmatch(scheme, '[^,]+') do
-            columns[#columns + 1] = column
-        end
-        for _, row in ipairs(rows) do
-            local parts = {}
-            for i, column in ipairs(columns) do
-                local value = row[column]
-                if value == nil then
-                    parts = nil
-                    break
-                end
-                parts[i] = column .. '=' .. value
-            end
-            if parts then
-                local conj = conj_prefix .. table.concat(parts, '&')
-                if not seen[conj] then
-                    seen[conj] = true
-                    conj_keys[#conj_keys + 1] = conj
-                end
-            else  -- rare: escaping only here keeps the common case cheap
-                local globs = {}
-                for i, column in ipairs(columns) do
-                    local value = row[column]
-                    globs[i] = value == nil and glob_escape(column) .. '=*'
-                        or glob_escape(column .. '=' .. value)
-                end
-                patterns[#patterns + 1] = glob_escape(conj_prefix) .. table.concat(globs, '&')
-            end
+    local given = {}
+    for i = a + 1, a + tonumber(ARGV[a]) do
+        given[ARGV[i]] = true
+    end
+    a = a + 1 + tonumber(ARGV[a])
+    in_use[t] = redis.call('smembers', KEYS[t])
+    for _, scheme in ipairs(in_use[t]) do
+        if not given[scheme] then
+            complete = false
         end
     end
 end
+if not complete then
+    return {0, in_use}
+end
 
-local handover = KEYS[2 * ntables + 1]
-local function drain_name(n)
-    return handover .. ':' .. n
+local function conj_key(n)
+    return KEYS[2 * ntables + 1 + n]
+end
+local function drain_key(n)
+    return KEYS[2 * ntables + 1 + nconjs + n]
 end
 
 -- this call ran before (its reply was lost): hand over what its first run left
 local drains = {}
-for n = 1, #conj_keys do
-    if redis.call('exists', drain_name(n)) == 1 then
-        drains[#drains + 1] = drain_name(n)
+for n = 1, nconjs do
+    if redis.call('exists', drain_key(n)) == 1 then
+        drains[#drains + 1] = drain_key(n)
     end
 end
 if #drains > 0 or redis.call('exists', handover) == 1 then
-    return {redis.call('smembers', handover), patterns, 0, 0, drains}
+    return {1, in_use, redis.call('smembers', handover), 0, 0, drains}
 end
 
 for e = ntables + 1, 2 * ntables do
@@ -109,7 +96,8 @@ for e = ntables + 1, 2 * ntables do
 end
 
 local members, read, conjs_deleted = {}, 0, 0
-for n, conj in ipairs(conj_keys) do
+for n = 1, nconjs do
+    local conj = conj_key(n)
     local size = redis.pcall('scard', conj)  -- an error: a stamp (insideout mode)
     if type(size) ~= 'number' then
         conjs_deleted = conjs_deleted + redis.call('del', conj)
@@ -121,8 +109,8 @@ for n, conj in ipairs(conj_keys) do
             read = read + size
             redis.call('del', conj)
         else
-            redis.call('rename', conj, drain_name(n))
-            drains[#drains + 1] = drain_name(n)
+            redis.call('rename', conj, drain_key(n))
+            drains[#drains + 1] = drain_key(n)
         end
         conjs_deleted = conjs_deleted + 1
     end
@@ -143,4 +131,4 @@ end
 if #left > 0 then
     redis.call('expire', handover, 86400)
 end
-return {left, patterns, conjs_deleted, deleted, drains}
+return {1, in_use, left, conjs_deleted, deleted, drains}

@@ -1,0 +1,97 @@
+"""Every key a script touches is in its KEYS (docs/design.md, "Declared keys"), so that
+servers refusing others (Dragonfly) run them as they are: an invalidation by rows is
+given the conj keys the rows fall into, derived by this process from the schemes it
+knows in use; the script checks that none in use is missing from them, and where one
+is, the keys are derived again from what it reports."""
+import pytest
+import redis
+
+from cacheops import keys
+from cacheops.redis import redis_client
+
+from . import declared_keys
+from .models import Category, Post
+from .utils import queries, warm
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def post():
+    return Post.objects.create(title='a', category=Category.objects.create(title='c'))
+
+
+def titles(**conditions):
+    return [p.title for p in Post.objects.cache().filter(**conditions)]
+
+
+def _forget_schemes(monkeypatch):
+    """As a process that never read these tables: a worker writing what a web process reads."""
+    monkeypatch.setattr(keys, '_known_schemes', {})
+
+
+def test_a_process_invalidates_what_another_cached_under_schemes_it_never_saw(post, monkeypatch, redis_commands):
+    warm(lambda: titles(category_id=post.category_id))
+    warm(lambda: titles(title='a'))
+    _forget_schemes(monkeypatch)
+    redis_commands.clear()
+    post.title = 'b'
+    post.save()
+    # the first run reports the schemes in use and does nothing; the second has their keys
+    assert redis_commands.count('EVALSHA') == 2
+    assert queries(lambda: titles(category_id=post.category_id)) == (['b'], 1)
+    assert queries(lambda: titles(title='a')) == ([], 1)
+
+
+def test_once_it_saw_them_one_run_does(post, monkeypatch, redis_commands):
+    warm(lambda: titles(category_id=post.category_id))
+    _forget_schemes(monkeypatch)
+    post.title = 'b'
+    post.save()  # learns them
+    warm(lambda: titles(category_id=post.category_id))
+    redis_commands.clear()
+    post.title = 'c'
+    post.save()
+    assert redis_commands.count('EVALSHA') == 1
+    assert queries(lambda: titles(category_id=post.category_id)) == (['c'], 1)
+
+
+def test_schemes_known_but_no_longer_in_use_cost_no_second_run(post, redis_commands):
+    warm(lambda: titles(category_id=post.category_id))
+    keys.learn_schemes(keys.prefix_for(['default'], ['tests_post']), 'tests_post', ['title,visible'])
+    redis_commands.clear()
+    post.title = 'b'
+    post.save()
+    assert redis_commands.count('EVALSHA') == 1
+    assert queries(lambda: titles(category_id=post.category_id)) == (['b'], 1)
+
+
+def test_a_row_lacking_a_column_of_a_scheme_invalidates_every_value_there(post):
+    warm(lambda: titles(category_id=post.category_id))
+    warm(lambda: titles(category_id=post.category_id, title='a'))
+    # a row with no title: it may have had any
+    from cacheops.invalidation import invalidate_rows
+    invalidate_rows('tests_post', [{'category_id': str(post.category_id)}])
+    assert queries(lambda: titles(category_id=post.category_id)) == (['a'], 1)
+    assert queries(lambda: titles(category_id=post.category_id, title='a')) == (['a'], 1)
+
+
+def test_row_conj_keys_are_those_registration_names():
+    prefix = keys.prefix_for(['default'], ['tests_post'])
+    registered = keys.conj_key(prefix, 'tests_post', {'title': 'a', 'category_id': 1})
+    found, patterns = keys.row_conj_keys(prefix, 'tests_post', ['', 'category_id,title'],
+                                         [{'category_id': '1', 'title': 'a'}, {'title': 'b'}])
+    assert found == [keys.conj_prefix(prefix, 'tests_post'), registered]
+    assert patterns == [keys.glob_escape(keys.conj_prefix(prefix, 'tests_post')) + 'category_id=*&title=b']
+
+
+@pytest.mark.skipif(not declared_keys.ACTIVE, reason='the check of declared keys is on in the runs that '
+                    'set CACHEOPS_TEST_DECLARED_KEYS (runtests.py)')
+def test_the_check_sees_a_key_a_script_was_not_given(_undeclared_keys):
+    # in one slot, as a cluster needs
+    code = declared_keys.checked(b"redis.call('get', KEYS[1]) return redis.call('exists', '{t}not-given', KEYS[1])")
+    assert redis_client.eval(code, 1, '{t}given') == 0
+    assert declared_keys.published(_undeclared_keys) == ['exists {t}not-given']
+    with pytest.raises(redis.ResponseError):  # the prelude leaves errors as they were
+        redis_client.eval(declared_keys.checked(b"return redis.call('nosuchcommand', KEYS[1])"), 1, '{t}given')
+    assert declared_keys.published(_undeclared_keys) == []
