@@ -42,12 +42,15 @@ LOGS = ROOT / '.test-logs'
 CONFIGS = {  # name: environment read by tests/settings.py
     'sqlite': {'CACHEOPS_TEST_DB': 'sqlite'},
     'postgresql': {'CACHEOPS_TEST_DB': 'postgresql'},
-    'mysql': {'CACHEOPS_TEST_DB': 'mysql'},
+    # every key a script touches declared, checked (tests/declared_keys.py): in the runs
+    # with CACHEOPS_STRICT_KEYS, in both storage modes, and on the cluster
+    'mysql': {'CACHEOPS_TEST_DB': 'mysql', 'CACHEOPS_TEST_STRICT_KEYS': '1', 'CACHEOPS_TEST_DECLARED_KEYS': '1'},
     # insideout mode and a key prefix in one run: each is tested apart from the other
     # where it matters (the prefix and insideout tests set them), and one run less keeps
     # the matrix within CI's 15 minutes
     'insideout-prefix': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_TEST_INSIDEOUT': '1',
-                         'CACHEOPS_TEST_PREFIX': '1'},
+                         'CACHEOPS_TEST_PREFIX': '1', 'CACHEOPS_TEST_STRICT_KEYS': '1',
+                         'CACHEOPS_TEST_DECLARED_KEYS': '1'},
     # every Redis call through redis-py's client, past cacheops' hand-packed layer
     # (cacheops/redis/held.py): one venv runs it in place of 'sqlite'
     'sqlite-plainredis': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_PLAIN_REDIS': '1'},
@@ -55,8 +58,9 @@ CONFIGS = {  # name: environment read by tests/settings.py
     # db 0 only, so two runs at a time can't share one (CACHEOPS_TEST_CLUSTER is set).
     # The conj-set run has a key prefix, which a cluster must take (issue 17); the
     # insideout one has none
-    'cluster': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_TEST_PREFIX': '1'},
-    'cluster-insideout': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_TEST_INSIDEOUT': '1'},
+    'cluster': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_TEST_PREFIX': '1', 'CACHEOPS_TEST_DECLARED_KEYS': '1'},
+    'cluster-insideout': {'CACHEOPS_TEST_DB': 'sqlite', 'CACHEOPS_TEST_INSIDEOUT': '1',
+                          'CACHEOPS_TEST_DECLARED_KEYS': '1'},
 }
 DEFAULT_CONFIGS = ('sqlite', 'postgresql', 'mysql', 'insideout-prefix')
 CLUSTER_CONFIGS = ('cluster', 'cluster-insideout')
