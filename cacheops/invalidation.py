@@ -37,10 +37,11 @@ logger = logging.getLogger('cacheops')
 UNLINK_CHUNK = 1000
 
 
-def kept_on_failure(sets):
-    """An invalidation step that, if Redis fails, is kept to replay as it is: the same
-    handover set then gives back the cache keys a run whose reply was lost took. sets(args)
-    names the sets of cache keys it may leave behind, recorded for other processes."""
+def kept_on_failure(sets, replay=None):
+    """An invalidation step that, if Redis fails, is kept to replay as it is (or through
+    replay, given the same arguments): the same handover set then gives back the cache
+    keys a run whose reply was lost took. sets(args) names the sets of cache keys it may
+    leave behind, recorded for other processes."""
     def decorator(func):
         @wraps(func)
         def wrapper(*args):
@@ -49,7 +50,7 @@ def kept_on_failure(sets):
             except ScriptRefused:
                 raise  # it did nothing: the call it is a step of, kept whole, does it all
             except REDIS_FAILURES:
-                keep_step(_replay(func), args, [_text(name) for name in sets(args)])
+                keep_step(_replay(replay or func), args, [_text(name) for name in sets(args)])
                 raise
         return wrapper
     return decorator
@@ -123,10 +124,26 @@ def invalidate_tables(tables, using=DEFAULT_DB_ALIAS):
         _invalidate_batch(client, [(prefix_for([using], [table]), table, rows) for table, rows in batch], budget)
 
 
+# Runs of invalidate.lua for one batch, each on keys derived from what the last reported:
+# more only if schemes keep appearing between runs
+MAX_DERIVATIONS = 3
+
+
 def _invalidate_batch(client, batch, budget):
     """Run invalidate.lua for [(prefix, table, rows)], given the conj keys the rows fall
     into under the schemes known in use (docs/design.md, "Declared keys")."""
-    schemes = [sorted(known_schemes(prefix, table)) for prefix, table, _ in batch]
+    for _ in range(MAX_DERIVATIONS):
+        keys, args = _invalidation_call(batch)
+        if _run_invalidation(client, keys, budget, args, batch):
+            return
+    logger.warning('cacheops: schemes kept appearing on %s while invalidating by rows: '
+                   'invalidated whole', ', '.join(table for _, table, _ in batch))
+    invalidate_prefixed_tables(client, [(prefix, table) for prefix, table, _ in batch])
+
+
+def _invalidation_call(batch):
+    """(KEYS, ARGV tail) of invalidate.lua for [(prefix, table, rows)]."""
+    schemes = [list(known_schemes(prefix, table)) for prefix, table, _ in batch]
     conjs = lcat(row_conj_keys(prefix, table, table_schemes, rows)[0]
                  for (prefix, table, rows), table_schemes in zip(batch, schemes))
     # epochs and stamps in conj-set mode too: a deploy switching modes runs both
@@ -136,22 +153,19 @@ def _invalidate_batch(client, batch, budget):
     prefix, table, _ = batch[0]
     handover = handover_key(prefix, new_epoch(), table)
     keys += [handover, *conjs, *drain_keys(handover, len(conjs))]
-    args = [len(batch), *lcat([len(table_schemes), *table_schemes] for table_schemes in schemes)]
-    _run_invalidation(client, keys, budget, args, batch)
+    return keys, [len(batch), *lcat([len(table_schemes), *table_schemes] for table_schemes in schemes)]
 
 
-@kept_on_failure(lambda args: [args[1][2 * len(args[4])]])  # the handover set, after schemes and epochs
-def _run_invalidation(client, keys, budget, args, batch):
-    """Run invalidate.lua and delete what it leaves to the client; where it reports a
-    scheme the keys were not derived from, run it again on keys derived anew. Each run
-    has a fresh token, from which the script derives the new epochs."""
+def _invalidation_step(client, keys, budget, args, batch):
+    """Run invalidate.lua and delete what it leaves to the client; False if it reported a
+    scheme the keys were not derived from, and so did nothing. Each run has a fresh
+    token, from which the script derives the new epochs."""
     complete, in_use, *rest = _script('invalidate', keys, [budget, SERVER_READ_LIMIT, new_epoch(), *args])
-    in_use = [[_text(scheme) for scheme in table_schemes] for table_schemes in in_use]
+    in_use = [[_scheme(scheme) for scheme in table_schemes] for table_schemes in in_use]
     for (prefix, table, _), table_schemes in zip(batch, in_use):
         learn_schemes(prefix, table, table_schemes)
-    if not complete:  # it did nothing
-        _invalidate_batch(client, batch, budget)
-        return
+    if not complete:
+        return False
     members, conjs_deleted, deleted_here, drains = rest
     count_removed(conj_keys=conjs_deleted, cache_keys=deleted_here)
     if members:
@@ -163,6 +177,29 @@ def _run_invalidation(client, keys, budget, args, batch):
     if patterns:
         prefix, table, _ = batch[0]
         invalidate_conjs(client, _scan_any(client, patterns), prefix, table)
+    return True
+
+
+def _invalidation_step_again(client, keys, budget, args, batch):
+    """A kept step's replay: the same call, so that it finds what a run whose reply was
+    lost left; derived anew where it reports schemes that appeared since."""
+    if not _invalidation_step(client, keys, budget, args, batch):
+        _invalidate_batch(client, batch, budget)
+
+
+# the handover set follows the schemes sets and epochs in KEYS
+_run_invalidation = kept_on_failure(lambda args: [args[1][2 * len(args[4])]],
+                                    replay=_invalidation_step_again)(_invalidation_step)
+
+
+def _scheme(member):
+    """A schemes set's member as known_schemes() keeps it: text, or bytes for one that is
+    not UTF-8 (not cacheops', whose columns are text), which the script is given back as
+    it is and no conj key is derived from."""
+    try:
+        return member.decode() if isinstance(member, bytes) else member
+    except UnicodeDecodeError:
+        return member
 
 
 def new_epoch():

@@ -296,7 +296,8 @@ def row_conj_keys(prefix, table, schemes, rows):
     of a scheme, which matches any value there."""
     head = conj_prefix(prefix, table)
     keys, seen, patterns = [], set(), []
-    for columns in map(scheme_columns, schemes):
+    # a scheme in bytes is not UTF-8: not one of cacheops' columns, so no key of its
+    for columns in (scheme_columns(scheme) for scheme in schemes if isinstance(scheme, str)):
         for row in rows:
             if all(column in row for column in columns):
                 key = head + '&'.join('%s=%s' % (column, row[column]) for column in columns)

@@ -22,13 +22,17 @@ PRELUDE = '''
 local __declared = {}
 for _, key in ipairs(KEYS) do __declared[key] = true end
 local __all, __two = {%s}, {%s}
-local __call, __pcall = redis.call, redis.pcall
+local __call, __pcall, __published = redis.call, redis.pcall, 0
 local function __check(command, ...)
     local args, name = {...}, string.lower(command)
     local count = __all[name] and #args or (__two[name] and 2 or 1)
     for i = 1, math.min(count, #args) do
         if not __declared[args[i]] then
-            __call('publish', '%s', name .. ' ' .. tostring(args[i]))
+            -- a name for the message, as a cluster's other nodes hand it on later too
+            __published = __published + 1
+            local now = __call('time')
+            __call('publish', '%s', table.concat({now[1], now[2], __published}, '.')
+                   .. ' ' .. name .. ' ' .. tostring(args[i]))
         end
     end
 end
@@ -74,7 +78,7 @@ def subscribers(addresses):
 
 
 def published(subscriptions):
-    """The undeclared keys published since the last call, each once: each server is PINGed over
+    """The undeclared keys published since the last call: each server is PINGed over
     its subscription, so that whatever it published before is read up to the PONG."""
     found = []
     for sock, reader in subscriptions:
@@ -84,8 +88,14 @@ def published(subscriptions):
             if kind == b'pong':
                 break
             if kind == b'message':
-                found.append(rest[1].decode())
-    return list(dict.fromkeys(found))  # each node of a cluster hands on every message
+                name, _, undeclared = rest[1].decode().partition(' ')
+                if name not in _seen:  # each node of a cluster hands on every message
+                    _seen.add(name)
+                    found.append(undeclared)
+    return found
+
+
+_seen = set()  # the names of the messages published() returned
 
 
 def close(subscriptions):

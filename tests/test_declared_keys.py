@@ -6,12 +6,14 @@ is, the keys are derived again from what it reports."""
 import pytest
 import redis
 
-from cacheops import keys
+from cacheops import invalidation, keys
+from cacheops.conf import insideout
 from cacheops.redis import redis_client
 
 from . import declared_keys
+from .cluster import redis_keys
 from .models import Category, Post
-from .utils import queries, warm
+from .utils import losing_replies, queries, warm
 
 pytestmark = pytest.mark.django_db
 
@@ -95,3 +97,59 @@ def test_the_check_sees_a_key_a_script_was_not_given(_undeclared_keys):
     with pytest.raises(redis.ResponseError):  # the prelude leaves errors as they were
         redis_client.eval(declared_keys.checked(b"return redis.call('nosuchcommand', KEYS[1])"), 1, '{t}given')
     assert declared_keys.published(_undeclared_keys) == []
+
+
+def _handing_back(reply):
+    """invalidate.lua's reply of a complete run that left cache keys or drain sets to the client."""
+    return (isinstance(reply, list) and len(reply) == 6 and reply[0] == 1
+            and (any(b'q:' in key for key in reply[2]) or bool(reply[5])))
+
+
+@pytest.mark.skipif(insideout(), reason='conj-set mode: cache keys are handed back')
+@pytest.mark.parametrize('left_in', ['handover set', 'drain set'])
+def test_a_replay_hands_over_what_its_lost_run_left_though_a_scheme_appeared_since(monkeypatch, left_in):
+    """The replay of a run whose reply was lost hands over the keys that run popped, even
+    where another process's read registered a scheme meanwhile: it must not do nothing
+    as a first run missing that scheme would."""
+    _forget_schemes(monkeypatch)
+    if left_in == 'handover set':
+        monkeypatch.setattr(invalidation, 'SERVER_DELETE_BUDGET', 0)
+    else:
+        monkeypatch.setattr(invalidation, 'SERVER_READ_LIMIT', 0)  # every set renamed to a drain set
+    post = Post.objects.create(title='old', category=Category.objects.create(title='c'))
+    assert warm(lambda: titles(title='old')) == ['old']
+    lost = losing_replies(monkeypatch, lambda _, reply: bool(lost) or _handing_back(reply))
+    post.title = 'new'
+    post.save()
+    assert lost and invalidation.failed
+    monkeypatch.undo()  # Redis answers again
+    prefix = keys.prefix_for(['default'], ['tests_post'])
+    redis_client.sadd(keys.schemes_key(prefix, 'tests_post'), 'visible')  # another process's read
+    assert invalidation.retry_failed()
+    assert queries(lambda: titles(title='old')) == ([], 1)
+    assert not redis_keys('*handover*')
+
+
+def test_a_scheme_not_in_utf8_is_given_back_as_it_is(post, redis_commands):
+    """Not cacheops' (its columns are text), but found in the schemes set: the check takes
+    it back as bytes, and no conj key is derived from it."""
+    warm(lambda: titles(category_id=post.category_id))
+    prefix = keys.prefix_for(['default'], ['tests_post'])
+    redis_client.sadd(keys.schemes_key(prefix, 'tests_post'), b'ti\xfftle')
+    redis_commands.clear()
+    post.title = 'b'
+    post.save()
+    assert redis_commands.count('EVALSHA') == 2  # its first meeting: reported, then given
+    assert queries(lambda: titles(category_id=post.category_id)) == (['b'], 1)
+
+
+def test_schemes_that_keep_appearing_invalidate_the_tables_whole(post, monkeypatch, caplog):
+    warm(lambda: titles(category_id=post.category_id))
+    warm(lambda: titles(pk=post.pk + 1))  # not the row's: only a whole invalidation drops it
+    _forget_schemes(monkeypatch)
+    monkeypatch.setattr(invalidation, 'learn_schemes', lambda *args: None)  # as if new ones each time
+    post.title = 'b'
+    post.save()
+    assert 'invalidated whole' in caplog.text
+    assert queries(lambda: titles(category_id=post.category_id)) == (['b'], 1)
+    assert queries(lambda: titles(pk=post.pk + 1)) == ([], 1)

@@ -62,10 +62,6 @@ for t = 1, ntables do
         end
     end
 end
-if not complete then
-    return {0, in_use}
-end
-
 local function conj_key(n)
     return KEYS[2 * ntables + 1 + n]
 end
@@ -82,6 +78,11 @@ for n = 1, nconjs do
 end
 if #drains > 0 or redis.call('exists', handover) == 1 then
     return {1, in_use, redis.call('smembers', handover), 0, 0, drains}
+end
+-- only a first run checks: a run again hands over what its first, complete, run left,
+-- and a scheme added since comes from a later read
+if not complete then
+    return {0, in_use}
 end
 
 for e = ntables + 1, 2 * ntables do
