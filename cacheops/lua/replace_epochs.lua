@@ -3,7 +3,8 @@
 -- call's token, as in invalidate.lua: run again (its reply lost, a client retrying),
 -- the call can't bring back an epoch a later write replaced.
 --
--- KEYS: epoch keys (one that doesn't exist is left so: no miss read it)
+-- KEYS: epoch keys (one that doesn't exist is left so: no miss read it); on a Redis
+--       Cluster one, tagged with its table ({<table>})
 -- ARGV: a fresh token
 -- Returns how many epochs it replaced.
 local replaced = 0
