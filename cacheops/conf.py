@@ -383,6 +383,10 @@ def cluster_options():
         raise ImproperlyConfigured(
             'CACHEOPS_CLIENT_CLASS %r is no cluster client: with CACHEOPS_CLUSTER leave it '
             'unset or name a subclass of redis.cluster.RedisCluster' % (settings.CACHEOPS_CLIENT_CLASS,))
+    replicas = sorted(set(conf) & {'read_from_replicas', 'load_balancing_strategy'})
+    if any(conf[option] for option in replicas):  # a replica lags its primary: invariant 1
+        raise ImproperlyConfigured('CACHEOPS_CLUSTER sets %s: cacheops reads from primaries only, as a '
+                                   'replica may lack an invalidation; remove it' % ' and '.join(replicas))
     return pairs, {k: v for k, v in conf.items() if k != 'startup_nodes'}
 
 

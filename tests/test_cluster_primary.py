@@ -18,6 +18,7 @@ cluster.
 import asyncio
 import logging
 import os
+import time
 import warnings
 
 import pytest
@@ -177,13 +178,16 @@ def a_tag_on(port):
 
 @pytest.mark.parametrize('prefix', [None, PREFIX])
 def test_a_marker_naming_another_server_drops_cacheops_keys_only(prefix, caplog):
-    """That node's; in conj-set mode every primary's (the node may have lost registrations
-    of cache keys stored elsewhere)."""
+    """That node's; in conj-set mode the cache keys of every primary too (the node may
+    have lost registrations of cache keys stored elsewhere)."""
     with override_settings(CACHEOPS_PREFIX=prefix):
         category = Category.objects.create(title='c')
         Post.objects.create(title='old', category=category)
         assert titles(category) == ['old']
         port = port_of(Post.objects.cache().filter(category=category)._cache_key())
+        elsewhere = next(title for title in ('t%d' % n for n in range(1000))
+                         if port_of(Post.objects.cache().filter(title=title)._cache_key()) != port)
+        assert queries(lambda: list(Post.objects.cache().filter(title=elsewhere))) == ([], 1)
         foreign = {other: 'foreign:{%s}' % a_tag_on(other) for other in primaries()}  # another application's
         for other, key in foreign.items():
             call(other, 'SET', key, 'x')
@@ -198,9 +202,11 @@ def test_a_marker_naming_another_server_drops_cacheops_keys_only(prefix, caplog)
         assert 'is not the server the cache was trusted on' in caplog.text
         assert queries(lambda: titles(category)) == (['old'], 0)
         assert marker(port)[own_marker(port)] == run_id(port)
-        everywhere = not settings.CACHEOPS_INSIDEOUT
+        # a cache key on another node: a miss in conj-set mode, where it may have lost its registration
+        assert queries(lambda: list(Post.objects.cache().filter(title=elsewhere))) == \
+            ([], 0 if settings.CACHEOPS_INSIDEOUT else 1)
         for other, key in foreign.items():
-            dropped = other == port or everywhere
+            dropped = other == port
             # a prefix keeps another application's keys; without one the db is cacheops' own
             assert call(other, 'GET', key) == (None if dropped and not prefix else 'x')
             assert simple_cached('cached:{%s}' % a_tag_on(other)) == (None if dropped else 'x')
@@ -288,3 +294,102 @@ def test_async_reads_check_the_node_first():
 
     assert asyncio.run(titles_in_the_loop()) == ['new']
     assert marker(port)[own_marker(port)] == run_id(port)
+
+
+# The check and the drop, when they can't be made (review of issue 17's check)
+
+def _empty_prefix(query):
+    return ''
+
+
+@pytest.mark.skipif(settings.CACHEOPS_INSIDEOUT, reason='conj-set mode: cache keys registered in conj sets')
+def test_a_drop_leaves_no_cache_key_out_of_reach_of_its_invalidations():
+    """Under an empty prefix too: a node's conj sets dropped without their cache keys
+    (stored on any node) would leave those out of reach of every later invalidation."""
+    with override_settings(CACHEOPS_PREFIX='tests.test_cluster_primary._empty_prefix'):
+        category = Category.objects.create(title='c')
+        post = Post.objects.create(title='old', category=category)
+        assert titles(category) == ['old']
+        table_node = port_of(schemes_key('', Post._meta.db_table))
+        get_client().ping(target_nodes=get_client().PRIMARIES)
+        call(table_node, 'SET', own_marker(table_node), 'a-server-gone')
+        reconnect()
+        post.title = 'new'
+        post.save()  # its invalidation connects first, and drops
+        assert queries(lambda: titles(category))[0] == ['new']
+        assert queries(lambda: titles(category)) == (['new'], 0)
+
+
+def test_a_check_that_cannot_be_made_now_fails_the_connection_until_it_can(caplog):
+    """CLUSTERDOWN (as a promotion settles), TRYAGAIN, BUSY: the connection is not used, so
+    a node that came back older is not trusted for good; the next connection checks."""
+    category = Category.objects.create(title='c')
+    post = Post.objects.create(title='old', category=category)
+    assert titles(category) == ['old']
+    with cacheops.no_invalidation:  # as the invalidation the promoted node lost
+        post.title = 'new'
+        post.save()
+    node = port_of(Post.objects.cache().filter(category=category)._cache_key())
+    get_client().ping(target_nodes=get_client().PRIMARIES)
+    call(node, 'SET', own_marker(node), 'a-server-gone')
+    last = primary.served(call(node, 'CLUSTER', 'NODES'))[-1][1]
+    call(node, 'CLUSTER', 'DELSLOTS', last)  # CLUSTERDOWN on it
+    try:
+        reconnect()
+        with pytest.raises(redis.RedisError):
+            get_client().ping(target_nodes=[get_client().get_node(host='127.0.0.1', port=node)])
+    finally:
+        call(node, 'CLUSTER', 'ADDSLOTS', last)
+    _wait_for_state_ok(node)
+    reconnect()
+    assert queries(lambda: titles(category))[0] == ['new']
+    assert marker(node)[own_marker(node)] == run_id(node)
+
+
+def _wait_for_state_ok(port):
+    for _ in range(100):
+        if 'cluster_state:ok' in call(port, 'CLUSTER', 'INFO'):
+            return
+        time.sleep(0.1)
+    raise AssertionError('cluster_state not ok on %d' % port)
+
+
+@pytest.mark.skipif(settings.CACHEOPS_INSIDEOUT, reason='conj-set mode: cache keys on every primary dropped')
+def test_a_drop_refused_on_another_primary_leaves_the_node_untrusted():
+    """The marker is written once every primary's cache keys are gone: a drop that fails
+    midway fails the connection, and the next one drops again."""
+    table_node = port_of(schemes_key(table_prefix('default', 'tests_post'), 'tests_post'))
+    title = next(title for title in ('t%d' % n for n in range(1000))  # its cache key on another node
+                 if port_of(Post.objects.cache().filter(title=title)._cache_key()) != table_node)
+    post = Post.objects.create(title=title, category=Category.objects.create(title='c'))
+    assert [p.title for p in Post.objects.cache().filter(title=title)] == [title]
+    key = Post.objects.cache().filter(title=title)._cache_key()
+    key_node = port_of(key)
+    for conj in call(table_node, 'KEYS', '*conj:*'):  # the registration the promoted node lacks
+        call(table_node, 'SREM', conj, key)
+    get_client().ping(target_nodes=get_client().PRIMARIES)
+    call(table_node, 'SET', own_marker(table_node), 'a-server-gone')
+    call(key_node, 'ACL', 'SETUSER', 'default', '-unlink')  # stands for a node BUSY
+    try:
+        reconnect()
+        with pytest.raises(redis.RedisError):
+            get_client().ping(target_nodes=[get_client().get_node(host='127.0.0.1', port=table_node)])
+    finally:
+        call(key_node, 'ACL', 'SETUSER', 'default', '+unlink')
+    assert marker(table_node)[own_marker(table_node)] == 'a-server-gone'
+    reconnect()
+    post.title = 'new'
+    post.save()
+    assert queries(lambda: [p.title for p in Post.objects.cache().filter(title=title)])[0] == []
+
+
+def test_only_a_replica_is_watched_not_a_primary_serving_no_slot_yet():
+    """A primary that is only importing its first slots has none to serve stale: a watch
+    there would come between redis-py's ASKING and its command."""
+    me = 'a' * 40
+    replica = '%s 127.0.0.1:7001@17001 myself,slave %s 0 0 1 connected' % (me, 'b' * 40)
+    importing = '%s 127.0.0.1:7001@17001 myself,master - 0 0 1 connected [5-<-%s]' % (me, 'b' * 40)
+    serving = '%s 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-99 200' % me
+    assert primary.served(replica) is None
+    assert primary.served(importing) == []
+    assert primary.served(serving) == [(0, 99), (200, 200)]

@@ -142,6 +142,8 @@ CLUSTER_CHECKS = [
     ('cacheops.E010', {**BY_URL, 'CACHEOPS_REDIS': {'host': '127.0.0.1', 'port': 7000, 'db': 5}},
      'remove the db'),
     ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': {'nodes': NODES}}, "'startup_nodes'"),
+    ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': {'startup_nodes': NODES, 'read_from_replicas': True}},
+     'read_from_replicas: cacheops reads from primaries only'),
     ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': {'startup_nodes': []}}, "'startup_nodes'"),
     ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': NODES}, "a dict with 'startup_nodes'"),
     ('cacheops.E011', {**CLUSTER, 'CACHEOPS_CLUSTER': {'startup_nodes': '127.0.0.1:7000'}},

@@ -20,10 +20,12 @@ slots: the same on its replica, which serves those slots once promoted). Every
 connection to a node checks it as above (check_node); one that finds a replica (no
 slots: cacheops reads none) checks again before each command, as redis-py may keep it
 past a promotion. A mismatch drops the node's cacheops keys (FLUSHDB ASYNC on the
-node, or with a prefix its keys under cacheops' prefixes), and in conj-set mode every
-primary's (_drop_everywhere: the node may have lost registrations of keys stored on
-others). A hit is still one GET; a connection costs one round trip once the process
-knows the node's marker, one more the first time (CLUSTER NODES).
+node, or with a prefix its keys under cacheops' prefixes), and in conj-set mode the
+cache keys on every primary (_drop_cache_keys_everywhere: the node may have lost
+registrations of keys stored on others). A check that can't be made now, or a drop
+that fails, fails the connection: it is not used. A hit is still one GET; a
+connection costs one round trip once the process knows the node's marker, one more the
+first time (CLUSTER NODES).
 """
 import logging
 import threading
@@ -149,7 +151,8 @@ _node_keys = {}
 def node_key(ranges):
     """NODE_KEY of a primary serving these (first, last) slot ranges: the first of the
     tags 0, 1, 2... (in hex) whose slot is one of them, found in about 16384 / served
-    slots tries (microseconds for a third of the slots, 5 ms for one slot)."""
+    slots tries (microseconds for a third of the slots; for one slot 5 ms typically,
+    150 ms at worst), once per node address and process."""
     mine = bytearray(16384)
     for first, last in ranges:
         mine[first:last + 1] = b'\x01' * (last + 1 - first)
@@ -163,12 +166,12 @@ def node_key(ranges):
 
 def served(nodes):
     """[(first, last)] slot ranges the node answering CLUSTER NODES (its reply) serves as
-    a primary: none for a replica. Slots being imported or migrated ([...]) left out."""
+    a primary (slots being imported or migrated, [...], left out); None for a replica."""
     for line in nodes.splitlines():
         fields = line.split()
         if len(fields) >= 8 and 'myself' in fields[2].split(','):
             if 'master' not in fields[2].split(','):
-                return []
+                return None
             return [(int(first), int(last or first)) for first, _, last in
                     (field.partition('-') for field in fields[8:] if not field.startswith('['))]
     return []
@@ -182,40 +185,62 @@ def _replies(connection, *commands):
 
 
 def check_node(connection):
-    """check_primary() for a connection to a node of a Redis Cluster, against NODE_KEY."""
+    """check_primary() for a connection to a node of a Redis Cluster, against NODE_KEY.
+    Where the node can't be told trusted now (CLUSTERDOWN while a promotion settles, a
+    slot moving, BUSY), or its keys can't be dropped, the connection is not used: it
+    raises ConnectionError, an outage to cacheops, and the next connection checks again."""
     if _dropping.active:
         return
     connection.__dict__.pop('check_health', None)  # a replica's watch (_watch): checked now
     address = (connection.host, connection.port)
-    key = _node_keys.get(address)
     try:
-        replies = _replies(connection, ('INFO', 'server'), ('GET', key) if key else ('CLUSTER', 'NODES'))
-        run_id = _run_id(_value(replies[0]))
-        if key is not None:
-            if not isinstance(replies[1], redis.ResponseError) and _text(replies[1]) == run_id:
-                return
-            replies = _replies(connection, ('CLUSTER', 'NODES'))  # MOVED: its slot went elsewhere
-        ranges = served(_text(_value(replies[-1])))
-        if not ranges:
-            _watch(connection)
+        found = _node_trust(connection, address)
+        if found is None:
             return
-        key = _node_keys[address] = node_key(ranges)
-        trusted = _text(_value(_replies(connection, ('GET', key))[0]))
-        if trusted == run_id:
-            return
+        key, run_id, trusted = found
         if trusted is not None:
             everywhere = not settings.CACHEOPS_INSIDEOUT
             logger.warning('cacheops: Redis Cluster node %s:%s is not the server the cache was trusted on '
                            '(run_id %s, trusted %s: restarted from a snapshot, or a replica promoted): '
                            "dropping cacheops' keys %s", *address, run_id, trusted,
-                           'on every primary' if everywhere else 'on it')
+                           'on it, and cache keys on every primary' if everywhere else 'on it')
             _drop_node(connection)
             if everywhere:
-                _drop_everywhere()
-        _value(_replies(connection, ('SET', key, run_id))[0])
-    except redis.ResponseError as e:  # INFO or CLUSTER refused by an ACL, BUSY...: no way to tell
-        logger.warning('cacheops: cannot tell a new primary from the last on Redis Cluster node %s:%s (%s)',
-                       *address, e)
+                _drop_cache_keys_everywhere()
+        _value(_replies(connection, ('SET', key, run_id))[0])  # only once they are gone
+    except redis.ResponseError as e:
+        if _never_answers(e):  # INFO or CLUSTER refused by an ACL: no way to tell, ever
+            logger.warning('cacheops: cannot tell a new primary from the last on Redis Cluster node %s:%s (%s)',
+                           *address, e)
+            return
+        raise redis.ConnectionError('cacheops: Redis Cluster node %s:%s could not be checked (%s)'
+                                    % (*address, e)) from e
+
+
+def _never_answers(error):
+    """Whether a check's error reply will be the same next time (an ACL's), not a state."""
+    return str(error).startswith(('NOPERM', 'unknown command', "ERR unknown command"))
+
+
+def _node_trust(connection, address):
+    """None if the node is trusted (or a replica, then watched); else (its NODE_KEY, its
+    run_id, the run_id the key names: None for a new data set)."""
+    key = _node_keys.get(address)
+    replies = _replies(connection, ('INFO', 'server'), ('GET', key) if key else ('CLUSTER', 'NODES'))
+    run_id = _run_id(_value(replies[0]))
+    if key is not None:
+        if not isinstance(replies[1], redis.ResponseError) and _text(replies[1]) == run_id:
+            return None
+        replies = _replies(connection, ('CLUSTER', 'NODES'))  # MOVED: its slot went elsewhere
+    ranges = served(_text(_value(replies[-1])))
+    if ranges is None:
+        _watch(connection)
+        return None
+    if not ranges:  # a primary serving no slot yet: nothing of it can be read
+        return None
+    key = _node_keys[address] = node_key(ranges)
+    trusted = _text(_value(_replies(connection, ('GET', key))[0]))
+    return None if trusted == run_id else (key, run_id, trusted)
 
 
 def _watch(connection):
@@ -253,42 +278,72 @@ def _drop_node(connection):
     """Drop cacheops' keys on the node connection reached, and on no other."""
     if prefix_func() is None:
         _value(_replies(connection, ('FLUSHDB', 'ASYNC'))[0])
-        return
-    for pattern in own_patterns():
+    else:
+        _unlink_matching(connection, own_patterns())
+
+
+# the replies to a key in a slot migrating away
+_MOVING = tuple(getattr(redis.exceptions, name) for name in ('AskError', 'MovedError', 'TryAgainError')
+                if hasattr(redis.exceptions, name))
+
+
+def _unlink_matching(connection, patterns):
+    """UNLINK the keys of the node connection reached that match these SCAN patterns."""
+    for pattern in patterns:
         cursor = b'0'
         while True:
             cursor, keys = _value(_replies(connection, ('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000))[0])
             if keys:
                 # one key a command: UNLINK takes keys of one slot; one of a slot migrating
-                # away may be gone (ASK), and has nothing to drop here
-                _replies(connection, *(('UNLINK', key) for key in keys))
+                # away may be gone (ASK, MOVED, TRYAGAIN), and has nothing to drop here.
+                # Any other refusal leaves a key that must go: the drop fails
+                for reply in _replies(connection, *(('UNLINK', key) for key in keys)):
+                    if isinstance(reply, redis.ResponseError) and not isinstance(reply, _MOVING):
+                        raise reply
             if int(cursor) == 0:
                 break
 
 
-def _drop_everywhere():
-    """Drop cacheops' keys on every primary, as invalidate_all() does and over a client of
-    its own: the one whose connection is being checked may be mid-build, or mid-refresh
-    of the slots after a failover.
+# The kinds of cacheops' cache keys (docs/design.md, "The Redis layout"): querysets,
+# @cached_as, @cached and @cached_view results, and their pending markers
+CACHE_KEY_KINDS = ('q:', 'as:', 'c:', 'v:')
 
-    In conj-set mode a node that lost writes may have lost registrations: a cache key
-    stored on another node, registered in a conj set of this one, then out of reach of
-    the invalidations run here, would be read until its timeout. The keys of a node's
-    tables are everywhere (insideout mode needs no more: a value whose stamps are gone
-    never validates)."""
+
+def cache_key_patterns():
+    """SCAN patterns of cacheops' cache keys, under each prefix they may have."""
+    from ..keys import prefixed_tables
+    from ..utils import glob_escape
+    prefixes = {''}
+    if prefix_func() is not None:
+        by_prefix = prefixed_tables()
+        prefixes = set(by_prefix) | set(whole_prefixes(by_prefix) if whole_prefixes else ())
+    return [glob_escape(prefix) + kind + '*' for prefix in sorted(prefixes) for kind in CACHE_KEY_KINDS]
+
+
+def _drop_cache_keys_everywhere():
+    """Delete cacheops' cache keys on every primary (conj-set mode), over a client of its
+    own: the one whose connection is being checked may be mid-build, or mid-refresh of
+    the slots after a failover.
+
+    A node that lost writes may have lost registrations: a cache key stored on another
+    node, registered in a conj set of this one, would be out of reach of every later
+    invalidation. Which keys those are can't be told, so every cache key goes. Not
+    their conj sets: a registration made meanwhile (after the node's own keys were
+    dropped, so on the trusted data) must stay with its key, and a key whose marker
+    was placed before is deleted here whenever it was stored (a store finding its
+    marker gone is dropped). Insideout mode needs none of it: a value whose stamps are
+    gone never validates."""
     from .client import make_client
     _dropping.active = True  # its connections: this thread checks already
     try:
         client = make_client()
         try:
-            if prefix_func() is None:
-                _flush_nodes(client)
-                return
+            patterns = cache_key_patterns()
             for node in client.get_primaries():
                 pool = client.get_redis_connection(node).connection_pool
                 connection = pooled(pool)
                 try:
-                    _drop_node(connection)
+                    _unlink_matching(connection, patterns)
                 finally:
                     pool.release(connection)
         finally:
