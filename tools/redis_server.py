@@ -420,7 +420,13 @@ def _redis_cli(binary):
 def _create_with_cli(cli, ports, replicas):
     args = [cli, '--cluster', 'create', *(f'127.0.0.1:{p}' for p in ports),
             '--cluster-replicas', str(replicas), '--cluster-yes']
-    done = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=CLUSTER_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        # the nodes never met: a bus port taken meanwhile (picked free, then bound by another
+        # cluster starting at the same time, or an outgoing connection's ephemeral port)
+        raise _NotFormed(f'redis-cli --cluster create waited {CLUSTER_TIMEOUT} s for the nodes to join') from e
     if done.returncode:
         raise RuntimeError(f'redis-cli --cluster create failed:\n{done.stdout}{done.stderr}')
 
@@ -476,6 +482,13 @@ def _wait_for(condition, what, timeout=CLUSTER_TIMEOUT):
         time.sleep(0.1)
 
 
+class _NotFormed(RuntimeError):
+    """A cluster's nodes, started, did not form one: tried again on other ports."""
+
+
+CLUSTER_ATTEMPTS = 3
+
+
 @contextmanager
 def cluster_for_run(python=None, primaries=3, replicas=1, cli=True):
     """Yield 'host:port,host:port,...' of a Redis Cluster started for the block and
@@ -483,29 +496,49 @@ def cluster_for_run(python=None, primaries=3, replicas=1, cli=True):
     loopback ports, without persistence. It is created with redis-cli --cluster create
     where there is a redis-cli (cli=False: never), else with raw CLUSTER commands."""
     binary = find_redis_server(python)
-    taken = set()
-    ports = [_free_cluster_port(taken) for _ in range(primaries * (1 + replicas))]
     cli = cli and _redis_cli(binary)
-    with tempfile.TemporaryDirectory(prefix='cacheops-cluster-') as top, ExitStack() as servers:
-        for port in ports:
-            workdir = os.path.join(top, str(port))
-            os.mkdir(workdir)
-            args = [binary, *_options(port, workdir), '--cluster-enabled', 'yes',
-                    '--cluster-config-file', os.path.join(workdir, 'nodes.conf'),
-                    '--cluster-node-timeout', '5000', '--repl-diskless-sync-delay', '0',
-                    # Redis 7 lists a replica in CLUSTER SLOTS once its offset moved, at the first ping
-                    '--repl-ping-replica-period', '1']
-            servers.enter_context(_server(args, workdir, lambda p=port: ping(f'redis://127.0.0.1:{p}')))
-        if cli:
-            _create_with_cli(cli, ports, replicas)
-        else:
-            _create_by_commands(ports, replicas)
-        _wait_for(lambda: _cluster_whole(ports, replicas), 'cluster_state:ok on every node')
-        nodes = ','.join(f'127.0.0.1:{p}' for p in ports)
-        _log(f'Redis Cluster of {primaries} primaries, {replicas} replica(s) each, '
-             f'created with {"redis-cli" if cli else "CLUSTER commands"}: {nodes}')
-        yield nodes
-    _log(f'stopped the Redis Cluster on ports {", ".join(map(str, ports))}')
+    for attempt in range(1, CLUSTER_ATTEMPTS + 1):
+        taken = set()
+        ports = [_free_cluster_port(taken) for _ in range(primaries * (1 + replicas))]
+        stack = ExitStack()
+        try:
+            nodes = _start_cluster(stack, binary, ports, replicas, cli)
+        except _NotFormed as e:
+            stack.close()
+            if attempt == CLUSTER_ATTEMPTS:
+                raise
+            _log(f'{e}: starting the cluster again on other ports')
+            continue
+        except BaseException:
+            stack.close()
+            raise
+        with stack:
+            _log(f'Redis Cluster of {primaries} primaries, {replicas} replica(s) each, '
+                 f'created with {"redis-cli" if cli else "CLUSTER commands"}: {nodes}')
+            yield nodes
+        _log(f'stopped the Redis Cluster on ports {", ".join(map(str, ports))}')
+        return
+
+
+def _start_cluster(stack, binary, ports, replicas, cli):
+    """The nodes of a cluster on these ports started (each entered into stack) and
+    joined: 'host:port,...'."""
+    top = stack.enter_context(tempfile.TemporaryDirectory(prefix='cacheops-cluster-'))
+    for port in ports:
+        workdir = os.path.join(top, str(port))
+        os.mkdir(workdir)
+        args = [binary, *_options(port, workdir), '--cluster-enabled', 'yes',
+                '--cluster-config-file', os.path.join(workdir, 'nodes.conf'),
+                '--cluster-node-timeout', '5000', '--repl-diskless-sync-delay', '0',
+                # Redis 7 lists a replica in CLUSTER SLOTS once its offset moved, at the first ping
+                '--repl-ping-replica-period', '1']
+        stack.enter_context(_server(args, workdir, lambda p=port: ping(f'redis://127.0.0.1:{p}')))
+    if cli:
+        _create_with_cli(cli, ports, replicas)
+    else:
+        _create_by_commands(ports, replicas)
+    _wait_for(lambda: _cluster_whole(ports, replicas), 'cluster_state:ok on every node')
+    return ','.join(f'127.0.0.1:{p}' for p in ports)
 
 
 def _log(message):
