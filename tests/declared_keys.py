@@ -9,6 +9,7 @@ import os
 import socket
 
 from cacheops.redis import scripts
+from tools.redis_server import _command  # a command in RESP
 
 ACTIVE = os.environ.get('CACHEOPS_TEST_DECLARED_KEYS') == '1'
 CHANNEL = 'cacheops-test:undeclared:%d' % os.getpid()  # forked workers publish to their parent's
@@ -102,14 +103,6 @@ def close(subscriptions):
     for sock, reader in subscriptions:
         reader.close()
         sock.close()
-
-
-def _command(*args):
-    parts = [b'*%d\r\n' % len(args)]
-    for arg in args:
-        arg = arg.encode()
-        parts.append(b'$%d\r\n%s\r\n' % (len(arg), arg))
-    return b''.join(parts)
 
 
 def _read(reader):
