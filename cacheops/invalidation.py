@@ -22,7 +22,8 @@ from .conf import prefix_func, settings
 from . import failed as failed_module
 from .failed import REDIS_FAILURES, failed, failed_lock, keep_step, retry_failed, run_safely  # noqa: F401
 from .keys import (PrefixQuery, conj_prefix, drain_keys, epoch_key, handover_key, hash_tag, is_conj_key,
-                   known_schemes, learn_schemes, prefix_for, prefixed_tables, row_conj_keys, row_of,  # noqa: F401
+                   known_schemes, learn_schemes, prefix_for, prefixed_tables, row_conj_keys,
+                   row_conj_patterns, row_of,  # noqa: F401
                    _rows_of, scan_conj_keys, schemes_key)
 from .redis import get_client, is_cluster, primary, run_script
 from .removed import count_removed
@@ -144,7 +145,7 @@ def _invalidate_batch(client, batch, budget):
 def _invalidation_call(batch):
     """(KEYS, ARGV tail) of invalidate.lua for [(prefix, table, rows)]."""
     schemes = [list(known_schemes(prefix, table)) for prefix, table, _ in batch]
-    conjs = lcat(row_conj_keys(prefix, table, table_schemes, rows)[0]
+    conjs = lcat(row_conj_keys(prefix, table, table_schemes, rows)
                  for (prefix, table, rows), table_schemes in zip(batch, schemes))
     # epochs and stamps in conj-set mode too: a deploy switching modes runs both
     keys = [*(schemes_key(prefix, table) for prefix, table, _ in batch),
@@ -172,7 +173,7 @@ def _invalidation_step(client, keys, budget, args, batch):
         _delete_dropped_keys(client, members, keys[2 * len(batch)])
     for drain in drains:
         drain_set(client, drain)
-    patterns = lcat(row_conj_keys(prefix, table, table_schemes, rows)[1]
+    patterns = lcat(row_conj_patterns(prefix, table, table_schemes, rows)
                     for (prefix, table, rows), table_schemes in zip(batch, in_use))
     if patterns:
         prefix, table, _ = batch[0]

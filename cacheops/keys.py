@@ -291,24 +291,30 @@ def scheme_columns(scheme):
 
 
 def row_conj_keys(prefix, table, schemes, rows):
-    """(conj keys, SCAN patterns): the conjunction keys these rows ({column: canonical
-    string}) fall into under these schemes, and a pattern for each row lacking a column
-    of a scheme, which matches any value there."""
+    """The conjunction keys these rows ({column: canonical string}) fall into under these
+    schemes; a row lacking a column of a scheme has none there (row_conj_patterns)."""
     head = conj_prefix(prefix, table)
-    keys, seen, patterns = [], set(), []
-    # a scheme in bytes is not UTF-8: not one of cacheops' columns, so no key of its
-    for columns in (scheme_columns(scheme) for scheme in schemes if isinstance(scheme, str)):
+    keys = {}  # in order, once each
+    for columns in _text_schemes_columns(schemes):
         for row in rows:
             if all(column in row for column in columns):
-                key = head + '&'.join('%s=%s' % (column, row[column]) for column in columns)
-                if key not in seen:
-                    seen.add(key)
-                    keys.append(key)
-            else:
-                patterns.append(glob_escape(head) + '&'.join(
-                    glob_escape('%s=%s' % (column, row[column])) if column in row
-                    else glob_escape(column) + '=*' for column in columns))
-    return keys, patterns
+                keys[head + '&'.join('%s=%s' % (column, row[column]) for column in columns)] = None
+    return list(keys)
+
+
+def row_conj_patterns(prefix, table, schemes, rows):
+    """A SCAN pattern for each row lacking a column of one of these schemes: it matches any
+    value there."""
+    head = glob_escape(conj_prefix(prefix, table))
+    return [head + '&'.join(glob_escape('%s=%s' % (column, row[column])) if column in row
+                            else glob_escape(column) + '=*' for column in columns)
+            for columns in _text_schemes_columns(schemes) for row in rows
+            if not all(column in row for column in columns)]
+
+
+def _text_schemes_columns(schemes):
+    # a scheme in bytes is not UTF-8: not one of cacheops' columns, so no key of its
+    return [scheme_columns(scheme) for scheme in schemes if isinstance(scheme, str)]
 
 
 def drain_keys(handover, count):

@@ -81,8 +81,9 @@ def test_a_row_lacking_a_column_of_a_scheme_invalidates_every_value_there(post):
 def test_row_conj_keys_are_those_registration_names():
     prefix = keys.prefix_for(['default'], ['tests_post'])
     registered = keys.conj_key(prefix, 'tests_post', {'title': 'a', 'category_id': 1})
-    found, patterns = keys.row_conj_keys(prefix, 'tests_post', ['', 'category_id,title'],
-                                         [{'category_id': '1', 'title': 'a'}, {'title': 'b'}])
+    schemes, rows = ['', 'category_id,title'], [{'category_id': '1', 'title': 'a'}, {'title': 'b'}]
+    found = keys.row_conj_keys(prefix, 'tests_post', schemes, rows)
+    patterns = keys.row_conj_patterns(prefix, 'tests_post', schemes, rows)
     assert found == [keys.conj_prefix(prefix, 'tests_post'), registered]
     assert patterns == [keys.glob_escape(keys.conj_prefix(prefix, 'tests_post')) + 'category_id=*&title=b']
 
