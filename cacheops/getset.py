@@ -281,6 +281,14 @@ def _tables(dnfs):
             yield prefix_for([db], [table]), table, conjs
 
 
+def _learned_schemes(prefix, table, conjs):
+    """The schemes of these conjunctions, which a registration records: known in use from
+    now on (keys.learn_schemes), so that a write here names their conj keys at once."""
+    schemes = [scheme(conj) for conj in conjs]
+    learn_schemes(prefix, table, schemes)
+    return schemes
+
+
 def _registration(dnfs):
     """KEYS and ARGV tails registering a key: per table its schemes set and conj keys.
     On a cluster, [(KEYS, ARGV tail)] of register.lua, one per table."""
@@ -290,8 +298,7 @@ def _registration(dnfs):
     for prefix, table, conjs in _tables(dnfs):
         keys.append(schemes_key(prefix, table))
         args.append(len(conjs))
-        schemes = [scheme(conj) for conj in conjs]
-        learn_schemes(prefix, table, schemes)  # a write here then names their conj keys at once
+        schemes = _learned_schemes(prefix, table, conjs)
         keys.extend(conj_key(prefix, table, conj) for conj in conjs)
         args.extend(schemes)
     return keys, args
@@ -301,8 +308,7 @@ def _registrations(dnfs):
     found = []
     for prefix, table, conjs in _tables(dnfs):
         conj_keys = [conj_key(prefix, table, conj) for conj in conjs]
-        schemes = [scheme(conj) for conj in conjs]
-        learn_schemes(prefix, table, schemes)
+        schemes = _learned_schemes(prefix, table, conjs)
         found.append(([schemes_key(prefix, table), *conj_keys,
                        *(reaping_key(prefix, conj) for conj in conj_keys)], schemes))
     return found
@@ -464,9 +470,7 @@ def _prepare_insideout(dnfs, conj_keys, epoch_keys, timeout):
     for prefix, table, conjs in _tables(dnfs):
         schemes_keys.append(schemes_key(prefix, table))
         args.append(len(conjs))
-        schemes = [scheme(conj) for conj in conjs]
-        learn_schemes(prefix, table, schemes)
-        args.extend(schemes)
+        args.extend(_learned_schemes(prefix, table, conjs))
     return run_script('prepare_insideout', [*conj_keys, *schemes_keys, *epoch_keys], args)
 
 
@@ -476,8 +480,7 @@ def _prepare_insideout_cluster(dnfs, conj_keys, epoch_keys, timeout):
     fresh, stamps, conj_set = os.urandom(8).hex(), [], False
     tables = list(_tables(dnfs))
     for (prefix, table, conjs), table_keys, epoch in zip(tables, _by_table(dnfs, conj_keys), epoch_keys):
-        schemes = [scheme(conj) for conj in conjs]
-        learn_schemes(prefix, table, schemes)
+        schemes = _learned_schemes(prefix, table, conjs)
         found = run_script('prepare_insideout', [*table_keys, schemes_key(prefix, table), epoch],
                            [fresh, timeout, len(table_keys), len(conjs), *schemes])
         if found is None:
